@@ -1,0 +1,1 @@
+//! Elasticsearch snapshot repository, SLM policy, list and restore (owned by the es-snapshot-register work).

@@ -1,0 +1,69 @@
+//! The library's error type. Every variant knows its exit code, so the binaries only print
+//! the message and map it; `anyhow` stays at the binary edge.
+
+use crate::exit::Exit;
+use crate::storage::StorageError;
+
+/// Result with the core error as default.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flag, argument, template or name. The message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// A guard refused the operation (non-empty target, existing backup name).
+    #[error("{0}")]
+    Refused(String),
+    /// The stored data does not match its manifest, or the manifest is missing/unreadable.
+    #[error("{0}")]
+    Integrity(String),
+    /// The export or import command failed.
+    #[error("{0}")]
+    Command(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The exit code this error ends the job with.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Invalid(_) => Exit::Invalid,
+            Error::Refused(_) => Exit::Refused,
+            Error::Integrity(_) => Exit::Integrity,
+            Error::Storage(e) => e.exit(),
+            Error::Command(_) | Error::Io { .. } => Exit::Failure,
+        }
+    }
+}
+
+/// Prints an error as one line (`error: a: b: c`) and returns its exit code. Used by every
+/// binary's `main`, so failures look the same everywhere.
+pub fn report(err: &anyhow::Error) -> Exit {
+    let exit = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<Error>().map(Error::exit))
+        .unwrap_or(Exit::Failure);
+    let line = format!("{err:#}").replace('\n', " ");
+    tracing::error!("{line}");
+    eprintln!("error: {line}");
+    exit
+}

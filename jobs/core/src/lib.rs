@@ -1,0 +1,21 @@
+//! Shared core of the sts-backup jobs: storage (S3 and `file://`), backup naming and
+//! manifests, the streamed backup and guarded restore pipelines, logging and exit codes.
+//! The job binaries are thin wrappers around this crate.
+
+pub mod command;
+pub mod elasticsearch;
+pub mod error;
+pub mod exit;
+pub mod hashing;
+pub mod logging;
+pub mod manifest;
+pub mod naming;
+pub mod progress;
+pub mod retention;
+pub mod storage;
+
+pub use error::{Error, Result};
+pub use exit::Exit;
+
+/// `name version`, recorded in manifests and printed by `--version`.
+pub const TOOL: &str = concat!("sts-backup ", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,257 @@
+//! Object storage: the one storage client every job uses. Two backends behind one enum:
+//! S3 (AWS, MinIO, rclone, Ceph...) and a local directory (`file://`), the embedded default
+//! for one machine and demos. Both pass the same contract tests.
+//!
+//! Keys are relative to the configured prefix; backups live flat under it.
+
+mod config;
+mod file;
+mod s3;
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+
+pub use config::{parse_byte_size, Addressing, StorageArgs, StorageUrl};
+pub use file::FileStore;
+pub use s3::S3Store;
+
+use crate::exit::Exit;
+
+/// Most keys one batch delete may carry (the S3 `DeleteObjects` limit).
+pub const DELETE_BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{location}: bucket {bucket:?} does not exist")]
+    NoSuchBucket { location: String, bucket: String },
+    #[error("{location}: access denied ({detail}); check the access key and secret key")]
+    AccessDenied { location: String, detail: String },
+    #[error("{location}: cannot reach the storage endpoint: {detail}")]
+    Unreachable { location: String, detail: String },
+    #[error("{location}: {key:?} not found")]
+    NotFound { location: String, key: String },
+    #[error("{location}: {op} {key:?} failed: {detail}")]
+    Failed {
+        location: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
+}
+
+impl StorageError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            StorageError::Invalid(_) | StorageError::NoSuchBucket { .. } | StorageError::AccessDenied { .. } => {
+                Exit::Invalid
+            }
+            _ => Exit::Failure,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+pub type StorageResult<T> = std::result::Result<T, StorageError>;
+
+/// What a listing says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// An upload that was started and never completed (S3 multipart, or a file backend temp file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<SystemTime>,
+}
+
+/// A key whose deletion failed inside a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteFailure {
+    pub key: String,
+    pub reason: String,
+}
+
+pub type ByteStream = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A configured storage location.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    File(FileStore),
+    S3(S3Store),
+}
+
+impl Storage {
+    /// Opens the storage that the flags describe. Nothing is contacted yet; see [`Storage::check`].
+    pub async fn open(args: &StorageArgs) -> StorageResult<Storage> {
+        match args.url()? {
+            StorageUrl::File(path) => Ok(Storage::File(FileStore::new(path))),
+            StorageUrl::S3 { bucket, prefix } => Ok(Storage::S3(S3Store::connect(args, bucket, prefix).await?)),
+        }
+    }
+
+    /// Where the backups are, for log lines (`s3://bucket/prefix`, `file:///path`).
+    pub fn location(&self) -> String {
+        match self {
+            Storage::File(s) => s.location(),
+            Storage::S3(s) => s.location(),
+        }
+    }
+
+    /// Proves the location exists and the credentials work. `create` makes a missing
+    /// local directory (never a bucket).
+    pub async fn check(&self, create: bool) -> StorageResult<()> {
+        match self {
+            Storage::File(s) => s.check(create).await,
+            Storage::S3(s) => s.check().await,
+        }
+    }
+
+    pub async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        match self {
+            Storage::File(s) => s.head(key).await,
+            Storage::S3(s) => s.head(key).await,
+        }
+    }
+
+    /// Every object under the prefix, all pages.
+    pub async fn list(&self) -> StorageResult<Vec<ObjectMeta>> {
+        match self {
+            Storage::File(s) => s.list().await,
+            Storage::S3(s) => s.list().await,
+        }
+    }
+
+    /// Reads a small object whole (manifests). Refuses objects over `limit` bytes.
+    pub async fn get_bytes(&self, key: &str, limit: usize) -> StorageResult<Vec<u8>> {
+        match self {
+            Storage::File(s) => s.get_bytes(key, limit).await,
+            Storage::S3(s) => s.get_bytes(key, limit).await,
+        }
+    }
+
+    /// Writes a small object whole; never replaces an existing object on the file backend.
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        match self {
+            Storage::File(s) => s.put_bytes(key, data).await,
+            Storage::S3(s) => s.put_bytes(key, data).await,
+        }
+    }
+
+    pub async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
+        match self {
+            Storage::File(s) => s.get_stream(key).await,
+            Storage::S3(s) => s.get_stream(key).await,
+        }
+    }
+
+    /// Starts an upload that becomes visible under `key` only on [`Upload::complete`].
+    pub async fn start_upload(&self, key: &str) -> StorageResult<Upload> {
+        match self {
+            Storage::File(s) => Ok(Upload::File(s.start_upload(key).await?)),
+            Storage::S3(s) => Ok(Upload::S3(s.start_upload(key))),
+        }
+    }
+
+    /// Deletes keys in batches of [`DELETE_BATCH`]; returns the keys that failed, with why.
+    /// A key that is already gone counts as deleted.
+    pub async fn delete_many(&self, keys: &[String]) -> StorageResult<Vec<DeleteFailure>> {
+        let mut failures = Vec::new();
+        for batch in keys.chunks(DELETE_BATCH) {
+            failures.extend(match self {
+                Storage::File(s) => s.delete_batch(batch).await?,
+                Storage::S3(s) => s.delete_batch(batch).await?,
+            });
+        }
+        Ok(failures)
+    }
+
+    pub async fn delete(&self, key: &str) -> StorageResult<()> {
+        let failures = self.delete_many(&[key.to_string()]).await?;
+        match failures.into_iter().next() {
+            None => Ok(()),
+            Some(f) => Err(StorageError::Failed {
+                location: self.location(),
+                op: "delete",
+                key: f.key,
+                detail: f.reason,
+            }),
+        }
+    }
+
+    /// Uploads that were started and never completed or aborted.
+    pub async fn pending_uploads(&self) -> StorageResult<Vec<PendingUpload>> {
+        match self {
+            Storage::File(s) => s.pending_uploads().await,
+            Storage::S3(s) => s.pending_uploads().await,
+        }
+    }
+
+    pub async fn abort_pending(&self, upload: &PendingUpload) -> StorageResult<()> {
+        match self {
+            Storage::File(s) => s.abort_pending(upload).await,
+            Storage::S3(s) => s.abort_pending(upload).await,
+        }
+    }
+
+    /// Creates the bucket (S3 only; a directory for `file://`).
+    pub async fn create_bucket(&self) -> StorageResult<()> {
+        match self {
+            Storage::File(s) => s.check(true).await,
+            Storage::S3(s) => s.create_bucket().await,
+        }
+    }
+
+    /// Bytes per part for streaming uploads.
+    pub fn part_size(&self) -> usize {
+        match self {
+            Storage::File(s) => s.part_size(),
+            Storage::S3(s) => s.part_size(),
+        }
+    }
+}
+
+/// An upload in progress. Dropping it without `complete` or `abort` leaves a pending upload
+/// that the pruner removes later; callers abort explicitly on every error path.
+pub enum Upload {
+    File(file::FileUpload),
+    S3(s3::S3Upload),
+}
+
+impl Upload {
+    /// Sends one part. S3 parts go out concurrently, up to the configured limit, so this
+    /// returns as soon as a slot is free; the memory held is bounded by parts in flight.
+    pub async fn put_part(&mut self, data: Bytes) -> StorageResult<()> {
+        match self {
+            Upload::File(u) => u.put_part(data).await,
+            Upload::S3(u) => u.put_part(data).await,
+        }
+    }
+
+    /// Makes the object visible under its key.
+    pub async fn complete(self) -> StorageResult<()> {
+        match self {
+            Upload::File(u) => u.complete().await,
+            Upload::S3(u) => u.complete().await,
+        }
+    }
+
+    /// Throws the upload away; nothing is left under the key.
+    pub async fn abort(self) {
+        match self {
+            Upload::File(u) => u.abort().await,
+            Upload::S3(u) => u.abort().await,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Real servers for integration tests, started on 127.0.0.1 on free ports and stopped on
+//! drop. Nothing here is a mock: the S3 server is `rclone serve s3` (it checks SigV4 with the
+//! keys we choose), the stores are Debian's etcd and PostgreSQL.
+//!
+//! Tools come from `tests/install-tools.sh`; a missing tool fails the test with a message
+//! saying so, rather than skipping it.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "testaccesskey01";
+pub const SECRET_KEY: &str = "testsecretkey0123456789";
+
+/// The workspace root (where `.tools/` lives).
+pub fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() && !dir.join(".git").exists() {
+        if !dir.pop() {
+            break;
+        }
+    }
+    dir
+}
+
+/// Finds a tool: `.tools/venv/bin`, `.tools/bin`, `/usr/lib/postgresql/*/bin`, then PATH.
+pub fn tool(name: &str) -> PathBuf {
+    let root = workspace_root();
+    let mut candidates = vec![
+        root.join(".tools/venv/bin").join(name),
+        root.join(".tools/bin").join(name),
+        root.join(".tools/npm/node_modules/.bin").join(name),
+    ];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        for e in entries.flatten() {
+            candidates.push(e.path().join("bin").join(name));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|p| p.join(name)));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not found: run tests/install-tools.sh"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts connections on the port.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not start listening on 127.0.0.1:{port}");
+}
+
+/// A child process killed on drop.
+pub struct Server {
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn spawn(cmd: &mut Command) -> Server {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Server { child: Some(child) }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `rclone serve s3` over a temp directory; top-level directories are buckets.
+pub struct S3Server {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    server: Server,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir)
+    }
+
+    /// Starts a server over an existing directory (to restart one on the same data).
+    pub fn start_in(dir: tempfile::TempDir) -> S3Server {
+        let port = free_port();
+        let server = Server::spawn(
+            Command::new(tool("rclone"))
+                .args(["serve", "s3", "--addr"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--auth-key")
+                .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
+                .args(["--config", "/dev/null", "--vfs-cache-mode", "off"])
+                .arg(dir.path()),
+        );
+        wait_for_port(port, "rclone serve s3");
+        S3Server { port, dir, server }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (a directory, which is what rclone serves as one).
+    pub fn create_bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.dir.path().join(bucket)).unwrap();
+    }
+
+    /// The file behind an object, to inspect or corrupt it.
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.dir.path().join(bucket).join(key)
+    }
+
+    pub fn kill(&mut self) {
+        self.server.kill();
+    }
+
+    /// A directory with `accesskey`/`secretkey` files, as the chart mounts them.
+    pub fn credentials_dir(&self, access: &str, secret: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("accesskey"), access).unwrap();
+        std::fs::write(dir.path().join("secretkey"), secret).unwrap();
+        dir
+    }
+}
+
+/// Runs a command to completion as `user` when we are root (PostgreSQL refuses to run as
+/// root), otherwise as ourselves.
+pub fn as_user(user: &str, program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", user, "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A single-node etcd with its own data directory.
+pub struct EtcdServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    _server: Server,
+}
+
+impl EtcdServer {
+    pub fn start() -> EtcdServer {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_with_data(dir, "data")
+    }
+
+    /// Starts etcd on `<dir>/<data>` (e.g. a directory made by `etcdctl snapshot restore`).
+    pub fn start_with_data(dir: tempfile::TempDir, data: &str) -> EtcdServer {
+        let port = free_port();
+        let peer = free_port();
+        let server = Server::spawn(
+            Command::new(tool("etcd"))
+                .arg("--data-dir")
+                .arg(dir.path().join(data))
+                .arg("--listen-client-urls")
+                .arg(format!("http://127.0.0.1:{port}"))
+                .arg("--advertise-client-urls")
+                .arg(format!("http://127.0.0.1:{port}"))
+                .arg("--listen-peer-urls")
+                .arg(format!("http://127.0.0.1:{peer}"))
+                .arg("--initial-advertise-peer-urls")
+                .arg(format!("http://127.0.0.1:{peer}"))
+                .arg("--initial-cluster")
+                .arg(format!("default=http://127.0.0.1:{peer}")),
+        );
+        wait_for_port(port, "etcd");
+        EtcdServer {
+            port,
+            dir,
+            _server: server,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `etcdctl` against this server (API v3).
+    pub fn ctl(&self) -> Command {
+        let mut cmd = Command::new(tool("etcdctl"));
+        cmd.env("ETCDCTL_API", "3").arg("--endpoints").arg(self.endpoint());
+        cmd
+    }
+}
+
+/// A PostgreSQL cluster made with initdb in a temp dir, listening on 127.0.0.1 only.
+pub struct PgServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    _server: Server,
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let dir = tempfile::Builder::new().prefix("sts-pg").tempdir().unwrap();
+        let data = dir.path().join("data");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let status = as_user("postgres", &tool("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        let port = free_port();
+        let server = Server::spawn(
+            as_user("postgres", &tool("postgres"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-h", "127.0.0.1", "-p"])
+                .arg(port.to_string())
+                .arg("-k")
+                .arg(dir.path()),
+        );
+        wait_for_port(port, "postgres");
+        PgServer {
+            port,
+            dir,
+            _server: server,
+        }
+    }
+
+    /// Runs SQL with psql and returns stdout (unaligned, tuples only).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(tool("psql"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-d")
+            .arg(db)
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}

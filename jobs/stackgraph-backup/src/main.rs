@@ -1,1 +1,286 @@
-fn main() {}
+//! `stackgraph-backup`: full, single-object backups of a store through its own export and
+//! import commands, streamed to and from object storage. All logic is in `sts_backup_core`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sts_backup_core::backup::{backup, BackupOptions};
+use sts_backup_core::command::CommandSpec;
+use sts_backup_core::error::report;
+use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
+use sts_backup_core::logging::{self, LogFormat};
+use sts_backup_core::manifest::{Compression, Manifest};
+use sts_backup_core::naming::{NameTemplate, DEFAULT_NAME_TEMPLATE};
+use sts_backup_core::progress::human_bytes;
+use sts_backup_core::restore::{self, RestoreOptions};
+use sts_backup_core::storage::{Storage, StorageArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "stackgraph-backup",
+    version,
+    about = "Streamed, checksummed full backups of a store (StackGraph, etcd, PostgreSQL...) to S3 or a directory",
+    after_help = EXIT_CODES_HELP
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run EXPORT_CMD and stream its output into a new backup. An argument `{file}` makes the
+    /// command write a scratch file instead of stdout.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Backup(BackupArgs),
+    /// List the committed backups, oldest first.
+    #[command(after_help = EXIT_CODES_HELP)]
+    List(ListArgs),
+    /// Re-read a backup and check it against its manifest.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(VerifyArgs),
+    /// Verify a backup, check that the target is empty, then feed it to IMPORT_CMD (on stdin,
+    /// or as the scratch file `{file}`).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Restore(RestoreArgs),
+    /// Copy this executable into DIR (how the chart injects it into the store's container).
+    CopyTo {
+        /// Target directory; the binary lands in DIR/stackgraph-backup.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// Backup name, strftime in UTC. `$(date +FORMAT)` is accepted and translated.
+    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE", default_value = DEFAULT_NAME_TEMPLATE)]
+    name_template: String,
+
+    /// Compress the stream.
+    #[arg(long, env = "BACKUP_COMPRESS", value_enum, default_value_t = Compression::None)]
+    compress: Compression,
+
+    /// Directory for the scratch file of `{file}` exports (default: the system temp dir).
+    #[arg(long, env = "BACKUP_SCRATCH_DIR", value_name = "DIR")]
+    scratch_dir: Option<PathBuf>,
+
+    /// The export command and its arguments, after `--`.
+    #[arg(last = true, value_name = "EXPORT_CMD")]
+    export: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// Output format; json is one line on stdout.
+    #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = ListFormat::Table)]
+    output: ListFormat,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// The backup to verify.
+    #[arg(env = "BACKUP_NAME")]
+    name: String,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// The backup to restore.
+    #[arg(env = "BACKUP_NAME")]
+    name: String,
+
+    /// Restore even when the target holds data (it is overwritten).
+    #[arg(long, env = "RESTORE_FORCE")]
+    force: bool,
+
+    /// Argument appended to IMPORT_CMD with --force (StackState's importer takes `-force`).
+    #[arg(
+        long,
+        env = "RESTORE_FORCE_ARG",
+        allow_hyphen_values = true,
+        value_name = "ARG"
+    )]
+    force_arg: Option<String>,
+
+    /// Command that tells whether the target is empty: exit 0 = empty, 1 = holds data. Split
+    /// into words like a shell would, but never run by one.
+    #[arg(long, env = "RESTORE_EMPTY_CHECK", value_name = "CMD")]
+    empty_check: Option<String>,
+
+    /// Directory for the scratch file of `{file}` imports (default: the system temp dir).
+    #[arg(long, env = "BACKUP_SCRATCH_DIR", value_name = "DIR")]
+    scratch_dir: Option<PathBuf>,
+
+    /// The import command and its arguments, after `--`.
+    #[arg(last = true, value_name = "IMPORT_CMD")]
+    import: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return report(&anyhow::Error::new(e).context("starting the async runtime")).into()
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => report(&e).into(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Backup(args) => {
+            let opts = BackupOptions {
+                template: NameTemplate::parse(&args.name_template)?,
+                compression: args.compress,
+                export: CommandSpec::new("EXPORT_CMD", args.export)?,
+                scratch_dir: args.scratch_dir,
+            };
+            let storage = Storage::open(&args.storage).await?;
+            backup(&storage, &opts, chrono::Utc::now()).await?;
+            Ok(())
+        }
+        Command::List(args) => {
+            let storage = Storage::open(&args.storage).await?;
+            let backups = restore::list(&storage).await?;
+            let mut out = std::io::stdout().lock();
+            match args.output {
+                ListFormat::Json => writeln!(out, "{}", list_json(&backups))?,
+                ListFormat::Table => print_table(&mut out, &backups)?,
+            }
+            Ok(())
+        }
+        Command::Verify(args) => {
+            let storage = Storage::open(&args.storage).await?;
+            let m = restore::verify(&storage, &args.name).await?;
+            println!("verified {}: {} bytes, sha256 {}", m.name, m.size, m.sha256);
+            Ok(())
+        }
+        Command::Restore(args) => {
+            let rerun_hint = rerun_with_force();
+            let opts = RestoreOptions {
+                empty_check: args
+                    .empty_check
+                    .as_deref()
+                    .map(|line| CommandSpec::parse_line("--empty-check", line))
+                    .transpose()?,
+                import: CommandSpec::new("IMPORT_CMD", args.import)?,
+                name: args.name,
+                force: args.force,
+                force_arg: args.force_arg,
+                scratch_dir: args.scratch_dir,
+                rerun_hint,
+            };
+            let storage = Storage::open(&args.storage).await?;
+            let m = restore::restore(&storage, &opts).await?;
+            println!("restored {}: {} bytes of data", m.name, m.raw_size);
+            Ok(())
+        }
+        Command::CopyTo { dir } => copy_to(&dir),
+    }
+}
+
+/// This invocation again with `--force` after `restore`, quoted for a shell.
+fn rerun_with_force() -> String {
+    let mut argv: Vec<String> = std::env::args().collect();
+    if let Some(pos) = argv.iter().position(|a| a == "restore") {
+        argv.insert(pos + 1, "--force".into());
+    }
+    shell_words::join(argv)
+}
+
+fn list_json(backups: &[Manifest]) -> serde_json::Value {
+    serde_json::Value::Array(
+        backups
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name,
+                    "size": m.size,
+                    "created": m.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "sha256": m.sha256,
+                    "compression": m.compression,
+                    "raw_size": m.raw_size,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn print_table(out: &mut impl Write, backups: &[Manifest]) -> std::io::Result<()> {
+    let width = backups
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    writeln!(
+        out,
+        "{:<width$}  {:>10}  {:<20}  {:<11}  SHA256",
+        "NAME", "SIZE", "CREATED (UTC)", "COMPRESSION"
+    )?;
+    for m in backups {
+        writeln!(
+            out,
+            "{:<width$}  {:>10}  {:<20}  {:<11}  {}",
+            m.name,
+            human_bytes(m.size),
+            m.created.format("%Y-%m-%d %H:%M:%S").to_string(),
+            m.compression.to_string(),
+            &m.sha256[..12]
+        )?;
+    }
+    if backups.is_empty() {
+        writeln!(out, "(no backups)")?;
+    }
+    Ok(())
+}
+
+/// Copies the running executable to `dir/stackgraph-backup` through a temp file and a
+/// rename, so a half-copied binary is never run.
+fn copy_to(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let me = std::env::current_exe().context("finding this executable")?;
+    let target = dir.join("stackgraph-backup");
+    let temp = dir.join(".stackgraph-backup.tmp");
+    std::fs::copy(&me, &temp)
+        .with_context(|| format!("DIR: copying {} to {}", me.display(), temp.display()))?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))
+        .context("DIR: setting permissions")?;
+    std::fs::rename(&temp, &target)
+        .with_context(|| format!("DIR: moving the copy to {}", target.display()))?;
+    println!("copied {} to {}", me.display(), target.display());
+    Ok(())
+}

@@ -48,7 +48,11 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts connections on the port.
@@ -119,7 +123,14 @@ impl S3Server {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--auth-key")
                 .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
-                .args(["--config", "/dev/null", "--vfs-cache-mode", "off"])
+                .args([
+                    "--config",
+                    "/dev/null",
+                    "--vfs-cache-mode",
+                    "off",
+                    "--dir-cache-time",
+                    "0s",
+                ])
                 .arg(dir.path()),
         );
         wait_for_port(port, "rclone serve s3");
@@ -142,6 +153,28 @@ impl S3Server {
 
     pub fn kill(&mut self) {
         self.server.kill();
+    }
+
+    /// Starts the server again on the same port and data (after [`S3Server::kill`]).
+    pub fn restart(&mut self) {
+        self.server.kill();
+        self.server = Server::spawn(
+            Command::new(tool("rclone"))
+                .args(["serve", "s3", "--addr"])
+                .arg(format!("127.0.0.1:{}", self.port))
+                .arg("--auth-key")
+                .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
+                .args([
+                    "--config",
+                    "/dev/null",
+                    "--vfs-cache-mode",
+                    "off",
+                    "--dir-cache-time",
+                    "0s",
+                ])
+                .arg(self.dir.path()),
+        );
+        wait_for_port(self.port, "rclone serve s3");
     }
 
     /// A directory with `accesskey`/`secretkey` files, as the chart mounts them.
@@ -220,7 +253,9 @@ impl EtcdServer {
     /// `etcdctl` against this server (API v3).
     pub fn ctl(&self) -> Command {
         let mut cmd = Command::new(tool("etcdctl"));
-        cmd.env("ETCDCTL_API", "3").arg("--endpoints").arg(self.endpoint());
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.endpoint());
         cmd
     }
 }
@@ -272,7 +307,16 @@ impl PgServer {
     /// Runs SQL with psql and returns stdout (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(tool("psql"))
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-p"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-p",
+            ])
             .arg(self.port.to_string())
             .arg("-d")
             .arg(db)
@@ -280,7 +324,11 @@ impl PgServer {
             .arg(sql)
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 }

@@ -18,7 +18,12 @@ pub enum Addressing {
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// Where backups live: s3://BUCKET[/PREFIX] or file:///PATH.
-    #[arg(long, env = "BACKUP_STORAGE", default_value = "file://./sts-backups", value_name = "URL")]
+    #[arg(
+        long,
+        env = "BACKUP_STORAGE",
+        default_value = "file://./sts-backups",
+        value_name = "URL"
+    )]
     pub storage: String,
 
     /// S3 endpoint for non-AWS servers, e.g. http://sts-backup-minio:9000 (default: AWS).
@@ -48,11 +53,21 @@ pub struct StorageArgs {
     pub sse: String,
 
     /// Bytes per uploaded part (5MiB..5GiB); memory use is about part size x (concurrency + 1).
-    #[arg(long, env = "BACKUP_PART_SIZE", default_value = "16MiB", value_name = "SIZE")]
+    #[arg(
+        long,
+        env = "BACKUP_PART_SIZE",
+        default_value = "16MiB",
+        value_name = "SIZE"
+    )]
     pub part_size: String,
 
     /// Parts uploaded in parallel.
-    #[arg(long, env = "BACKUP_UPLOAD_CONCURRENCY", default_value_t = 4, value_name = "N")]
+    #[arg(
+        long,
+        env = "BACKUP_UPLOAD_CONCURRENCY",
+        default_value_t = 4,
+        value_name = "N"
+    )]
     pub upload_concurrency: usize,
 }
 
@@ -102,7 +117,9 @@ impl StorageArgs {
     pub fn concurrency(&self) -> StorageResult<usize> {
         match self.upload_concurrency {
             1..=64 => Ok(self.upload_concurrency),
-            n => Err(StorageError::Invalid(format!("--upload-concurrency: {n} is outside 1..64"))),
+            n => Err(StorageError::Invalid(format!(
+                "--upload-concurrency: {n} is outside 1..64"
+            ))),
         }
     }
 }
@@ -112,7 +129,9 @@ impl StorageUrl {
         let invalid = |why: String| StorageError::Invalid(format!("--storage: {why}"));
         if let Some(path) = url.strip_prefix("file://") {
             if path.is_empty() {
-                return Err(invalid("file:// needs a path, e.g. file:///var/backups".into()));
+                return Err(invalid(
+                    "file:// needs a path, e.g. file:///var/backups".into(),
+                ));
             }
             return Ok(StorageUrl::File(PathBuf::from(path)));
         }
@@ -121,9 +140,15 @@ impl StorageUrl {
             validate_bucket(bucket).map_err(|e| invalid(format!("bucket {bucket:?} {e}")))?;
             let prefix = prefix.trim_matches('/');
             if prefix.split('/').any(|p| p == ".." || p == ".") {
-                return Err(invalid(format!("prefix {prefix:?} must not contain '.' or '..' segments")));
+                return Err(invalid(format!(
+                    "prefix {prefix:?} must not contain '.' or '..' segments"
+                )));
             }
-            let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+            let prefix = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
             return Ok(StorageUrl::S3 {
                 bucket: bucket.to_string(),
                 prefix,
@@ -160,15 +185,23 @@ fn validate_bucket(bucket: &str) -> Result<(), String> {
 /// Parses `16MiB`, `8M`, `1048576`, `1.5GiB`.
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size such as 16MiB"))?;
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 16MiB"))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown unit {other:?} in {text:?}; use B, KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use B, KiB, MiB or GiB"
+            ))
+        }
     };
     Ok((number * factor as f64) as u64)
 }
@@ -181,14 +214,31 @@ mod tests {
     fn parses_storage_urls() {
         assert_eq!(
             StorageUrl::parse("s3://sts-stackgraph-backup").unwrap(),
-            StorageUrl::S3 { bucket: "sts-stackgraph-backup".into(), prefix: String::new() }
+            StorageUrl::S3 {
+                bucket: "sts-stackgraph-backup".into(),
+                prefix: String::new()
+            }
         );
         assert_eq!(
             StorageUrl::parse("s3://bkt/a/b/").unwrap(),
-            StorageUrl::S3 { bucket: "bkt".into(), prefix: "a/b/".into() }
+            StorageUrl::S3 {
+                bucket: "bkt".into(),
+                prefix: "a/b/".into()
+            }
         );
-        assert_eq!(StorageUrl::parse("file:///var/b").unwrap(), StorageUrl::File("/var/b".into()));
-        for bad in ["gs://x", "s3://", "s3://Upper", "s3://a", "s3://bkt/../x", "file://", "/plain/path"] {
+        assert_eq!(
+            StorageUrl::parse("file:///var/b").unwrap(),
+            StorageUrl::File("/var/b".into())
+        );
+        for bad in [
+            "gs://x",
+            "s3://",
+            "s3://Upper",
+            "s3://a",
+            "s3://bkt/../x",
+            "file://",
+            "/plain/path",
+        ] {
             let err = StorageUrl::parse(bad).unwrap_err();
             assert!(err.to_string().starts_with("--storage: "), "{bad}: {err}");
         }
@@ -200,7 +250,10 @@ mod tests {
         assert_eq!(parse_byte_size("8M").unwrap(), 8 << 20);
         assert_eq!(parse_byte_size("1024").unwrap(), 1024);
         assert!(parse_byte_size("12 parsecs").is_err());
-        let args = StorageArgs { part_size: "1MiB".into(), ..Default::default() };
+        let args = StorageArgs {
+            part_size: "1MiB".into(),
+            ..Default::default()
+        };
         assert!(args.part_size_bytes().is_err());
     }
 }

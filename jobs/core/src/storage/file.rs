@@ -59,7 +59,10 @@ impl FileStore {
         }
         match tokio::fs::metadata(&self.root).await {
             Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(StorageError::Invalid(format!("--storage: {} is not a directory", self.root.display()))),
+            Ok(_) => Err(StorageError::Invalid(format!(
+                "--storage: {} is not a directory",
+                self.root.display()
+            ))),
             Err(_) => Err(StorageError::Invalid(format!(
                 "--storage: directory {} does not exist",
                 self.root.display()
@@ -86,12 +89,19 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(self.io_error("list", "", e)),
         };
-        while let Some(entry) = dir.next_entry().await.map_err(|e| self.io_error("list", "", e))? {
+        while let Some(entry) = dir
+            .next_entry()
+            .await
+            .map_err(|e| self.io_error("list", "", e))?
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
-            let meta = entry.metadata().await.map_err(|e| self.io_error("stat", &name, e))?;
+            let meta = entry
+                .metadata()
+                .await
+                .map_err(|e| self.io_error("stat", &name, e))?;
             if meta.is_file() {
                 out.push(ObjectMeta {
                     key: name,
@@ -106,16 +116,23 @@ impl FileStore {
 
     pub async fn get_bytes(&self, key: &str, limit: usize) -> StorageResult<Vec<u8>> {
         let path = self.path(key);
-        let meta = tokio::fs::metadata(&path).await.map_err(|e| self.io_error("read", key, e))?;
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| self.io_error("read", key, e))?;
         if meta.len() > limit as u64 {
             return Err(StorageError::Failed {
                 location: self.location(),
                 op: "read",
                 key: key.to_string(),
-                detail: format!("object is {} bytes, over the {limit}-byte limit", meta.len()),
+                detail: format!(
+                    "object is {} bytes, over the {limit}-byte limit",
+                    meta.len()
+                ),
             });
         }
-        tokio::fs::read(&path).await.map_err(|e| self.io_error("read", key, e))
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| self.io_error("read", key, e))
     }
 
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> StorageResult<()> {
@@ -136,7 +153,9 @@ impl FileStore {
 
     pub async fn start_upload(&self, key: &str) -> StorageResult<FileUpload> {
         let nonce: u64 = rand_nonce();
-        let temp = self.root.join(format!("{UPLOAD_PREFIX}{key}.{nonce:016x}{UPLOAD_SUFFIX}"));
+        let temp = self
+            .root
+            .join(format!("{UPLOAD_PREFIX}{key}.{nonce:016x}{UPLOAD_SUFFIX}"));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -173,12 +192,23 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(self.io_error("list", "", e)),
         };
-        while let Some(entry) = dir.next_entry().await.map_err(|e| self.io_error("list", "", e))? {
+        while let Some(entry) = dir
+            .next_entry()
+            .await
+            .map_err(|e| self.io_error("list", "", e))?
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(inner) = name.strip_prefix(UPLOAD_PREFIX).and_then(|n| n.strip_suffix(UPLOAD_SUFFIX)) else {
+            let Some(inner) = name
+                .strip_prefix(UPLOAD_PREFIX)
+                .and_then(|n| n.strip_suffix(UPLOAD_SUFFIX))
+            else {
                 continue;
             };
-            let key = inner.rsplit_once('.').map(|(k, _)| k).unwrap_or(inner).to_string();
+            let key = inner
+                .rsplit_once('.')
+                .map(|(k, _)| k)
+                .unwrap_or(inner)
+                .to_string();
             let initiated = entry.metadata().await.ok().and_then(|m| m.modified().ok());
             out.push(PendingUpload {
                 key,
@@ -202,7 +232,12 @@ impl FileStore {
 fn rand_nonce() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -231,8 +266,14 @@ impl FileUpload {
     }
 
     async fn finish(&mut self) -> StorageResult<()> {
-        self.file.flush().await.map_err(|e| self.store.io_error("write", &self.key, e))?;
-        self.file.sync_all().await.map_err(|e| self.store.io_error("fsync", &self.key, e))?;
+        self.file
+            .flush()
+            .await
+            .map_err(|e| self.store.io_error("write", &self.key, e))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(|e| self.store.io_error("fsync", &self.key, e))?;
         let target = self.store.path(&self.key);
         // hard_link fails when the target exists: a completed upload never replaces an object.
         link_no_replace(&self.temp, &target).map_err(|e| {

@@ -9,7 +9,9 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
+};
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use bytes::Bytes;
@@ -31,11 +33,18 @@ pub struct S3Store {
 
 fn read_secret_file(dir: &std::path::Path, name: &str) -> StorageResult<String> {
     let path = dir.join(name);
-    let value = std::fs::read_to_string(&path)
-        .map_err(|e| StorageError::Invalid(format!("--credentials-dir: cannot read {}: {e}", path.display())))?;
+    let value = std::fs::read_to_string(&path).map_err(|e| {
+        StorageError::Invalid(format!(
+            "--credentials-dir: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
     let value = value.trim().to_string();
     if value.is_empty() {
-        return Err(StorageError::Invalid(format!("--credentials-dir: {} is empty", path.display())));
+        return Err(StorageError::Invalid(format!(
+            "--credentials-dir: {} is empty",
+            path.display()
+        )));
     }
     Ok(value)
 }
@@ -52,7 +61,11 @@ fn parse_sse(sse: &str) -> StorageResult<Option<ServerSideEncryption>> {
 }
 
 impl S3Store {
-    pub async fn connect(args: &StorageArgs, bucket: String, prefix: String) -> StorageResult<S3Store> {
+    pub async fn connect(
+        args: &StorageArgs,
+        bucket: String,
+        prefix: String,
+    ) -> StorageResult<S3Store> {
         let sse = parse_sse(&args.sse)?;
         let part_size = args.part_size_bytes()?;
         let concurrency = args.concurrency()?;
@@ -66,10 +79,14 @@ impl S3Store {
 
         let mut trust = TrustStore::default();
         if let Some(ca) = &args.ca_bundle {
-            let pem = std::fs::read(ca)
-                .map_err(|e| StorageError::Invalid(format!("--ca-bundle: cannot read {}: {e}", ca.display())))?;
+            let pem = std::fs::read(ca).map_err(|e| {
+                StorageError::Invalid(format!("--ca-bundle: cannot read {}: {e}", ca.display()))
+            })?;
             if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(StorageError::Invalid(format!("--ca-bundle: {} holds no PEM certificate", ca.display())));
+                return Err(StorageError::Invalid(format!(
+                    "--ca-bundle: {} holds no PEM certificate",
+                    ca.display()
+                )));
             }
             trust = trust.with_pem_certificate(pem);
         }
@@ -93,7 +110,13 @@ impl S3Store {
         if let Some(dir) = &args.credentials_dir {
             let access = read_secret_file(dir, "accesskey")?;
             let secret = read_secret_file(dir, "secretkey")?;
-            loader = loader.credentials_provider(Credentials::new(access, secret, None, None, "credentials-dir"));
+            loader = loader.credentials_provider(Credentials::new(
+                access,
+                secret,
+                None,
+                None,
+                "credentials-dir",
+            ));
         }
         let shared = loader.load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
@@ -114,7 +137,9 @@ impl S3Store {
     }
 
     pub fn location(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.prefix).trim_end_matches('/').to_string()
+        format!("s3://{}/{}", self.bucket, self.prefix)
+            .trim_end_matches('/')
+            .to_string()
     }
 
     pub fn part_size(&self) -> usize {
@@ -126,7 +151,12 @@ impl S3Store {
     }
 
     /// Turns an SDK error into one line that says what went wrong (never credentials).
-    fn classify<E>(&self, op: &'static str, key: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StorageError
+    fn classify<E>(
+        &self,
+        op: &'static str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StorageError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -134,29 +164,45 @@ impl S3Store {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
         match (&err, code.as_deref(), status) {
-            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => StorageError::Unreachable {
-                location,
-                detail: DisplayErrorContext(&err).to_string(),
-            },
+            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => {
+                StorageError::Unreachable {
+                    location,
+                    detail: DisplayErrorContext(&err).to_string(),
+                }
+            }
             (_, Some("NoSuchBucket"), _) => StorageError::NoSuchBucket {
                 location,
                 bucket: self.bucket.clone(),
             },
-            (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken"), _)
+            (
+                _,
+                Some(
+                    "AccessDenied"
+                    | "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "InvalidToken"
+                    | "ExpiredToken",
+                ),
+                _,
+            )
             | (_, _, Some(403)) => StorageError::AccessDenied {
                 location,
                 detail: code.unwrap_or_else(|| "HTTP 403".into()),
             },
-            (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, _, Some(404)) => StorageError::NotFound {
-                location,
-                key: key.to_string(),
-            },
+            (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, _, Some(404)) => {
+                StorageError::NotFound {
+                    location,
+                    key: key.to_string(),
+                }
+            }
             _ => StorageError::Failed {
                 location,
                 op,
                 key: key.to_string(),
                 detail: match (code, status) {
-                    (Some(code), Some(status)) => format!("{code} (HTTP {status}): {}", err.message().unwrap_or("")),
+                    (Some(code), Some(status)) => {
+                        format!("{code} (HTTP {status}): {}", err.message().unwrap_or(""))
+                    }
                     _ => DisplayErrorContext(&err).to_string(),
                 },
             },
@@ -187,11 +233,20 @@ impl S3Store {
     }
 
     pub async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
-        match self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: out.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                modified: out
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok()),
             })),
             Err(err) => match self.classify("head", key, err) {
                 StorageError::NotFound { .. } => Ok(None),
@@ -222,7 +277,9 @@ impl S3Store {
                 out.push(ObjectMeta {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
-                    modified: obj.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                    modified: obj
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok()),
                 });
             }
         }
@@ -316,8 +373,18 @@ impl S3Store {
             .errors()
             .iter()
             .map(|e| DeleteFailure {
-                key: e.key().map(|k| k.strip_prefix(&self.prefix).unwrap_or(k)).unwrap_or("").to_string(),
-                reason: format!("{} {}", e.code().unwrap_or("error"), e.message().unwrap_or("")).trim().to_string(),
+                key: e
+                    .key()
+                    .map(|k| k.strip_prefix(&self.prefix).unwrap_or(k))
+                    .unwrap_or("")
+                    .to_string(),
+                reason: format!(
+                    "{} {}",
+                    e.code().unwrap_or("error"),
+                    e.message().unwrap_or("")
+                )
+                .trim()
+                .to_string(),
             })
             .collect())
     }
@@ -337,7 +404,9 @@ impl S3Store {
                 .await
                 .map_err(|e| self.classify("list uploads", "", e))?;
             for u in page.uploads() {
-                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else { continue };
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
                 out.push(PendingUpload {
                     key: key.strip_prefix(&self.prefix).unwrap_or(key).to_string(),
                     upload_id: id.to_string(),
@@ -404,12 +473,16 @@ impl S3Upload {
                         .bucket(&self.store.bucket)
                         .key(self.store.full_key(&self.key))
                         .set_server_side_encryption(self.store.sse.clone())
+                        .customize()
+                        .interceptor(super::compat::InitiateMultipartUploadRoot)
                         .send()
                         .await
                         .map_err(|e| self.store.classify("start upload", &self.key, e))?;
                     self.upload_id = out.upload_id().map(str::to_string);
                     if self.upload_id.is_none() {
-                        return Err(self.failed("start upload", "the server returned no upload id".into()));
+                        return Err(
+                            self.failed("start upload", "the server returned no upload id".into())
+                        );
                     }
                     self.spawn_part(first).await?;
                 }
@@ -494,7 +567,11 @@ impl S3Upload {
             .bucket(&self.store.bucket)
             .key(self.store.full_key(&self.key))
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map(|_| ())
@@ -511,7 +588,10 @@ impl S3Upload {
                 initiated: None,
             };
             if let Err(e) = self.store.abort_pending(&pending).await {
-                tracing::warn!("could not abort the multipart upload of {:?} (the pruner will): {e}", self.key);
+                tracing::warn!(
+                    "could not abort the multipart upload of {:?} (the pruner will): {e}",
+                    self.key
+                );
             }
         }
     }

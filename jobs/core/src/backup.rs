@@ -40,11 +40,7 @@ struct Sums {
 }
 
 /// Runs one backup and returns the committed manifest.
-pub async fn backup(
-    storage: &Storage,
-    opts: &BackupOptions,
-    now: DateTime<Utc>,
-) -> Result<Manifest> {
+pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>) -> Result<Manifest> {
     let name = opts.template.render(now);
     validate_name(&name).map_err(|e| Error::invalid(format!("--name-template: {e}")))?;
     let location = storage.location();
@@ -59,13 +55,10 @@ pub async fn backup(
     let mut interrupt = Interrupt::new()?;
     let progress = Progress::start("uploaded");
     let mut upload = storage.start_upload(&name).await?;
-    let sums = match export_into(storage, opts, &name, &mut upload, &progress, &mut interrupt).await
-    {
+    let sums = match export_into(storage, opts, &name, &mut upload, &progress, &mut interrupt).await {
         Ok(sums) => sums,
         Err(e) => {
-            tracing::warn!(
-                "=== Backup {name:?} failed; aborting the upload so nothing is left behind"
-            );
+            tracing::warn!("=== Backup {name:?} failed; aborting the upload so nothing is left behind");
             upload.abort().await;
             return Err(e);
         }
@@ -147,14 +140,13 @@ async fn export_into(
             file.display(),
             opts.export.display()
         );
-        let mut child =
-            opts.export
-                .spawn(Some(&file), Stdio::null(), Stdio::from(std::io::stderr()))?;
+        let mut child = opts
+            .export
+            .spawn(Some(&file), Stdio::null(), Stdio::from(std::io::stderr()))?;
         let status = tokio::select! {
             status = child.wait() => status.map_err(|e| Error::Command(format!("waiting for the export command: {e}")))?,
             err = interrupt.wait() => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                crate::command::kill(&mut child).await;
                 return Err(err);
             }
         };
@@ -202,8 +194,7 @@ async fn export_into(
         let sums = match pumped {
             Ok(sums) => sums,
             Err(e) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                crate::command::kill(&mut child).await;
                 return Err(e);
             }
         };
@@ -245,10 +236,7 @@ async fn pump<R: AsyncRead + Unpin>(
             }
         }
         Compression::Zstd => {
-            let encoder = ZstdEncoder::with_quality(
-                BufReader::with_capacity(256 * 1024, raw),
-                Level::Default,
-            );
+            let encoder = ZstdEncoder::with_quality(BufReader::with_capacity(256 * 1024, raw), Level::Default);
             let mut stored = HashingReader::new(encoder).with_progress(progress.counter());
             send_parts(&mut stored, part_size, upload, interrupt).await?;
             let (encoder, size, sha256) = stored.into_parts();

@@ -30,7 +30,8 @@ impl CommandSpec {
     /// Splits a command line the way a shell splits words (quotes, backslashes), without
     /// running a shell: for flags such as `--empty-check` that carry a whole command.
     pub fn parse_line(what: &str, line: &str) -> Result<Self> {
-        let argv = shell_words::split(line).map_err(|e| Error::invalid(format!("{what}: cannot split {line:?}: {e}")))?;
+        let argv =
+            shell_words::split(line).map_err(|e| Error::invalid(format!("{what}: cannot split {line:?}: {e}")))?;
         Self::new(what, argv)
     }
 
@@ -71,6 +72,8 @@ impl CommandSpec {
         let argv = self.rendered(file);
         Command::new(&argv[0])
             .args(&argv[1..])
+            // Its own process group, so stopping it also stops whatever it started.
+            .process_group(0)
             .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::inherit())
@@ -89,6 +92,19 @@ impl CommandSpec {
     }
 }
 
+/// Stops a command started by [`CommandSpec::spawn`] and everything in its process group,
+/// then reaps it. Used on every failure path, so no exporter or importer outlives the job.
+pub async fn kill(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
 /// Describes how a command ended, for error messages.
 pub fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -105,7 +121,11 @@ mod tests {
 
     #[test]
     fn renders_file_placeholder() {
-        let c = CommandSpec::new("EXPORT_CMD", vec!["etcdctl".into(), "snapshot".into(), "save".into(), "{file}".into()]).unwrap();
+        let c = CommandSpec::new(
+            "EXPORT_CMD",
+            vec!["etcdctl".into(), "snapshot".into(), "save".into(), "{file}".into()],
+        )
+        .unwrap();
         assert!(c.uses_file());
         assert_eq!(c.rendered(Some(Path::new("/s/x")))[3], "/s/x");
         let c = CommandSpec::new("EXPORT_CMD", vec!["pg_dump".into(), "-Fc".into()]).unwrap();

@@ -60,7 +60,11 @@ impl Error {
 pub fn report(err: &anyhow::Error) -> Exit {
     let exit = err
         .chain()
-        .find_map(|e| e.downcast_ref::<Error>().map(Error::exit))
+        .find_map(|e| {
+            e.downcast_ref::<Error>()
+                .map(Error::exit)
+                .or_else(|| e.downcast_ref::<StorageError>().map(StorageError::exit))
+        })
         .unwrap_or(Exit::Failure);
     let line = format!("{err:#}").replace('\n', " ");
     match crate::logging::format() {

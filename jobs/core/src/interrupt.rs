@@ -12,9 +12,7 @@ pub struct Interrupt {
 
 impl Interrupt {
     pub fn new() -> Result<Self> {
-        let install = |kind: SignalKind| {
-            signal(kind).map_err(|e| Error::io("installing a signal handler", e))
-        };
+        let install = |kind: SignalKind| signal(kind).map_err(|e| Error::io("installing a signal handler", e));
         Ok(Interrupt {
             term: install(SignalKind::terminate())?,
             int: install(SignalKind::interrupt())?,

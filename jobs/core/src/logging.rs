@@ -25,9 +25,7 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(
-            "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_s3=warn,hyper=warn,reqwest=warn",
-        )
+        EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_s3=warn,hyper=warn,reqwest=warn")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

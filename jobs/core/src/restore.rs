@@ -29,10 +29,7 @@ const CHUNK: usize = 1 << 20;
 /// Reads and checks the manifest of backup `name`.
 pub async fn read_manifest(storage: &Storage, name: &str) -> Result<Manifest> {
     validate_name(name).map_err(|e| Error::invalid(format!("NAME: {e}")))?;
-    match storage
-        .get_bytes(&manifest_key(name), MAX_MANIFEST_BYTES)
-        .await
-    {
+    match storage.get_bytes(&manifest_key(name), MAX_MANIFEST_BYTES).await {
         Ok(bytes) => Manifest::from_bytes(name, &bytes),
         Err(e) if e.is_not_found() => {
             if storage.head(name).await?.is_some() {
@@ -54,8 +51,7 @@ pub async fn read_manifest(storage: &Storage, name: &str) -> Result<Manifest> {
 pub async fn list(storage: &Storage) -> Result<Vec<Manifest>> {
     storage.check(false).await?;
     let objects = storage.list().await?;
-    let sizes: std::collections::HashMap<&str, u64> =
-        objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    let sizes: std::collections::HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
     let names: Vec<&str> = objects
         .iter()
         .filter_map(|o| o.key.strip_suffix(MANIFEST_SUFFIX))
@@ -86,10 +82,7 @@ pub async fn list(storage: &Storage) -> Result<Vec<Manifest>> {
 pub async fn verify(storage: &Storage, name: &str) -> Result<Manifest> {
     let manifest = read_manifest(storage, name).await?;
     let mut interrupt = Interrupt::new()?;
-    tracing::info!(
-        "=== Verifying backup \"{name}\" ({})...",
-        human_bytes(manifest.size)
-    );
+    tracing::info!("=== Verifying backup \"{name}\" ({})...", human_bytes(manifest.size));
     let progress = Progress::start("verified");
     let stream = open_data(storage, &manifest).await?;
     let mut reader = HashingReader::new(stream).with_progress(progress.counter());
@@ -109,10 +102,7 @@ pub async fn verify(storage: &Storage, name: &str) -> Result<Manifest> {
 async fn open_data(storage: &Storage, manifest: &Manifest) -> Result<crate::storage::ByteStream> {
     storage.get_stream(&manifest.name).await.map_err(|e| {
         if e.is_not_found() {
-            Error::Integrity(format!(
-                "backup {:?}: the data object is missing",
-                manifest.name
-            ))
+            Error::Integrity(format!("backup {:?}: the data object is missing", manifest.name))
         } else {
             e.into()
         }
@@ -177,15 +167,7 @@ pub async fn restore(storage: &Storage, opts: &RestoreOptions) -> Result<Manifes
             .await
             .map_err(|e| Error::io(format!("creating {}", file.display()), e))?;
         let progress = Progress::start("downloaded");
-        let (size, sha256) = stream_out(
-            storage,
-            &manifest,
-            &progress,
-            &mut out,
-            &mut interrupt,
-            false,
-        )
-        .await?;
+        let (size, sha256) = stream_out(storage, &manifest, &progress, &mut out, &mut interrupt, false).await?;
         out.sync_all()
             .await
             .map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
@@ -198,7 +180,7 @@ pub async fn restore(storage: &Storage, opts: &RestoreOptions) -> Result<Manifes
         let mut child = import.spawn(Some(&file), Stdio::null(), Stdio::from(std::io::stderr()))?;
         let status = tokio::select! {
             s = child.wait() => s.map_err(|e| Error::Command(format!("waiting for the import command: {e}")))?,
-            err = interrupt.wait() => { let _ = child.start_kill(); let _ = child.wait().await; return Err(err); }
+            err = interrupt.wait() => { crate::command::kill(&mut child).await; return Err(err); }
         };
         if !status.success() {
             return Err(Error::Command(format!(
@@ -216,26 +198,17 @@ pub async fn restore(storage: &Storage, opts: &RestoreOptions) -> Result<Manifes
         let mut child = import.spawn(None, Stdio::piped(), Stdio::from(std::io::stderr()))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let progress = Progress::start("imported");
-        let streamed = stream_out(
-            storage,
-            &manifest,
-            &progress,
-            &mut stdin,
-            &mut interrupt,
-            true,
-        )
-        .await;
+        let streamed = stream_out(storage, &manifest, &progress, &mut stdin, &mut interrupt, true).await;
         let streamed = streamed.and_then(|(size, sha256)| check_sums(&manifest, size, &sha256));
         if let Err(e) = streamed {
             // The importer never saw the end of the stream; stop it before it can commit.
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            crate::command::kill(&mut child).await;
             return Err(e);
         }
         drop(stdin);
         let status = tokio::select! {
             s = child.wait() => s.map_err(|e| Error::Command(format!("waiting for the import command: {e}")))?,
-            err = interrupt.wait() => { let _ = child.start_kill(); let _ = child.wait().await; return Err(err); }
+            err = interrupt.wait() => { crate::command::kill(&mut child).await; return Err(err); }
         };
         if !status.success() {
             return Err(Error::Command(format!(
@@ -257,10 +230,7 @@ async fn check_target(opts: &RestoreOptions) -> Result<()> {
     let Some(check) = &opts.empty_check else {
         return Ok(());
     };
-    tracing::info!(
-        "=== Checking that the target is empty with `{}`...",
-        check.display()
-    );
+    tracing::info!("=== Checking that the target is empty with `{}`...", check.display());
     let status = check.run(None).await?;
     match status.code() {
         Some(0) => {
@@ -387,11 +357,7 @@ where
     Ok(())
 }
 
-async fn write_all<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    data: &[u8],
-    interrupt: &mut Interrupt,
-) -> Result<()> {
+async fn write_all<W: AsyncWrite + Unpin>(out: &mut W, data: &[u8], interrupt: &mut Interrupt) -> Result<()> {
     tokio::select! {
         w = out.write_all(data) => w.map_err(|e| Error::Command(format!("the import command stopped reading: {e}"))),
         err = interrupt.wait() => Err(err),

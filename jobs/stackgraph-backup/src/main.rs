@@ -119,12 +119,7 @@ struct RestoreArgs {
     force: bool,
 
     /// Argument appended to IMPORT_CMD with --force (StackState's importer takes `-force`).
-    #[arg(
-        long,
-        env = "RESTORE_FORCE_ARG",
-        allow_hyphen_values = true,
-        value_name = "ARG"
-    )]
+    #[arg(long, env = "RESTORE_FORCE_ARG", allow_hyphen_values = true, value_name = "ARG")]
     force_arg: Option<String>,
 
     /// Command that tells whether the target is empty: exit 0 = empty, 1 = holds data. Split
@@ -144,14 +139,9 @@ struct RestoreArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            return report(&anyhow::Error::new(e).context("starting the async runtime")).into()
-        }
+        Err(e) => return report(&anyhow::Error::new(e).context("starting the async runtime")).into(),
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => Exit::Ok.into(),
@@ -240,12 +230,7 @@ fn list_json(backups: &[Manifest]) -> serde_json::Value {
 }
 
 fn print_table(out: &mut impl Write, backups: &[Manifest]) -> std::io::Result<()> {
-    let width = backups
-        .iter()
-        .map(|m| m.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = backups.iter().map(|m| m.name.len()).max().unwrap_or(4).max(4);
     writeln!(
         out,
         "{:<width$}  {:>10}  {:<20}  {:<11}  SHA256",
@@ -275,12 +260,9 @@ fn copy_to(dir: &std::path::Path) -> anyhow::Result<()> {
     let me = std::env::current_exe().context("finding this executable")?;
     let target = dir.join("stackgraph-backup");
     let temp = dir.join(".stackgraph-backup.tmp");
-    std::fs::copy(&me, &temp)
-        .with_context(|| format!("DIR: copying {} to {}", me.display(), temp.display()))?;
-    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))
-        .context("DIR: setting permissions")?;
-    std::fs::rename(&temp, &target)
-        .with_context(|| format!("DIR: moving the copy to {}", target.display()))?;
+    std::fs::copy(&me, &temp).with_context(|| format!("DIR: copying {} to {}", me.display(), temp.display()))?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).context("DIR: setting permissions")?;
+    std::fs::rename(&temp, &target).with_context(|| format!("DIR: moving the copy to {}", target.display()))?;
     println!("copied {} to {}", me.display(), target.display());
     Ok(())
 }

@@ -30,22 +30,13 @@ fn round_trip_streaming_multipart(b: &Backend) {
     // 12 MiB with 5 MiB parts: three parts, uploaded concurrently.
     let input = random_file(work.path(), 12 * 1024 * 1024 + 7, 1);
     let input_s = input.to_str().unwrap();
-    let out = b.run_with(
-        &["backup", "--part-size", "5MiB", "--", "cat", input_s],
-        &[],
-    );
+    let out = b.run_with(&["backup", "--part-size", "5MiB", "--", "cat", input_s], &[]);
     assert_eq!(out.code, 0, "{out:?}");
     let names = b.names();
     assert_eq!(names.len(), 1);
     let name = &names[0];
-    assert!(
-        name.starts_with("sts-backup-") && name.ends_with(".graph"),
-        "{name}"
-    );
-    assert_eq!(
-        b.objects(),
-        vec![name.clone(), format!("{name}.manifest.json")]
-    );
+    assert!(name.starts_with("sts-backup-") && name.ends_with(".graph"), "{name}");
+    assert_eq!(b.objects(), vec![name.clone(), format!("{name}.manifest.json")]);
 
     let listed = b.run(&["list", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_str(listed.stdout.trim()).unwrap();
@@ -92,10 +83,7 @@ fn round_trip_zstd_through_a_scratch_file(b: &Backend) {
     let import = format!("cp {{file}} {}", restored.display());
     let out = b.run(&["restore", name, "--", "sh", "-c", &import]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        std::fs::read(&restored).unwrap(),
-        std::fs::read(&input).unwrap()
-    );
+    assert_eq!(std::fs::read(&restored).unwrap(), std::fs::read(&input).unwrap());
     // No scratch file survives in the object store.
     assert_eq!(b.objects().len(), 2);
 }
@@ -108,10 +96,7 @@ fn name_collision_is_refused(b: &Backend) {
     let second = b.run(&[&["backup"][..], &tpl, &["--", "echo", "two"]].concat());
     assert_eq!(second.code, 3, "{second:?}");
     assert!(second.stderr.contains("already exists"), "{second:?}");
-    assert_eq!(
-        std::fs::read(b.object_path("fixed-name.graph")).unwrap(),
-        before
-    );
+    assert_eq!(std::fs::read(b.object_path("fixed-name.graph")).unwrap(), before);
 }
 
 fn failing_exporter_leaves_nothing(b: &Backend) {
@@ -140,15 +125,7 @@ fn failing_exporter_leaves_nothing(b: &Backend) {
 }
 
 fn corrupted_backup_is_never_imported(b: &Backend) {
-    let out = b.run(&[
-        "backup",
-        "--name-template",
-        "c.graph",
-        "--",
-        "seq",
-        "1",
-        "50000",
-    ]);
+    let out = b.run(&["backup", "--name-template", "c.graph", "--", "seq", "1", "50000"]);
     assert_eq!(out.code, 0, "{out:?}");
     let path = b.object_path("c.graph");
     let mut data = std::fs::read(&path).unwrap();
@@ -172,14 +149,7 @@ fn corrupted_backup_is_never_imported(b: &Backend) {
 }
 
 fn non_empty_target_is_refused_without_force(b: &Backend) {
-    let out = b.run(&[
-        "backup",
-        "--name-template",
-        "t.graph",
-        "--",
-        "echo",
-        "new data",
-    ]);
+    let out = b.run(&["backup", "--name-template", "t.graph", "--", "echo", "new data"]);
     assert_eq!(out.code, 0, "{out:?}");
     let work = tempfile::tempdir().unwrap();
     let target = work.path().join("target.txt");
@@ -187,16 +157,7 @@ fn non_empty_target_is_refused_without_force(b: &Backend) {
     let check = format!("test ! -s {}", target.display());
     // `test ! -s` exits 1 when the file has data: the contract's "holds data".
     let import = format!("cat > {}", target.display());
-    let out = b.run(&[
-        "restore",
-        "t.graph",
-        "--empty-check",
-        &check,
-        "--",
-        "sh",
-        "-c",
-        &import,
-    ]);
+    let out = b.run(&["restore", "t.graph", "--empty-check", &check, "--", "sh", "-c", &import]);
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("rerun with --force"), "{out:?}");
     assert!(
@@ -256,9 +217,7 @@ fn force_passes_the_force_argument(b: &Backend) {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(std::fs::read_to_string(&argv).unwrap(), "-import\n");
     let out = b.run_with(
-        &[
-            "restore", "f.graph", "--", "sh", "-c", &import, "importer", "-import",
-        ],
+        &["restore", "f.graph", "--", "sh", "-c", &import, "importer", "-import"],
         &[("RESTORE_FORCE", "true"), ("RESTORE_FORCE_ARG", "-force")],
     );
     assert_eq!(out.code, 0, "{out:?}");

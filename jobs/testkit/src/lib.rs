@@ -48,11 +48,7 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits until something accepts connections on the port.
@@ -253,9 +249,7 @@ impl EtcdServer {
     /// `etcdctl` against this server (API v3).
     pub fn ctl(&self) -> Command {
         let mut cmd = Command::new(tool("etcdctl"));
-        cmd.env("ETCDCTL_API", "3")
-            .arg("--endpoints")
-            .arg(self.endpoint());
+        cmd.env("ETCDCTL_API", "3").arg("--endpoints").arg(self.endpoint());
         cmd
     }
 }

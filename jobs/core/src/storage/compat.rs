@@ -55,10 +55,7 @@ impl Body for RenameRoot {
     type Data = Bytes;
     type Error = aws_smithy_types::body::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
@@ -89,22 +86,10 @@ fn rename_root(body: Vec<u8>) -> Vec<u8> {
     if text.contains("<InitiateMultipartUploadResult") {
         return text.into_bytes();
     }
-    text.replacen(
-        "<InitiateMultipartUpload>",
-        "<InitiateMultipartUploadResult>",
-        1,
-    )
-    .replacen(
-        "<InitiateMultipartUpload ",
-        "<InitiateMultipartUploadResult ",
-        1,
-    )
-    .replacen(
-        "</InitiateMultipartUpload>",
-        "</InitiateMultipartUploadResult>",
-        1,
-    )
-    .into_bytes()
+    text.replacen("<InitiateMultipartUpload>", "<InitiateMultipartUploadResult>", 1)
+        .replacen("<InitiateMultipartUpload ", "<InitiateMultipartUploadResult ", 1)
+        .replacen("</InitiateMultipartUpload>", "</InitiateMultipartUploadResult>", 1)
+        .into_bytes()
 }
 
 #[cfg(test)]
@@ -113,7 +98,8 @@ mod tests {
 
     #[test]
     fn renames_only_the_wrong_root() {
-        let rclone = b"<?xml version=\"1.0\"?>\n<InitiateMultipartUpload>\n<UploadId>u</UploadId>\n</InitiateMultipartUpload>";
+        let rclone =
+            b"<?xml version=\"1.0\"?>\n<InitiateMultipartUpload>\n<UploadId>u</UploadId>\n</InitiateMultipartUpload>";
         let fixed = String::from_utf8(rename_root(rclone.to_vec())).unwrap();
         assert_eq!(
             fixed,

@@ -53,21 +53,11 @@ pub struct StorageArgs {
     pub sse: String,
 
     /// Bytes per uploaded part (5MiB..5GiB); memory use is about part size x (concurrency + 1).
-    #[arg(
-        long,
-        env = "BACKUP_PART_SIZE",
-        default_value = "16MiB",
-        value_name = "SIZE"
-    )]
+    #[arg(long, env = "BACKUP_PART_SIZE", default_value = "16MiB", value_name = "SIZE")]
     pub part_size: String,
 
     /// Parts uploaded in parallel.
-    #[arg(
-        long,
-        env = "BACKUP_UPLOAD_CONCURRENCY",
-        default_value_t = 4,
-        value_name = "N"
-    )]
+    #[arg(long, env = "BACKUP_UPLOAD_CONCURRENCY", default_value_t = 4, value_name = "N")]
     pub upload_concurrency: usize,
 }
 
@@ -101,8 +91,7 @@ impl StorageArgs {
 
     /// The part size in bytes, checked against the S3 limits.
     pub fn part_size_bytes(&self) -> StorageResult<usize> {
-        let bytes = parse_byte_size(&self.part_size)
-            .map_err(|e| StorageError::Invalid(format!("--part-size: {e}")))?;
+        let bytes = parse_byte_size(&self.part_size).map_err(|e| StorageError::Invalid(format!("--part-size: {e}")))?;
         const MIN: u64 = 5 * 1024 * 1024;
         const MAX: u64 = 5 * 1024 * 1024 * 1024;
         if !(MIN..=MAX).contains(&bytes) {
@@ -129,9 +118,7 @@ impl StorageUrl {
         let invalid = |why: String| StorageError::Invalid(format!("--storage: {why}"));
         if let Some(path) = url.strip_prefix("file://") {
             if path.is_empty() {
-                return Err(invalid(
-                    "file:// needs a path, e.g. file:///var/backups".into(),
-                ));
+                return Err(invalid("file:// needs a path, e.g. file:///var/backups".into()));
             }
             return Ok(StorageUrl::File(PathBuf::from(path)));
         }
@@ -197,11 +184,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}; use B, KiB, MiB or GiB"
-            ))
-        }
+        other => return Err(format!("unknown unit {other:?} in {text:?}; use B, KiB, MiB or GiB")),
     };
     Ok((number * factor as f64) as u64)
 }

@@ -89,19 +89,12 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(self.io_error("list", "", e)),
         };
-        while let Some(entry) = dir
-            .next_entry()
-            .await
-            .map_err(|e| self.io_error("list", "", e))?
-        {
+        while let Some(entry) = dir.next_entry().await.map_err(|e| self.io_error("list", "", e))? {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
-            let meta = entry
-                .metadata()
-                .await
-                .map_err(|e| self.io_error("stat", &name, e))?;
+            let meta = entry.metadata().await.map_err(|e| self.io_error("stat", &name, e))?;
             if meta.is_file() {
                 out.push(ObjectMeta {
                     key: name,
@@ -124,15 +117,10 @@ impl FileStore {
                 location: self.location(),
                 op: "read",
                 key: key.to_string(),
-                detail: format!(
-                    "object is {} bytes, over the {limit}-byte limit",
-                    meta.len()
-                ),
+                detail: format!("object is {} bytes, over the {limit}-byte limit", meta.len()),
             });
         }
-        tokio::fs::read(&path)
-            .await
-            .map_err(|e| self.io_error("read", key, e))
+        tokio::fs::read(&path).await.map_err(|e| self.io_error("read", key, e))
     }
 
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> StorageResult<()> {
@@ -192,11 +180,7 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(self.io_error("list", "", e)),
         };
-        while let Some(entry) = dir
-            .next_entry()
-            .await
-            .map_err(|e| self.io_error("list", "", e))?
-        {
+        while let Some(entry) = dir.next_entry().await.map_err(|e| self.io_error("list", "", e))? {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(inner) = name
                 .strip_prefix(UPLOAD_PREFIX)
@@ -204,11 +188,7 @@ impl FileStore {
             else {
                 continue;
             };
-            let key = inner
-                .rsplit_once('.')
-                .map(|(k, _)| k)
-                .unwrap_or(inner)
-                .to_string();
+            let key = inner.rsplit_once('.').map(|(k, _)| k).unwrap_or(inner).to_string();
             let initiated = entry.metadata().await.ok().and_then(|m| m.modified().ok());
             out.push(PendingUpload {
                 key,

@@ -47,9 +47,9 @@ pub enum StorageError {
 impl StorageError {
     pub fn exit(&self) -> Exit {
         match self {
-            StorageError::Invalid(_)
-            | StorageError::NoSuchBucket { .. }
-            | StorageError::AccessDenied { .. } => Exit::Invalid,
+            StorageError::Invalid(_) | StorageError::NoSuchBucket { .. } | StorageError::AccessDenied { .. } => {
+                Exit::Invalid
+            }
             _ => Exit::Failure,
         }
     }
@@ -98,9 +98,7 @@ impl Storage {
     pub async fn open(args: &StorageArgs) -> StorageResult<Storage> {
         match args.url()? {
             StorageUrl::File(path) => Ok(Storage::File(FileStore::new(path))),
-            StorageUrl::S3 { bucket, prefix } => {
-                Ok(Storage::S3(S3Store::connect(args, bucket, prefix).await?))
-            }
+            StorageUrl::S3 { bucket, prefix } => Ok(Storage::S3(S3Store::connect(args, bucket, prefix).await?)),
         }
     }
 

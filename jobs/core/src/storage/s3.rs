@@ -9,9 +9,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
-};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption};
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use bytes::Bytes;
@@ -33,12 +31,8 @@ pub struct S3Store {
 
 fn read_secret_file(dir: &std::path::Path, name: &str) -> StorageResult<String> {
     let path = dir.join(name);
-    let value = std::fs::read_to_string(&path).map_err(|e| {
-        StorageError::Invalid(format!(
-            "--credentials-dir: cannot read {}: {e}",
-            path.display()
-        ))
-    })?;
+    let value = std::fs::read_to_string(&path)
+        .map_err(|e| StorageError::Invalid(format!("--credentials-dir: cannot read {}: {e}", path.display())))?;
     let value = value.trim().to_string();
     if value.is_empty() {
         return Err(StorageError::Invalid(format!(
@@ -61,11 +55,7 @@ fn parse_sse(sse: &str) -> StorageResult<Option<ServerSideEncryption>> {
 }
 
 impl S3Store {
-    pub async fn connect(
-        args: &StorageArgs,
-        bucket: String,
-        prefix: String,
-    ) -> StorageResult<S3Store> {
+    pub async fn connect(args: &StorageArgs, bucket: String, prefix: String) -> StorageResult<S3Store> {
         let sse = parse_sse(&args.sse)?;
         let part_size = args.part_size_bytes()?;
         let concurrency = args.concurrency()?;
@@ -79,9 +69,8 @@ impl S3Store {
 
         let mut trust = TrustStore::default();
         if let Some(ca) = &args.ca_bundle {
-            let pem = std::fs::read(ca).map_err(|e| {
-                StorageError::Invalid(format!("--ca-bundle: cannot read {}: {e}", ca.display()))
-            })?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| StorageError::Invalid(format!("--ca-bundle: cannot read {}: {e}", ca.display())))?;
             if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                 return Err(StorageError::Invalid(format!(
                     "--ca-bundle: {} holds no PEM certificate",
@@ -110,13 +99,7 @@ impl S3Store {
         if let Some(dir) = &args.credentials_dir {
             let access = read_secret_file(dir, "accesskey")?;
             let secret = read_secret_file(dir, "secretkey")?;
-            loader = loader.credentials_provider(Credentials::new(
-                access,
-                secret,
-                None,
-                None,
-                "credentials-dir",
-            ));
+            loader = loader.credentials_provider(Credentials::new(access, secret, None, None, "credentials-dir"));
         }
         let shared = loader.load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
@@ -164,37 +147,27 @@ impl S3Store {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
         match (&err, code.as_deref(), status) {
-            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => {
-                StorageError::Unreachable {
-                    location,
-                    detail: DisplayErrorContext(&err).to_string(),
-                }
-            }
+            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => StorageError::Unreachable {
+                location,
+                detail: DisplayErrorContext(&err).to_string(),
+            },
             (_, Some("NoSuchBucket"), _) => StorageError::NoSuchBucket {
                 location,
                 bucket: self.bucket.clone(),
             },
             (
                 _,
-                Some(
-                    "AccessDenied"
-                    | "InvalidAccessKeyId"
-                    | "SignatureDoesNotMatch"
-                    | "InvalidToken"
-                    | "ExpiredToken",
-                ),
+                Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken"),
                 _,
             )
             | (_, _, Some(403)) => StorageError::AccessDenied {
                 location,
                 detail: code.unwrap_or_else(|| "HTTP 403".into()),
             },
-            (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, _, Some(404)) => {
-                StorageError::NotFound {
-                    location,
-                    key: key.to_string(),
-                }
-            }
+            (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, _, Some(404)) => StorageError::NotFound {
+                location,
+                key: key.to_string(),
+            },
             _ => StorageError::Failed {
                 location,
                 op,
@@ -244,9 +217,7 @@ impl S3Store {
             Ok(out) => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: out
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok()),
+                modified: out.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
             })),
             Err(err) => match self.classify("head", key, err) {
                 StorageError::NotFound { .. } => Ok(None),
@@ -277,9 +248,7 @@ impl S3Store {
                 out.push(ObjectMeta {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
-                    modified: obj
-                        .last_modified()
-                        .and_then(|t| SystemTime::try_from(*t).ok()),
+                    modified: obj.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
                 });
             }
         }
@@ -378,13 +347,9 @@ impl S3Store {
                     .map(|k| k.strip_prefix(&self.prefix).unwrap_or(k))
                     .unwrap_or("")
                     .to_string(),
-                reason: format!(
-                    "{} {}",
-                    e.code().unwrap_or("error"),
-                    e.message().unwrap_or("")
-                )
-                .trim()
-                .to_string(),
+                reason: format!("{} {}", e.code().unwrap_or("error"), e.message().unwrap_or(""))
+                    .trim()
+                    .to_string(),
             })
             .collect())
     }
@@ -480,9 +445,7 @@ impl S3Upload {
                         .map_err(|e| self.store.classify("start upload", &self.key, e))?;
                     self.upload_id = out.upload_id().map(str::to_string);
                     if self.upload_id.is_none() {
-                        return Err(
-                            self.failed("start upload", "the server returned no upload id".into())
-                        );
+                        return Err(self.failed("start upload", "the server returned no upload id".into()));
                     }
                     self.spawn_part(first).await?;
                 }
@@ -567,11 +530,7 @@ impl S3Upload {
             .bucket(&self.store.bucket)
             .key(self.store.full_key(&self.key))
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
             .map(|_| ())

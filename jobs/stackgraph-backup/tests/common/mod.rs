@@ -11,10 +11,7 @@ pub const BUCKET: &str = "sts-stackgraph-backup";
 
 pub enum Backend {
     File(tempfile::TempDir),
-    S3 {
-        server: S3Server,
-        creds: tempfile::TempDir,
-    },
+    S3 { server: S3Server, creds: tempfile::TempDir },
 }
 
 impl Backend {
@@ -31,17 +28,11 @@ impl Backend {
 
     pub fn env(&self) -> Vec<(String, String)> {
         match self {
-            Backend::File(dir) => vec![(
-                "BACKUP_STORAGE".into(),
-                format!("file://{}", dir.path().display()),
-            )],
+            Backend::File(dir) => vec![("BACKUP_STORAGE".into(), format!("file://{}", dir.path().display()))],
             Backend::S3 { server, creds } => vec![
                 ("BACKUP_STORAGE".into(), format!("s3://{BUCKET}")),
                 ("S3_ENDPOINT".into(), server.endpoint()),
-                (
-                    "S3_CREDENTIALS_DIR".into(),
-                    creds.path().display().to_string(),
-                ),
+                ("S3_CREDENTIALS_DIR".into(), creds.path().display().to_string()),
             ],
         }
     }
@@ -132,8 +123,7 @@ pub fn sg() -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null());
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true").stdin(Stdio::null());
     cmd
 }
 
@@ -165,9 +155,7 @@ impl std::fmt::Debug for Run {
 
 /// Writes `len` deterministic pseudo-random bytes (not compressible) to a file.
 pub fn random_file(dir: &Path, len: usize, seed: u64) -> PathBuf {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut data = Vec::with_capacity(len);
     while data.len() < len {
         x ^= x << 13;

@@ -1,0 +1,213 @@
+//! Failures only a network store has: wrong credentials, a missing bucket, an unreachable
+//! endpoint, the server dying mid-upload. All against a real `rclone serve s3`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{random_file, sg, Run, BUCKET};
+use sts_backup_testkit::{free_port, S3Server, ACCESS_KEY, SECRET_KEY};
+
+fn run(server_endpoint: &str, creds: &std::path::Path, storage: &str, args: &[&str]) -> Run {
+    Run::from(
+        sg().env("BACKUP_STORAGE", storage)
+            .env("S3_ENDPOINT", server_endpoint)
+            .env("S3_CREDENTIALS_DIR", creds)
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn wrong_credentials_are_invalid_input_and_change_nothing() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let wrong_secret = server.credentials_dir(ACCESS_KEY, "not-the-secret-key-at-all");
+    let out = run(
+        &server.endpoint(),
+        wrong_secret.path(),
+        "s3://sts-stackgraph-backup",
+        &["backup", "--", "echo", "x"],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("access denied"), "{out:?}");
+    assert!(
+        !out.stderr.contains("not-the-secret-key-at-all"),
+        "the secret must never be printed: {out:?}"
+    );
+    let unknown_key = server.credentials_dir("nosuchaccesskey", SECRET_KEY);
+    let out = run(
+        &server.endpoint(),
+        unknown_key.path(),
+        "s3://sts-stackgraph-backup",
+        &["list"],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(std::fs::read_dir(server.dir.path().join(BUCKET)).unwrap().count(), 0);
+
+    // Credentials from the environment work the same way.
+    let out = Run::from(
+        sg().env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
+            .env("S3_ENDPOINT", server.endpoint())
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .args(["backup", "--", "echo", "x"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn missing_bucket_and_bad_settings_are_invalid_input() {
+    let server = S3Server::start();
+    let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
+    let out = run(
+        &server.endpoint(),
+        creds.path(),
+        "s3://no-such-bucket",
+        &["backup", "--", "echo", "x"],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("bucket \"no-such-bucket\" does not exist"),
+        "{out:?}"
+    );
+
+    let out = run(&server.endpoint(), creds.path(), "s3://x", &["list"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--storage: bucket"), "{out:?}");
+
+    let out = Run::from(
+        sg().env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
+            .env("S3_ENDPOINT", server.endpoint())
+            .env("S3_CREDENTIALS_DIR", creds.path())
+            .env("S3_SSE", "aws:kms")
+            .args(["backup", "--", "echo", "x"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--sse") && out.stderr.contains("SSE-KMS"),
+        "{out:?}"
+    );
+
+    let missing = tempfile::tempdir().unwrap();
+    let out = run(
+        &server.endpoint(),
+        missing.path(),
+        "s3://sts-stackgraph-backup",
+        &["list"],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--credentials-dir"), "{out:?}");
+}
+
+#[test]
+fn unreachable_endpoint_is_a_runtime_failure() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("accesskey"), ACCESS_KEY).unwrap();
+    std::fs::write(creds.path().join("secretkey"), SECRET_KEY).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let out = run(
+        &endpoint,
+        creds.path(),
+        "s3://sts-stackgraph-backup",
+        &["backup", "--", "echo", "x"],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("cannot reach the storage endpoint"), "{out:?}");
+    assert_eq!(
+        out.stderr.trim().lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{out:?}"
+    );
+}
+
+#[test]
+fn server_killed_mid_upload_leaves_nothing_under_the_name() {
+    let mut server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
+    let work = tempfile::tempdir().unwrap();
+    let input = random_file(work.path(), 6 * 1024 * 1024, 3);
+    // One full part goes out, then the exporter pauses while we kill the server.
+    let script = format!("cat {0}; sleep 3; cat {0}", input.display());
+    let child = sg()
+        .env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
+        .env("S3_ENDPOINT", server.endpoint())
+        .env("S3_CREDENTIALS_DIR", creds.path())
+        .args([
+            "backup",
+            "--part-size",
+            "5MiB",
+            "--name-template",
+            "killed.graph",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    let out = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("aborting the upload"), "{out:?}");
+    server.restart();
+    let listing: Vec<_> = std::fs::read_dir(server.dir.path().join(BUCKET))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        listing.is_empty(),
+        "nothing may be left under the final name: {listing:?}"
+    );
+    let out = run(
+        &server.endpoint(),
+        creds.path(),
+        "s3://sts-stackgraph-backup",
+        &["list", "-o", "json"],
+    );
+    assert_eq!(out.stdout.trim(), "[]", "{out:?}");
+}
+
+#[test]
+fn interrupted_backup_aborts_its_upload() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
+    let child = sg()
+        .env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
+        .env("S3_ENDPOINT", server.endpoint())
+        .env("S3_CREDENTIALS_DIR", creds.path())
+        .args([
+            "backup",
+            "--part-size",
+            "5MiB",
+            "--",
+            "sh",
+            "-c",
+            "head -c 6000000 /dev/zero; sleep 30",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("interrupted by SIGTERM"), "{out:?}");
+    assert_eq!(std::fs::read_dir(server.dir.path().join(BUCKET)).unwrap().count(), 0);
+}

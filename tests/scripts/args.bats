@@ -1,0 +1,168 @@
+#!/usr/bin/env bats
+# Command-line handling common to the four restore scripts, and the
+# ConfigMap/template lookup.
+# shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
+
+setup() {
+  load helpers
+  common_setup
+}
+
+readonly SCRIPTS=(list-stackgraph-backups.sh list-elasticsearch-snapshots.sh
+  restore-stackgraph-backup.sh restore-elasticsearch-snapshot.sh)
+
+# args_for SCRIPT: valid positional arguments for SCRIPT.
+args_for() {
+  case $1 in
+    restore-stackgraph-backup.sh) echo sts-backup-20240101-0300.graph ;;
+    restore-elasticsearch-snapshot.sh) echo sts-backup-20240101-0300-abcd ;;
+  esac
+}
+
+@test "-h and --help print usage to stdout and exit 0 without calling kubectl" {
+  local script flag
+  for script in "${SCRIPTS[@]}"; do
+    for flag in -h --help; do
+      run --separate-stderr "${RESTORE}/${script}" "${flag}"
+      assert_success
+      assert_line --index 0 "Usage: ${script} $(case ${script} in
+        list-*) echo '[-o table|json] [-n NAMESPACE] [--context CONTEXT] [--keep]' ;;
+        restore-stackgraph*) echo 'NAME [-force] [-n NAMESPACE] [--context CONTEXT] [--keep]' ;;
+        *) echo 'NAME [INDICES] [-force] [-n NAMESPACE] [--context CONTEXT] [--keep]' ;;
+      esac)"
+      assert_equal "${stderr}" ''
+    done
+  done
+  [[ ! -s ${STUB_DIR}/calls ]]
+}
+
+@test "an unknown flag prints usage to stderr and exits 2" {
+  local script
+  for script in "${SCRIPTS[@]}"; do
+    # shellcheck disable=SC2046  # args_for prints zero or one word
+    run --separate-stderr "${RESTORE}/${script}" $(args_for "${script}") --bogus
+    assert_failure 2
+    assert_equal "${output}" ''
+    assert_equal "$(head -n 1 <<<"${stderr}")" "${script}: unknown flag: --bogus"
+    [[ ${stderr} == *"Usage: ${script}"* ]] || fail "no usage in: ${stderr}"
+  done
+  [[ ! -s ${STUB_DIR}/calls ]]
+}
+
+@test "list scripts refuse -force, restore scripts refuse -o" {
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -force
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/list-elasticsearch-snapshots.sh" --force
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" x.graph -o json
+  assert_failure 2
+  assert_equal "$(head -n 1 <<<"${stderr}")" 'restore-stackgraph-backup.sh: unknown flag: -o'
+  run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" snap -o json
+  assert_failure 2
+  [[ ! -s ${STUB_DIR}/calls ]]
+}
+
+@test "bad option values and argument counts exit 2" {
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -o xml
+  assert_failure 2
+  assert_equal "$(head -n 1 <<<"${stderr}")" 'list-stackgraph-backups.sh: -o must be table or json, not xml'
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -o
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" extra
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n 'Bad_NS'
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh"
+  assert_failure 2
+  assert_equal "$(head -n 1 <<<"${stderr}")" 'restore-stackgraph-backup.sh: expected one backup NAME, got 0 arguments'
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" a.graph b.graph
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh"
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" snap 'sts*' extra
+  assert_failure 2
+  [[ ! -s ${STUB_DIR}/calls ]]
+}
+
+@test "invalid names exit 2 before any kubectl call" {
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" 'a/b&c"d e'
+  assert_failure 2
+  assert_equal "${stderr}" "restore-stackgraph-backup.sh: invalid backup name a/b\\&c\\\"d\\ e: contains '/'"
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" $'x\ny'
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" 'Snap'
+  assert_failure 2
+  assert_equal "${stderr}" 'restore-elasticsearch-snapshot.sh: invalid snapshot name Snap: must be lowercase'
+  run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" snap 'a b'
+  assert_failure 2
+  [[ ! -s ${STUB_DIR}/calls ]]
+}
+
+@test "--namespace and --context are passed on every kubectl call" {
+  local script
+  for script in "${SCRIPTS[@]}"; do
+    : >"${STUB_DIR}/calls"
+    rm -f "${STUB_DIR}"/.count-*
+    # shellcheck disable=SC2046  # args_for prints zero or one word
+    run "${RESTORE}/${script}" --context 'my ctx' $(args_for "${script}") -n sts
+    assert_success
+    [[ -s ${STUB_DIR}/calls ]]
+    if grep -v -e '^--context my\\ ctx --namespace sts ' -e '^  stdin> ' "${STUB_DIR}/calls"; then
+      fail "calls without the flags in ${script}"
+    fi
+    python3 -c 'import json,sys; json.load(sys.stdin)' <"${STUB_DIR}/manifest-1.json" \
+      || fail "${script} created invalid JSON"
+    rm "${STUB_DIR}/manifest-1.json"
+  done
+  run "${RESTORE}/list-stackgraph-backups.sh" --namespace=other --context=c2
+  assert_success
+  assert_called --context c2 --namespace other get configmap -l sts-backup.io/job-templates=true \
+    -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}'
+}
+
+@test "no template ConfigMap: exit 1 with a clear message" {
+  rm "${STUB_DIR}/configmaps"
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n sts
+  assert_failure 1
+  assert_equal "${stderr}" 'ERROR: no ConfigMap with label sts-backup.io/job-templates=true in the namespace sts; is the sts-backup chart installed there (use -n NAMESPACE)?'
+  refute_verb create
+}
+
+@test "two template ConfigMaps: exit 1 naming both" {
+  fixture configmaps a-templates b-templates
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh"
+  assert_failure 1
+  assert_equal "${stderr}" 'ERROR: more than one ConfigMap with label sts-backup.io/job-templates=true in the namespace: a-templates b-templates'
+}
+
+@test "a missing template names the chart value to set, for each script" {
+  local script key value
+  for script in "${SCRIPTS[@]}"; do
+    case ${script} in
+      list-stackgraph*) key=job-stackgraph-list.json value=backup.stackGraph.restore.enabled ;;
+      restore-stackgraph*) key=job-stackgraph-restore.json value=backup.stackGraph.restore.enabled ;;
+      list-elasticsearch*) key=job-elasticsearch-list.json value=backup.elasticsearch.restore.enabled ;;
+      *) key=job-elasticsearch-restore.json value=backup.elasticsearch.restore.enabled ;;
+    esac
+    rm "${STUB_DIR}/cm/${key}"
+    : >"${STUB_DIR}/calls"
+    # shellcheck disable=SC2046  # args_for prints zero or one word
+    run --separate-stderr "${RESTORE}/${script}" $(args_for "${script}")
+    assert_failure 1
+    assert_equal "${stderr}" "ERROR: ConfigMap ${CM} has no ${key}: set ${value}=true in the chart values and upgrade the release"
+    assert_template_read "${key}"
+    refute_verb create
+    refute_verb scale
+    cp "${FIXTURES}/${key}" "${STUB_DIR}/cm/"
+  done
+}
+
+@test "a template without a required placeholder is refused before any change" {
+  printf '{"metadata": {"name": "__JOB_NAME__"}}\n' >"${STUB_DIR}/cm/job-stackgraph-restore.json"
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" x.graph
+  assert_failure 1
+  assert_equal "${stderr}" 'ERROR: the job template has no placeholder "__BACKUP_NAME__"; the chart and the scripts do not match (see docs/interfaces.md)'
+  refute_verb create
+  refute_verb scale
+  refute_verb annotate
+}

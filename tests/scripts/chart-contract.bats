@@ -1,0 +1,100 @@
+#!/usr/bin/env bats
+# The scripts against the job templates the real chart renders (helm template
+# of chart/ with both restore.enabled): the ConfigMap name and label, every
+# placeholder filled, valid JSON, the env the jobs read. Skipped when helm,
+# PyYAML or the chart is missing (tests/install-tools.sh installs them).
+# shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
+
+setup_file() {
+  local root
+  root="$(cd "${BATS_TEST_DIRNAME}/../.." && pwd -P)"
+  # shellcheck disable=SC1091  # from tests/install-tools.sh
+  [[ ! -f ${root}/tests/env.sh ]] || source "${root}/tests/env.sh"
+  export RENDERED="${BATS_FILE_TMPDIR}/rendered"
+  mkdir -p "${RENDERED}"
+  if ! command -v helm >/dev/null || ! python3 -c 'import yaml' 2>/dev/null \
+    || [[ ! -f ${root}/chart/Chart.yaml ]]; then
+    touch "${RENDERED}/skip"
+    return 0
+  fi
+  helm template sts "${root}/chart" --namespace sts \
+    -f "${root}/chart/examples/stackstate-5.1-local.yaml" \
+    --set backup.stackGraph.restore.enabled=true \
+    --set backup.elasticsearch.restore.enabled=true \
+    --show-only templates/configmap-job-templates.yaml >"${RENDERED}/cm.yaml"
+  python3 - "${RENDERED}" <<'PY'
+import os, sys, yaml
+out = sys.argv[1]
+cm = yaml.safe_load(open(os.path.join(out, "cm.yaml"), encoding="utf-8"))
+assert cm["metadata"]["labels"]["sts-backup.io/job-templates"] == "true"
+with open(os.path.join(out, "configmaps"), "w", encoding="utf-8") as f:
+    f.write(cm["metadata"]["name"] + "\n")
+os.makedirs(os.path.join(out, "cm"), exist_ok=True)
+for key, value in cm["data"].items():
+    with open(os.path.join(out, "cm", key), "w", encoding="utf-8") as f:
+        f.write(value)
+PY
+}
+
+setup() {
+  load helpers
+  common_setup
+  [[ ! -e ${RENDERED}/skip ]] || skip "helm, PyYAML or chart/ not available"
+  rm -rf "${STUB_DIR}/cm"
+  cp -r "${RENDERED}/cm" "${STUB_DIR}/cm"
+  cp "${RENDERED}/configmaps" "${STUB_DIR}/configmaps"
+  # shellcheck disable=SC2034  # CM is read by assert_template_read
+  CM=$(<"${RENDERED}/configmaps")
+  fixture deployments 'server|1|{"app":"server"}|'
+}
+
+# assert_job CONTAINER PREFIX: the manifest is a valid Job named PREFIX-...
+# with a container CONTAINER, and no placeholder is left.
+assert_job() {
+  run manifest_get '[c["name"] for c in m["spec"]["template"]["spec"]["containers"]]'
+  assert_output "[\"$1\"]"
+  run manifest_get 'm["kind"], m["spec"]["backoffLimit"], m["spec"]["template"]["spec"]["restartPolicy"]'
+  assert_output '["Job", 0, "Never"]'
+  [[ $(job_name) =~ ^$2-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$ ]] || fail "bad job name $(job_name)"
+  if grep -E '"__[A-Z_]+__"' "${STUB_DIR}/manifest-1.json"; then
+    fail "placeholder left in the manifest"
+  fi
+}
+
+@test "chart: list-stackgraph-backups.sh -o json" {
+  fixture logs '[]'
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n sts -o json
+  assert_success
+  assert_template_read job-stackgraph-list.json --namespace sts
+  assert_job list stackgraph-list-backups
+  run manifest_get 'env("list", "OUTPUT_FORMAT")'
+  assert_output '"json"'
+}
+
+@test "chart: restore-stackgraph-backup.sh NAME -force" {
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" -n sts sts-backup-20240101-0300.graph -force
+  assert_success
+  assert_called --namespace sts get deployments -l stackstate.com/connects-to-stackgraph=true \
+    -o 'jsonpath={range .items[*]}{.metadata.name}{"|"}{.spec.replicas}{"|"}{.spec.selector.matchLabels}{"|"}{.metadata.annotations.sts-backup\.io/replicas-before-restore}{"\n"}{end}'
+  assert_job restore stackgraph-restore
+  run manifest_get 'env("restore", "BACKUP_NAME"), env("restore", "RESTORE_FORCE")'
+  assert_output '["sts-backup-20240101-0300.graph", "true"]'
+}
+
+@test "chart: list-elasticsearch-snapshots.sh" {
+  run --separate-stderr "${RESTORE}/list-elasticsearch-snapshots.sh" -n sts
+  assert_success
+  assert_job list elasticsearch-list-snapshots
+  run manifest_get 'env("list", "OUTPUT_FORMAT")'
+  assert_output '"table"'
+}
+
+@test "chart: restore-elasticsearch-snapshot.sh NAME INDICES -force" {
+  run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" -n sts snap-1 'sts*,.ds-sts_k8s_logs*' -force
+  assert_success
+  assert_called --namespace sts get deployments -l observability.suse.com/scalable-during-es-restore=true \
+    -o 'jsonpath={range .items[*]}{.metadata.name}{"|"}{.spec.replicas}{"|"}{.spec.selector.matchLabels}{"|"}{.metadata.annotations.sts-backup\.io/replicas-before-restore}{"\n"}{end}'
+  assert_job restore elasticsearch-restore
+  run manifest_get 'env("restore", "SNAPSHOT_NAME"), env("restore", "INDICES_TO_RESTORE"), env("restore", "RESTORE_FORCE")'
+  assert_output '["snap-1", "sts*,.ds-sts_k8s_logs*", "true"]'
+}

@@ -1,0 +1,168 @@
+#!/usr/bin/env bats
+# Unit tests of scripts/restore/lib.sh: JSON escaping, template rendering,
+# name validation, job names, selector parsing.
+# shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
+
+setup() {
+  load helpers
+  common_setup
+  # shellcheck disable=SC1091  # lib.sh is checked on its own
+  source "${RESTORE}/lib.sh"
+  # shellcheck disable=SC2317  # called by lib::usage_error
+  usage() { echo "Usage: test"; }
+}
+
+# json_roundtrip VALUE: escape VALUE, parse it as a JSON string, compare.
+json_roundtrip() {
+  local escaped
+  escaped=$(lib::json_escape "$1")
+  python3 -c 'import json,sys; v=json.loads("\"" + sys.argv[1] + "\""); sys.exit(0 if v == sys.argv[2] else 1)' \
+    "${escaped}" "$1" || fail "round trip failed for $(printf '%q' "$1"): ${escaped}"
+}
+
+@test "json_escape leaves a plain name alone" {
+  run lib::json_escape 'sts-backup-20240101-0300.graph'
+  assert_success
+  assert_output 'sts-backup-20240101-0300.graph'
+}
+
+@test "json_escape escapes backslash, quote and control characters" {
+  run lib::json_escape $'a\\b"c\nd\te\rf\bg\fh\001i\037j\177k'
+  assert_success
+  assert_output 'a\\b\"c\nd\te\rf\bg\fh\u0001i\u001fj\u007fk'
+}
+
+@test "json_escape output parses back to the same string for hostile values" {
+  local value
+  # shellcheck disable=SC2016  # the $(...) and backticks are literal on purpose
+  for value in 'a/b' 'a&b' '\&' '&&\\&' 'x"y' "it's" 'a b' $'line1\nline2' \
+    $'tab\there' '$(touch /tmp/pwned)' '`id`' '"},{"name":"EVIL","value":"1' \
+    '\u0022' 'é ü 中' $'\x01\x1f' '__FORCE__' '"__FORCE__"'; do
+    json_roundtrip "${value}"
+  done
+}
+
+@test "render_template fills hostile values into valid JSON with the exact values" {
+  local manifest name=$'a/b&c"d e\nf\\g\t&amp;' indices='x"y,&z'
+  manifest=$(lib::render_template "$(<"${FIXTURES}/job-elasticsearch-restore.json")" \
+    JOB_NAME=job-1 SNAPSHOT_NAME="${name}" INDICES="${indices}" FORCE=false)
+  mkdir -p "${STUB_DIR}"
+  printf '%s\n' "${manifest}" >"${STUB_DIR}/manifest-1.json"
+  python3 -c 'import json,sys; json.load(sys.stdin)' <"${STUB_DIR}/manifest-1.json"
+  run manifest_get 'env("restore", "SNAPSHOT_NAME")'
+  assert_output "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1], ensure_ascii=False))' "${name}")"
+  run manifest_get 'env("restore", "INDICES_TO_RESTORE")'
+  assert_output '"x\"y,&z"'
+  run manifest_get 'env("restore", "RESTORE_FORCE")'
+  assert_output '"false"'
+  run manifest_get 'm["metadata"]["name"]'
+  assert_output '"job-1"'
+  run manifest_get 'len(m["spec"]["template"]["spec"]["containers"][0]["env"])'
+  assert_output '5'
+}
+
+@test "render_template does not rescan inserted text for placeholders" {
+  local manifest
+  manifest=$(lib::render_template \
+    '{"a": "__BACKUP_NAME__", "b": "__FORCE__", "c": "__JOB_NAME__"}' \
+    JOB_NAME=j BACKUP_NAME='x"__FORCE__' FORCE=true)
+  assert_equal "${manifest}" '{"a": "x\"__FORCE__", "b": "true", "c": "j"}'
+}
+
+@test "render_template replaces every occurrence and leaves other strings" {
+  run lib::render_template '["__JOB_NAME__", "__JOB_NAME__", "__OTHER__", "__JOB_NAME___x", "x__JOB_NAME__"]' JOB_NAME=j
+  assert_success
+  assert_output '["j", "j", "__OTHER__", "__JOB_NAME___x", "x__JOB_NAME__"]'
+}
+
+@test "render_template replaces only whole quoted placeholders" {
+  run lib::render_template '{"v": "prefix __FORCE__", "w": "__FORCE__"}' FORCE=true
+  assert_success
+  assert_output '{"v": "prefix __FORCE__", "w": "true"}'
+}
+
+@test "render_template fails when a placeholder is missing" {
+  run --separate-stderr lib::render_template '{"name": "__JOB_NAME__"}' JOB_NAME=j BACKUP_NAME=b
+  assert_failure 1
+  assert_equal "${stderr}" 'ERROR: the job template has no placeholder "__BACKUP_NAME__"; the chart and the scripts do not match (see docs/interfaces.md)'
+}
+
+@test "validate_backup_name accepts backup names" {
+  local name
+  for name in sts-backup-20240101-0300.graph sts-backup-20240101-0300.graph.zst \
+    my_backup.1 A "$(printf 'a%.0s' {1..255})"; do
+    lib::validate_backup_name "${name}" || fail "rejected ${name}"
+  done
+}
+
+@test "validate_backup_name rejects hostile and odd names" {
+  local name
+  # shellcheck disable=SC2016  # the $(...) and backticks are literal on purpose
+  for name in '' a/b /etc/passwd .. a..b ../x 'a b' $'a\nb' $'a\tb' 'a&b' \
+    'a"b' "a'b" 'a\b' '$(id)' '`id`' '-force' .hidden 'a;b' 'é' \
+    "$(printf 'a%.0s' {1..256})"; do
+    run lib::validate_backup_name "${name}"
+    assert_failure 1
+    assert_output --partial 'invalid backup name'
+  done
+}
+
+@test "validate_backup_name says why and quotes the name" {
+  run lib::validate_backup_name $'a/b\nc'
+  assert_failure
+  assert_output --partial "invalid backup name \$'a/b\\nc': contains a control character"
+  run lib::validate_backup_name 'x/y'
+  assert_output --partial "contains '/'"
+}
+
+@test "validate_snapshot_name accepts Elasticsearch snapshot names" {
+  local name
+  for name in sts-backup-20240101-0300-abcd1234 snap.1 'snap:1' "a'b" 'a&b' \
+    'été' x; do
+    lib::validate_snapshot_name "${name}" || fail "rejected ${name}"
+  done
+}
+
+@test "validate_snapshot_name follows the Elasticsearch rules" {
+  local name
+  for name in '' Snap 'a b' $'a\nb' $'a\tb' a,b 'a#b' _x -x a/b 'a\b' 'a*b' \
+    'a?b' 'a"b' 'a<b' 'a>b' 'a|b' . .. "$(printf 'a%.0s' {1..256})"; do
+    run lib::validate_snapshot_name "${name}"
+    assert_failure 1
+    assert_output --partial 'invalid snapshot name'
+  done
+}
+
+@test "validate_indices accepts lists and patterns" {
+  local list
+  for list in '' 'sts*' 'sts_topology,sts_k8s_logs*' '.ds-sts_k8s_logs*' \
+    'sts*,-sts_internal*'; do
+    lib::validate_indices "${list}" || fail "rejected ${list}"
+  done
+}
+
+@test "validate_indices rejects bad lists" {
+  local list
+  for list in 'a,,b' ',a' 'a,' 'Sts*' 'a b' $'a\nb' 'a/b' 'a:b' '_all' '+a' \
+    'a"b' 'a|b' 'a#b' '.' '-' 'a,..'; do
+    run lib::validate_indices "${list}"
+    assert_failure 1
+    assert_output --partial 'invalid index list'
+  done
+}
+
+@test "job_name is the prefix, a UTC timestamp and a random suffix within 63 characters" {
+  run lib::job_name elasticsearch-list-snapshots
+  assert_success
+  assert_output --regexp '^elasticsearch-list-snapshots-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$'
+  ((${#output} <= 63))
+}
+
+@test "label_selector turns matchLabels JSON into a selector" {
+  run lib::label_selector '{"app.kubernetes.io/component":"server","app.kubernetes.io/instance":"sts"}'
+  assert_output 'app.kubernetes.io/component=server,app.kubernetes.io/instance=sts'
+  run lib::label_selector '{"a":"b,c"}'
+  assert_output ''
+  run lib::label_selector ''
+  assert_output ''
+}

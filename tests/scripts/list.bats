@@ -1,0 +1,116 @@
+#!/usr/bin/env bats
+# list-stackgraph-backups.sh and list-elasticsearch-snapshots.sh against the
+# stub kubectl.
+# shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
+
+setup() {
+  load helpers
+  common_setup
+}
+
+readonly JOB_RE='^stackgraph-list-backups-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$'
+
+@test "table mode: creates the job, follows the list container, prints the table, deletes the job" {
+  fixture logs 'NAME                              SIZE      TIME' \
+    'sts-backup-20240101-0300.graph    1.2 GiB   2024-01-01T03:00:12Z'
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n sts
+  assert_success
+  assert_output "$(cat "${STUB_DIR}/logs")"
+  local job
+  job=$(job_name)
+  [[ ${job} =~ ${JOB_RE} ]] || fail "bad job name ${job}"
+  run manifest_get 'env("list", "OUTPUT_FORMAT")'
+  assert_output '"table"'
+  python3 -c 'import json,sys; json.load(sys.stdin)' <"${STUB_DIR}/manifest-1.json"
+  assert_template_read job-stackgraph-list.json --namespace sts
+  assert_called --namespace sts create -f -
+  assert_called --namespace sts get pods -l "job-name=${job}" -o "$(pod_query list)"
+  assert_equal "$(count_calls --namespace sts get pods -l "job-name=${job}" -o "$(pod_query list)")" 3
+  assert_called --namespace sts logs --follow pod/pod-1 -c list
+  assert_called --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --timeout=120s
+  assert_order "--namespace sts logs --follow pod/pod-1 -c list" \
+    "--namespace sts delete job ${job} --ignore-not-found --cascade=foreground --timeout=120s"
+  refute_verb scale
+}
+
+@test "json mode: only the data line goes to stdout, the log lines to stderr" {
+  fixture logs '{"level":"INFO","message":"listing s3://sts-stackgraph-backup"}' \
+    '[{"name":"sts-backup-20240101-0300.graph","size":1234,"time":"2024-01-01T03:00:12Z"}]' \
+    '{"level":"INFO","message":"done"}'
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -o json
+  assert_success
+  assert_output '[{"name":"sts-backup-20240101-0300.graph","size":1234,"time":"2024-01-01T03:00:12Z"}]'
+  [[ ${stderr} == *'"message":"listing s3://sts-stackgraph-backup"'* ]]
+  [[ ${stderr} == *'"message":"done"'* ]]
+  run manifest_get 'env("list", "OUTPUT_FORMAT")'
+  assert_output '"json"'
+  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
+}
+
+@test "json mode: a log without a data line is a failure" {
+  fixture logs 'some text'
+  run --separate-stderr "${RESTORE}/list-elasticsearch-snapshots.sh" -o json
+  assert_failure 1
+  assert_output ''
+  [[ ${stderr} == *"ERROR: the log of job $(job_name) has no JSON data line"* ]]
+}
+
+@test "elasticsearch: -o json through the elasticsearch list template" {
+  fixture logs '[{"snapshot":"sts-backup-20240101-0300-abcd","state":"SUCCESS","start_time":"2024-01-01T03:00:00Z"}]'
+  run --separate-stderr "${RESTORE}/list-elasticsearch-snapshots.sh" --output=json
+  assert_success
+  assert_output "$(cat "${STUB_DIR}/logs")"
+  assert_template_read job-elasticsearch-list.json
+  [[ $(job_name) =~ ^elasticsearch-list-snapshots-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$ ]]
+  run manifest_get 'env("list", "OUTPUT_FORMAT")'
+  assert_output '"json"'
+}
+
+@test "a failing list job: its exit code, a hint to rerun with --keep, the job deleted" {
+  phases 'pod-1 Running' 'pod-1 Failed 1'
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n sts
+  assert_failure 1
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Listing the StackGraph backups failed (exit 1), see the log above. To keep the job for debugging, rerun: ${RESTORE}/list-stackgraph-backups.sh -n sts --keep"
+  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
+}
+
+@test "--keep keeps the job and prints the delete command" {
+  phases 'pod-1 Succeeded 0'
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n sts --keep
+  assert_success
+  refute_verb delete
+  [[ ${stderr} == *"=== Kept job $(job_name) (--keep). Delete it with: kubectl -n sts delete job $(job_name)"* ]]
+}
+
+@test "a pod that never starts: bounded wait, exit 1, job deleted" {
+  phases 'pod-1 Pending'
+  STS_RESTORE_START_TIMEOUT=0 run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh"
+  assert_failure 1
+  [[ ${stderr} == *"ERROR: the pod of job $(job_name) did not start within 0s (phase: Pending)"* ]]
+  refute_verb logs
+  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
+}
+
+@test "a pod that fails before the list container runs: exit 1" {
+  phases '' 'pod-1 Failed'
+  fixture fail-logs 1
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh"
+  assert_failure 1
+  [[ ${stderr} == *"ERROR: container list of pod-1 did not run; see: kubectl describe pod pod-1"* ]]
+}
+
+@test "a pod that disappears while running: exit 1 at once, not after the timeout" {
+  phases 'pod-1 Running' ''
+  STS_RESTORE_RUN_TIMEOUT=600 run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh"
+  assert_failure 1
+  [[ ${stderr} == *"ERROR: the pod of job $(job_name) disappeared before it finished; see: kubectl describe job $(job_name)"* ]]
+}
+
+@test "a failing kubectl create: exit 1, nothing left behind" {
+  fixture fail-create 1
+  run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh"
+  assert_failure 1
+  [[ ${stderr} == *"ERROR: could not create job $(job_name)"* ]]
+  refute_verb logs
+  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
+}

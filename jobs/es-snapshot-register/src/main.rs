@@ -1,1 +1,411 @@
-fn main() {}
+//! es-snapshot-register: registers the Elasticsearch S3 snapshot repository and SLM policy,
+//! and lists/restores snapshots from inside the one-shot restore pods. All logic lives in
+//! `sts_backup_core::elasticsearch`; this is the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use sts_backup_core::elasticsearch::{
+    format_table, list_snapshots, register, restore, CredentialsMode, EsAuth, EsClient, EsConfig, RegisterOptions,
+    RestoreOptions,
+};
+use sts_backup_core::error::{report, Error};
+use sts_backup_core::exit::EXIT_CODES_HELP;
+use sts_backup_core::logging::{self, LogFormat};
+use sts_backup_core::storage::{Addressing, StorageArgs};
+
+const AFTER_HELP: &str = "\
+For es-snapshot-register, exit 1 also covers Elasticsearch errors and failed shards of a
+restore; 3 also covers registering a repository location that another cluster writes to.
+
+Elasticsearch authentication (environment only for secret values):
+  ES_USERNAME + ES_PASSWORD or ES_PASSWORD_FILE   basic auth
+  ES_API_KEY or ES_API_KEY_FILE                   API key (encoded, or id:key)
+  ES_CA_BUNDLE                                    extra CA certificates (PEM)
+Rejected credentials (HTTP 401) exit with 2; missing privileges (HTTP 403) with 1.
+A missing bucket exits with 2 (nothing is changed).";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "es-snapshot-register",
+    version = env!("CARGO_PKG_VERSION"),
+    about = "Elasticsearch snapshot repository + SLM policy registration, and snapshot list/restore"
+)]
+struct Cli {
+    #[command(flatten)]
+    es: EsArgs,
+
+    /// Log format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct EsArgs {
+    /// Elasticsearch URL (a bare host:port gets http://).
+    #[arg(
+        long,
+        env = "ELASTICSEARCH_ENDPOINT",
+        default_value = "http://localhost:9200",
+        global = true
+    )]
+    es_url: String,
+
+    /// Snapshot repository name.
+    #[arg(
+        long,
+        env = "BACKUP_ELASTICSEARCH_SNAPSHOT_REPOSITORY_NAME",
+        default_value = "sts-backup",
+        global = true
+    )]
+    repository: String,
+
+    /// Elasticsearch user for basic auth (password from ES_PASSWORD or ES_PASSWORD_FILE).
+    #[arg(long, env = "ES_USERNAME", global = true)]
+    es_username: Option<String>,
+
+    /// File holding the Elasticsearch password.
+    #[arg(long, env = "ES_PASSWORD_FILE", value_name = "FILE", global = true)]
+    es_password_file: Option<PathBuf>,
+
+    /// File holding the Elasticsearch API key.
+    #[arg(long, env = "ES_API_KEY_FILE", value_name = "FILE", global = true)]
+    es_api_key_file: Option<PathBuf>,
+
+    /// PEM bundle of extra CA certificates for TLS to Elasticsearch.
+    #[arg(long, env = "ES_CA_BUNDLE", value_name = "FILE", global = true)]
+    es_ca_bundle: Option<PathBuf>,
+
+    /// How long to wait for Elasticsearch (and, for register, the bucket) to answer, with
+    /// retries and backoff.
+    #[arg(long, env = "ES_WAIT_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration, global = true)]
+    wait_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register (or update) the S3 snapshot repository and the SLM policy; idempotent.
+    ///
+    /// Two clusters writing one repository corrupt it. A writable registration therefore
+    /// records this cluster's UUID in `sts-backup-owner.json` at the repository root and
+    /// refuses (exit 3) a location that another cluster owns, or that already holds snapshots
+    /// this cluster did not register, and never turns a read-only registration writable.
+    /// Use --readonly to attach another cluster's repository for restores, or --take-over
+    /// once the other cluster no longer writes there (e.g. after a disaster recovery).
+    Register(Box<RegisterArgs>),
+    /// List the snapshots in the repository (newest last).
+    List(ListArgs),
+    /// Restore a snapshot (never the internal indices; never over open indices without --force).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct RegisterArgs {
+    /// Bucket of the repository.
+    #[arg(
+        long,
+        env = "BACKUP_ELASTICSEARCH_BUCKET_NAME",
+        default_value = "sts-elasticsearch-backup"
+    )]
+    bucket: String,
+
+    /// S3 endpoint as Elasticsearch and this job reach it, e.g. http://sts-backup-minio:9000.
+    #[arg(long, env = "S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
+
+    /// Path inside the bucket (repository `base_path`).
+    #[arg(long, env = "BACKUP_ELASTICSEARCH_S3_PREFIX", value_name = "PATH")]
+    base_path: Option<String>,
+
+    /// Where Elasticsearch gets the S3 keys: `keystore` (s3.client.<name>.* in the ES keystore,
+    /// the only way on ES 8) or `inline` (in the repository settings; ES 7 with
+    /// -Des.allow_insecure_settings=true).
+    #[arg(long, env = "ES_S3_CREDENTIALS", value_enum, default_value_t = CredentialsMode::Keystore)]
+    credentials: CredentialsMode,
+
+    /// S3 client name in the ES keystore (keystore mode).
+    #[arg(long, env = "ES_S3_CLIENT", default_value = "default")]
+    s3_client: String,
+
+    /// S3 region (SigV4 needs one even for MinIO).
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    region: String,
+
+    /// S3 addressing; `path` sets path_style_access (needed for MinIO).
+    #[arg(long, env = "S3_ADDRESSING", value_enum, default_value_t = Addressing::Path)]
+    s3_addressing: Addressing,
+
+    /// Directory with files `accesskey`, `secretkey` (bucket check; inline keys).
+    #[arg(long, env = "S3_CREDENTIALS_DIR", value_name = "DIR")]
+    credentials_dir: Option<PathBuf>,
+
+    /// PEM bundle of extra CA certificates for the S3 endpoint (bucket check).
+    #[arg(long, env = "S3_CA_BUNDLE", value_name = "FILE")]
+    ca_bundle: Option<PathBuf>,
+
+    /// Server-side encryption: none or AES256 (repository server_side_encryption). SSE-KMS is refused.
+    #[arg(long, env = "S3_SSE", default_value = "none", value_name = "MODE")]
+    sse: String,
+
+    /// SLM policy id.
+    #[arg(
+        long,
+        env = "BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_POLICY_NAME",
+        default_value = "auto-sts-backup"
+    )]
+    policy: String,
+
+    /// SLM schedule: Quartz cron WITH a seconds field and '?' in one day field.
+    #[arg(long, env = "BACKUP_ELASTICSEARCH_SCHEDULED_SCHEDULE", default_value = "0 0 3 * * ?")]
+    schedule: String,
+
+    /// Snapshot name (Elasticsearch date math; SLM appends a unique suffix).
+    #[arg(
+        long,
+        env = "BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_NAME_TEMPLATE",
+        default_value = "<sts-backup-{now{yyyyMMdd-HHmm}}>"
+    )]
+    snapshot_name: String,
+
+    /// Index pattern the policy snapshots (never `*`).
+    #[arg(long, env = "BACKUP_ELASTICSEARCH_SCHEDULED_INDICES", default_value = "sts*")]
+    indices: String,
+
+    /// Retention: delete snapshots older than this (ES time value).
+    #[arg(
+        long,
+        env = "BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_EXPIRE_AFTER",
+        default_value = "30d"
+    )]
+    expire_after: String,
+
+    /// Retention: always keep at least this many snapshots (>= 1).
+    #[arg(
+        long,
+        env = "BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_MIN_COUNT",
+        default_value_t = 5
+    )]
+    min_count: u32,
+
+    /// Retention: keep at most this many snapshots.
+    #[arg(
+        long,
+        env = "BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_MAX_COUNT",
+        default_value_t = 30
+    )]
+    max_count: u32,
+
+    /// Register the repository only (restore-only setups).
+    #[arg(long, env = "ES_NO_POLICY")]
+    no_policy: bool,
+
+    /// Run the policy once now and wait for the snapshot.
+    #[arg(long, env = "ES_EXECUTE_NOW")]
+    execute_now: bool,
+
+    /// How long --execute-now waits for the snapshot.
+    #[arg(long, env = "ES_SNAPSHOT_TIMEOUT", default_value = "2h", value_parser = humantime::parse_duration)]
+    snapshot_timeout: Duration,
+
+    /// Create the bucket when it is missing (the chart sets this when scheduled snapshots are on).
+    #[arg(long, env = "ES_CREATE_BUCKET")]
+    create_bucket: bool,
+
+    /// Attach the repository read-only (another cluster's snapshots, for cross-cluster restore).
+    #[arg(long, env = "ES_READONLY")]
+    readonly: bool,
+
+    /// Make this cluster the writer of a location another cluster wrote to (only once that
+    /// cluster no longer writes there).
+    #[arg(long, env = "ES_TAKE_OVER")]
+    take_over: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Output: a table, or one line of JSON (an array).
+    #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// Snapshot to restore (see `list`).
+    #[arg(env = "SNAPSHOT_NAME")]
+    snapshot: String,
+
+    /// Indices to restore (comma-separated patterns; empty = the configured pattern).
+    #[arg(long, env = "INDICES_TO_RESTORE")]
+    indices: Option<String>,
+
+    /// The configured pattern, used when --indices is empty.
+    #[arg(long, env = "BACKUP_ELASTICSEARCH_SCHEDULED_INDICES", default_value = "sts*")]
+    default_indices: String,
+
+    /// Roll over data streams and delete the open indices the restore would overwrite.
+    #[arg(long, env = "RESTORE_FORCE")]
+    force: bool,
+}
+
+fn client(es: &EsArgs) -> anyhow::Result<EsClient> {
+    let env = |k: &str| std::env::var(k).ok();
+    let auth = EsAuth::from_sources(
+        es.es_username.clone(),
+        env("ES_PASSWORD"),
+        es.es_password_file.clone(),
+        env("ES_API_KEY"),
+        es.es_api_key_file.clone(),
+    )?;
+    Ok(EsClient::new(&EsConfig {
+        url: es.es_url.clone(),
+        auth,
+        ca_bundle: es.es_ca_bundle.clone(),
+    })?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Register(args) => {
+            let args = *args;
+            let opts = RegisterOptions {
+                repository: cli.es.repository.clone(),
+                bucket: args.bucket,
+                base_path: args.base_path,
+                credentials: args.credentials,
+                s3_client: args.s3_client,
+                policy: args.policy,
+                schedule: args.schedule,
+                snapshot_name: args.snapshot_name,
+                indices: args.indices,
+                expire_after: args.expire_after,
+                min_count: args.min_count,
+                max_count: args.max_count,
+                no_policy: args.no_policy,
+                execute_now: args.execute_now,
+                create_bucket: args.create_bucket,
+                readonly: args.readonly,
+                take_over: args.take_over,
+                wait_timeout: cli.es.wait_timeout,
+                snapshot_timeout: args.snapshot_timeout,
+                s3: StorageArgs {
+                    s3_endpoint: args.s3_endpoint,
+                    region: args.region,
+                    s3_addressing: args.s3_addressing,
+                    credentials_dir: args.credentials_dir,
+                    ca_bundle: args.ca_bundle,
+                    sse: args.sse,
+                    ..StorageArgs::default()
+                },
+            };
+            // Validate before connecting anywhere: invalid input sends no request.
+            opts.validate()?;
+            let client = client(&cli.es)?;
+            let report = register(&client, &opts).await?;
+            tracing::info!(
+                "register done (repository {}, policy {})",
+                if report.repository_changed {
+                    "written"
+                } else {
+                    "unchanged"
+                },
+                if report.policy_changed { "written" } else { "unchanged" }
+            );
+        }
+        Command::List(args) => {
+            let client = client(&cli.es)?;
+            client.wait_ready(cli.es.wait_timeout).await?;
+            let rows = list_snapshots(&client, &cli.es.repository).await?;
+            match args.output {
+                OutputFormat::Json => println!("{}", serde_json::to_string(&rows).context("encoding the list")?),
+                OutputFormat::Table => {
+                    print!("{}", format_table(&rows));
+                    tracing::info!("{} snapshot(s) in repository {:?}", rows.len(), cli.es.repository);
+                }
+            }
+        }
+        Command::Restore(args) => {
+            let indices = args
+                .indices
+                .filter(|i| !i.trim().is_empty())
+                .unwrap_or(args.default_indices);
+            let opts = RestoreOptions {
+                repository: cli.es.repository.clone(),
+                snapshot: args.snapshot,
+                indices,
+                force: args.force,
+                delete_poll_interval: Duration::from_secs(1),
+                delete_poll_tries: 30,
+            };
+            sts_backup_core::elasticsearch::IndexPattern::parse(&opts.indices, "--indices")?;
+            let client = client(&cli.es)?;
+            client.wait_ready(cli.es.wait_timeout).await?;
+            restore(&client, &opts).await?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let command = Cli::command().after_help(format!("{EXIT_CODES_HELP}\n\n{AFTER_HELP}"));
+    let parsed = command
+        .try_get_matches_from(std::env::args_os())
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.exit_code() == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                };
+            }
+            // One line naming the flag, exit 2.
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: invalid usage");
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return report(&anyhow::Error::new(Error::io("starting the async runtime", e))).into(),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,166 @@
+{{/*
+Names, labels and small shared helpers.
+*/}}
+
+{{/* Chart name, overridable with nameOverride. */}}
+{{- define "sts-backup.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name prefix: fullnameOverride, else <release>-<name> unless the release name already holds the name. */}}
+{{- define "sts-backup.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "sts-backup.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+<fullname>-<suffix> within a length limit: the prefix is shortened, the suffix is kept whole,
+so two names never collide after truncation.
+Usage: include "sts-backup.nameWithSuffix" (list . "suffix" 63)
+*/}}
+{{- define "sts-backup.nameWithSuffix" -}}
+{{- $root := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $limit := index . 2 }}
+{{- $prefix := include "sts-backup.fullname" $root | trunc (int (sub $limit (add1 (len $suffix)))) | trimSuffix "-" }}
+{{- printf "%s-%s" $prefix $suffix }}
+{{- end }}
+
+{{/* Name of a regular object: <fullname>-<suffix>, at most 63 characters. */}}
+{{- define "sts-backup.objectName" -}}
+{{- include "sts-backup.nameWithSuffix" (list (index . 0) (index . 1) 63) }}
+{{- end }}
+
+{{/*
+CronJob name: at most 52 characters, because the controller appends 11 characters
+(-<unix minutes>) to name the Jobs it creates and a Job name is capped at 63.
+*/}}
+{{- define "sts-backup.cronJobName" -}}
+{{- include "sts-backup.nameWithSuffix" (list (index . 0) (index . 1) 52) }}
+{{- end }}
+
+{{/* Chart label value. */}}
+{{- define "sts-backup.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: name and instance only (selectors are immutable). */}}
+{{- define "sts-backup.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sts-backup.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Standard labels of every object. */}}
+{{- define "sts-backup.labels" -}}
+helm.sh/chart: {{ include "sts-backup.chart" . }}
+{{ include "sts-backup.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sts-backup
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of one component: include "sts-backup.componentLabels" (list . "backup") */}}
+{{- define "sts-backup.componentLabels" -}}
+{{ include "sts-backup.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* Image reference from {registry, repository, tag, digest}: include "sts-backup.image" (list $image $defaultTag) */}}
+{{- define "sts-backup.image" -}}
+{{- $img := index . 0 }}
+{{- $tag := default (index . 1) $img.tag | toString }}
+{{- $ref := $img.repository }}
+{{- if $img.registry }}
+{{- $ref = printf "%s/%s" $img.registry $img.repository }}
+{{- end }}
+{{- if $tag }}
+{{- $ref = printf "%s:%s" $ref $tag }}
+{{- end }}
+{{- if $img.digest }}
+{{- $ref = printf "%s@%s" $ref $img.digest }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{/* The jobs image (sts-backup/jobs, tag defaults to appVersion). */}}
+{{- define "sts-backup.jobsImage" -}}
+{{- include "sts-backup.image" (list .Values.jobsImage .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The graph server image. */}}
+{{- define "sts-backup.graphImage" -}}
+{{- include "sts-backup.image" (list .Values.backup.stackGraph.image "") }}
+{{- end }}
+
+{{/* Name of the storage service (Service, Deployment, PVC, generated Secret): <release>-minio. */}}
+{{- define "sts-backup.minio.fullname" -}}
+{{- if .Values.minio.fullnameOverride }}
+{{- .Values.minio.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-minio" (.Release.Name | trunc 57 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{/* Secret holding the storage credentials: minio.existingSecret or the generated one. */}}
+{{- define "sts-backup.secretName" -}}
+{{- default (include "sts-backup.minio.fullname" .) .Values.minio.existingSecret }}
+{{- end }}
+
+{{/* S3 endpoint of the storage service, as the jobs and Elasticsearch reach it. */}}
+{{- define "sts-backup.minio.endpoint" -}}
+{{- printf "http://%s:9000" (include "sts-backup.minio.fullname" .) }}
+{{- end }}
+
+{{/* Storage mode, by the reference precedence: s3gateway > azuregateway > local. */}}
+{{- define "sts-backup.minio.mode" -}}
+{{- if .Values.minio.s3gateway.enabled }}s3gateway
+{{- else if .Values.minio.azuregateway.enabled }}azuregateway
+{{- else }}local
+{{- end }}
+{{- end }}
+
+{{/* "true" when the StackGraph export/import command (a list) writes or reads a {file}. */}}
+{{- define "sts-backup.usesFile" -}}
+{{- if contains "{file}" (join " " .) }}true{{ end }}
+{{- end }}
+
+{{/*
+backupNameTemplate as a strftime template: the StackState form `$(date +FORMAT)` becomes FORMAT.
+Nothing is ever run by a shell; any `$` left over is refused by the validation.
+*/}}
+{{- define "sts-backup.backupNameTemplate" -}}
+{{- regexReplaceAll "\\$\\(date \\+([^)]*)\\)" .Values.backup.stackGraph.scheduled.backupNameTemplate "${1}" }}
+{{- end }}
+
+{{/* BACKUP_STORAGE of the StackGraph jobs: s3://<bucket>[/<prefix>]. */}}
+{{- define "sts-backup.stackGraph.storageUrl" -}}
+{{- $sg := .Values.backup.stackGraph }}
+{{- if $sg.s3Prefix }}
+{{- printf "s3://%s/%s" $sg.bucketName $sg.s3Prefix }}
+{{- else }}
+{{- printf "s3://%s" $sg.bucketName }}
+{{- end }}
+{{- end }}
+
+{{/* True (non-empty) when the registration Job is needed. */}}
+{{- define "sts-backup.es.registerEnabled" -}}
+{{- $es := .Values.backup.elasticsearch }}
+{{- if or $es.scheduled.enabled $es.restore.enabled }}true{{ end }}
+{{- end }}
+
+{{/* True (non-empty) when a StackGraph part that runs the graph server image is rendered. */}}
+{{- define "sts-backup.stackGraph.graphImageUsed" -}}
+{{- $sg := .Values.backup.stackGraph }}
+{{- if or $sg.scheduled.enabled $sg.restore.enabled }}true{{ end }}
+{{- end }}

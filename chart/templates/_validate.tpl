@@ -1,0 +1,102 @@
+{{/*
+Validation of the values. Every check appends one message naming the key and the fix; all of them
+are reported together by a single `fail`. values.schema.json checks types and formats first;
+these checks cover what a schema cannot express (combinations, modes) and repeat the cron checks,
+because a wrong cron dialect silently runs backups at the wrong time.
+*/}}
+
+{{/* Kubernetes CronJob schedule: 5 fields (minute hour day-of-month month day-of-week) or a macro. */}}
+{{- define "sts-backup.validate.kubeCron" -}}
+{{- $key := index . 0 }}
+{{- $value := index . 1 | toString | trim }}
+{{- if not (regexMatch "^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4})$" $value) }}
+{{- printf "%s: %q is not a Kubernetes cron schedule: it needs 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 3 * * *\". The Elasticsearch form with seconds (\"0 0 3 * * ?\") belongs in backup.elasticsearch.scheduled.schedule." $key $value }}
+{{- end }}
+{{- end }}
+
+{{/* Elasticsearch (Quartz) schedule: 6 or 7 fields starting with seconds, `?` in exactly one of day-of-month / day-of-week. */}}
+{{- define "sts-backup.validate.quartzCron" -}}
+{{- $key := index . 0 }}
+{{- $value := index . 1 | toString | trim }}
+{{- $fields := regexSplit " +" $value -1 }}
+{{- $ok := regexMatch "^[0-9A-Za-z*/,?#-]+( +[0-9A-Za-z*/,?#-]+){5,6}$" $value }}
+{{- if $ok }}
+{{- $ok = ne (eq (index $fields 3) "?") (eq (index $fields 5) "?") }}
+{{- end }}
+{{- if not $ok }}
+{{- printf "%s: %q is not an Elasticsearch cron schedule: it needs 6 or 7 fields starting with seconds (second minute hour day-of-month month day-of-week [year]) and \"?\" in exactly one of day-of-month and day-of-week, e.g. \"0 0 3 * * ?\". The Kubernetes 5-field form belongs in backup.stackGraph.scheduled.schedule." $key $value }}
+{{- end }}
+{{- end }}
+
+{{- define "sts-backup.validateValues" -}}
+{{- $messages := list }}
+{{- $v := .Values }}
+{{- $mode := include "sts-backup.minio.mode" . }}
+
+{{/* Storage modes */}}
+{{- if and $v.minio.s3gateway.enabled $v.minio.azuregateway.enabled }}
+{{- $messages = append $messages "minio: s3gateway.enabled and azuregateway.enabled are both true; enable at most one gateway (--set minio.azuregateway.enabled=false)." }}
+{{- end }}
+{{- if and (eq $mode "local") (not $v.minio.persistence.enabled) (not $v.minio.persistence.allowEphemeral) }}
+{{- $messages = append $messages "minio.persistence.enabled: local mode (no gateway) without persistence keeps the backups in an emptyDir and LOSES THEM when the pod restarts. Enable persistence (--set minio.persistence.enabled=true), use a gateway, or accept the loss explicitly with --set minio.persistence.allowEphemeral=true." }}
+{{- end }}
+
+{{/* Credentials */}}
+{{- if not $v.minio.existingSecret }}
+{{- if eq $mode "azuregateway" }}
+{{- if or (not $v.minio.accessKey) (not $v.minio.secretKey) }}
+{{- $messages = append $messages "minio.accessKey/minio.secretKey: Azure gateway mode needs the storage account name in minio.accessKey and the account key in minio.secretKey (or minio.existingSecret)." }}
+{{- end }}
+{{- else }}
+{{- if or (eq (toString $v.minio.accessKey) "setme") (eq (toString $v.minio.secretKey) "setme") }}
+{{- $messages = append $messages "minio.accessKey/minio.secretKey: \"setme\" is the StackState placeholder; set real keys or leave both empty to generate them." }}
+{{- end }}
+{{- if and $v.minio.accessKey (not (regexMatch "^[A-Za-z0-9]{5,20}$" (toString $v.minio.accessKey))) }}
+{{- $messages = append $messages "minio.accessKey: must be 5 to 20 letters or digits (or empty to generate one)." }}
+{{- end }}
+{{- if and $v.minio.secretKey (not (regexMatch "^[A-Za-z0-9]{8,40}$" (toString $v.minio.secretKey))) }}
+{{- $messages = append $messages "minio.secretKey: must be 8 to 40 letters or digits (or empty to generate one)." }}
+{{- end }}
+{{- end }}
+{{- if ne (empty $v.minio.s3gateway.accessKey) (empty $v.minio.s3gateway.secretKey) }}
+{{- $messages = append $messages "minio.s3gateway.accessKey/secretKey: set both (an IAM user) or neither (the pod's IAM role)." }}
+{{- end }}
+{{- end }}
+
+{{/* StackGraph */}}
+{{- $sg := $v.backup.stackGraph }}
+{{- if and (include "sts-backup.stackGraph.graphImageUsed" .) (not $sg.image.tag) (not $sg.image.digest) }}
+{{- $messages = append $messages "backup.stackGraph.image.tag: required. Set it to the exact version of the running graph server (a backup only restores into the version that made it), e.g. --set backup.stackGraph.image.tag=<server tag>." }}
+{{- end }}
+{{- if $sg.scheduled.enabled }}
+{{- with include "sts-backup.validate.kubeCron" (list "backup.stackGraph.scheduled.schedule" $sg.scheduled.schedule) }}
+{{- $messages = append $messages . }}
+{{- end }}
+{{- if $sg.scheduled.retentionJob.enabled }}
+{{- with include "sts-backup.validate.kubeCron" (list "backup.stackGraph.scheduled.retentionJob.schedule" $sg.scheduled.retentionJob.schedule) }}
+{{- $messages = append $messages . }}
+{{- end }}
+{{- end }}
+{{- if contains "$" (include "sts-backup.backupNameTemplate" .) }}
+{{- $messages = append $messages (printf "backup.stackGraph.scheduled.backupNameTemplate: %q: only the shell form $(date +FORMAT) is understood (it is translated, never run by a shell); write a strftime template such as sts-backup-%%Y%%m%%d-%%H%%M.graph." $sg.scheduled.backupNameTemplate) }}
+{{- end }}
+{{- end }}
+{{- if and (include "sts-backup.stackGraph.graphImageUsed" .) (or (empty $sg.exportCommand) (empty $sg.importCommand)) }}
+{{- $messages = append $messages "backup.stackGraph.exportCommand/importCommand: must not be empty." }}
+{{- end }}
+
+{{/* Elasticsearch */}}
+{{- $es := $v.backup.elasticsearch }}
+{{- if $es.scheduled.enabled }}
+{{- with include "sts-backup.validate.quartzCron" (list "backup.elasticsearch.scheduled.schedule" $es.scheduled.schedule) }}
+{{- $messages = append $messages . }}
+{{- end }}
+{{- end }}
+{{- if and $es.auth.username (not $es.auth.existingSecret) }}
+{{- $messages = append $messages "backup.elasticsearch.auth.username: the password comes from a Secret; set backup.elasticsearch.auth.existingSecret too." }}
+{{- end }}
+
+{{- if $messages }}
+{{- printf "\n\nVALUES VALIDATION:\n  - %s\n" (join "\n  - " $messages) | fail }}
+{{- end }}
+{{- end }}

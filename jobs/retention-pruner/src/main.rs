@@ -1,1 +1,89 @@
-fn main() {}
+//! `retention-pruner`: deletes expired StackGraph backups safely (time delta, GFS, floor,
+//! dry-run, orphan and stale-upload cleanup). All logic lives in
+//! `sts_backup_core::retention`; this is flags, output and exit codes.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use sts_backup_core::logging::{self, LogFormat};
+use sts_backup_core::retention::{self, RetentionArgs};
+use sts_backup_core::storage::{Storage, StorageArgs};
+use sts_backup_core::Exit;
+
+const AFTER_HELP: &str = "\
+Output: one line per backup, `Purging backup \"<key>\"` or `Not purging backup \"<key>\"`,
+then a summary; `-o json` prints the same as one JSON line. Logs go to stderr.
+
+Exit codes:
+  0  success (also with nothing to delete)
+  1  runtime failure: storage unreachable, listing failed, or a key could not be deleted
+     (the run goes on and reports every failed key)
+  2  invalid input or usage, including a missing bucket or rejected credentials
+     (nothing was changed)";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    /// Reference-style lines and a summary.
+    #[default]
+    #[value(alias = "table")]
+    Text,
+    /// One JSON document on one line.
+    Json,
+}
+
+/// Deletes expired backups: keeps those younger than --retention or kept by a --keep-* rule,
+/// never fewer than --min-keep and never the newest; deletes manifest first, then data, in
+/// batches; aborts stale multipart uploads.
+#[derive(Debug, Parser)]
+#[command(name = "retention-pruner", version = sts_backup_core::TOOL, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    #[command(flatten)]
+    retention: RetentionArgs,
+
+    /// Output format: text or json.
+    #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+
+    /// Log format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match run(&cli) {
+        Ok(exit) => exit.into(),
+        Err(err) => match sts_backup_core::error::report(&err) {
+            // This job only ever ends with 0, 1 or 2.
+            Exit::Refused | Exit::Integrity => Exit::Failure.into(),
+            other => other.into(),
+        },
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Exit> {
+    // Validate every flag before touching storage: a bad value changes nothing (exit 2).
+    let policy = cli.retention.policy()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(async {
+        let storage = Storage::open(&cli.storage).await?;
+        storage.check(false).await?;
+        retention::prune_with(&storage, &policy, chrono::Utc::now()).await
+    })?;
+    let mut out = std::io::stdout().lock();
+    match cli.output {
+        OutputFormat::Text => report.print_text(&mut out)?,
+        OutputFormat::Json => writeln!(out, "{}", report.to_json())?,
+    }
+    out.flush()?;
+    Ok(if report.has_failures() { Exit::Failure } else { Exit::Ok })
+}

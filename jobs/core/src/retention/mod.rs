@@ -1,1 +1,383 @@
-//! Retention: which backups to keep and the pruning run (owned by the retention-pruner work).
+//! Retention: which backups to keep, and the pruning run.
+//!
+//! A backup `NAME` is committed when both `NAME` and `NAME.manifest.json` exist. The run:
+//! list every key under the prefix (all pages), decide with [`policy::plan`], delete the
+//! manifests of purged backups in `DeleteObjects` batches of up to 1000 keys, then the data
+//! objects whose manifest is gone (never one whose manifest delete failed), delete old
+//! orphans, and abort stale multipart uploads. A half-deleted backup is thus invisible
+//! (no manifest) and its data is cleaned up as an orphan by the next run; a manifest never
+//! points at missing data. Per-key failures are collected and the run goes on.
+//!
+//! `retention-pruner` is a thin wrapper around [`prune`]; `stackgraph-backup backup` calls
+//! it after a successful upload when [`RetentionArgs::is_configured`].
+
+pub mod policy;
+mod report;
+pub mod timedelta;
+
+use chrono::{DateTime, Utc};
+
+pub use policy::{plan, KeepCount, KeepReason, OrphanKind, Plan, Policy, PolicySpec};
+pub use report::{AbortedUpload, DeleteFailureEntry, KeptBackup, OrphanEntry, PruneReport, PurgedBackup};
+pub use timedelta::Retention;
+
+use crate::error::Result;
+use crate::storage::{Storage, DELETE_BATCH};
+
+/// The reference's default pattern; group 1 is the timestamp.
+pub const DEFAULT_NAME_REGEXP: &str = "sts-backup-([0-9]*-[0-9]*).graph";
+/// The reference's default `strptime` format for group 1.
+pub const DEFAULT_DATETIME_FORMAT: &str = "%Y%m%d-%H%M";
+
+/// The retention flags, each with its env twin (shared by `retention-pruner` and
+/// `stackgraph-backup backup`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionArgs {
+    /// Regular expression matched at the start of each key (like Python re.match); capture
+    /// group 1 is the backup's timestamp. Keys that do not match are never touched.
+    #[arg(
+        long,
+        env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_PARSE_REGEXP",
+        default_value = DEFAULT_NAME_REGEXP,
+        value_name = "REGEX"
+    )]
+    pub name_regexp: String,
+
+    /// strftime format of capture group 1, read as UTC.
+    #[arg(
+        long,
+        env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_DATETIME_PARSE_FORMAT",
+        default_value = DEFAULT_DATETIME_FORMAT,
+        value_name = "FORMAT"
+    )]
+    pub datetime_format: String,
+
+    /// Keep backups whose age is at most DELTA: Python timedelta keywords ("days = 30",
+    /// "weeks=2, hours=12", "days=1.5"; parsed, never evaluated) or 30d, 720h, 2w.
+    /// Unset or empty: no age rule.
+    #[arg(
+        long,
+        env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA",
+        value_name = "DELTA"
+    )]
+    pub retention: Option<String>,
+
+    /// Never delete below this many committed backups (the newest is always kept).
+    #[arg(
+        long,
+        env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_MIN_KEEP",
+        default_value_t = 1,
+        value_name = "N",
+        value_parser = parse_min_keep
+    )]
+    pub min_keep: usize,
+
+    /// Keep the N newest backups (restic forget semantics; "unlimited" keeps all).
+    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_LAST", value_name = "N")]
+    pub keep_last: Option<KeepCount>,
+
+    /// Keep the newest backup of each of the N newest days that have backups (UTC).
+    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_DAILY", value_name = "N")]
+    pub keep_daily: Option<KeepCount>,
+
+    /// Keep the newest backup of each of the N newest ISO weeks that have backups.
+    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_WEEKLY", value_name = "N")]
+    pub keep_weekly: Option<KeepCount>,
+
+    /// Keep the newest backup of each of the N newest months that have backups.
+    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_MONTHLY", value_name = "N")]
+    pub keep_monthly: Option<KeepCount>,
+
+    /// Abort multipart uploads older than this, and delete orphaned backup objects (data
+    /// without manifest) last modified longer ago than this. 0 or off disables both.
+    #[arg(
+        long,
+        env = "BACKUP_ABORT_UPLOADS_OLDER_THAN",
+        default_value = "24h",
+        value_name = "DURATION"
+    )]
+    pub abort_uploads_older_than: String,
+
+    /// Print what would be deleted; delete nothing. From env, false/no/off/0/empty mean
+    /// off and any other value means on (a typo errs on the safe side).
+    #[arg(long, env = "BACKUP_PRUNE_DRY_RUN", value_parser = clap::builder::FalseyValueParser::new())]
+    pub dry_run: bool,
+}
+
+/// `--min-keep`: a count; empty (an unset chart value) means the default, 1.
+fn parse_min_keep(s: &str) -> std::result::Result<usize, String> {
+    match s.trim() {
+        "" => Ok(1),
+        t => t.parse().map_err(|_| format!("{t:?} is not a count (a number >= 1)")),
+    }
+}
+
+impl Default for RetentionArgs {
+    fn default() -> Self {
+        RetentionArgs {
+            name_regexp: DEFAULT_NAME_REGEXP.into(),
+            datetime_format: DEFAULT_DATETIME_FORMAT.into(),
+            retention: None,
+            min_keep: 1,
+            keep_last: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+            abort_uploads_older_than: "24h".into(),
+            dry_run: false,
+        }
+    }
+}
+
+impl RetentionArgs {
+    /// Whether a deleting rule is set: a non-empty `--retention` or a non-zero `--keep-*`.
+    pub fn is_configured(&self) -> bool {
+        self.retention.as_deref().is_some_and(|r| !r.trim().is_empty())
+            || [self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly]
+                .iter()
+                .flatten()
+                .any(KeepCount::is_active)
+    }
+
+    /// Validates the flags (errors name the flag; exit 2). Call it before any work so a bad
+    /// value fails fast.
+    pub fn policy(&self) -> Result<Policy> {
+        Policy::new(&PolicySpec {
+            name_regexp: &self.name_regexp,
+            datetime_format: &self.datetime_format,
+            retention: self.retention.as_deref(),
+            min_keep: self.min_keep,
+            keep_last: self.keep_last,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            abort_uploads_older_than: &self.abort_uploads_older_than,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+/// Runs the pruner: validates `args`, lists, decides, deletes (unless `--dry-run`), aborts
+/// stale uploads. Per-key lines are logged as they are decided; failures of single keys
+/// land in the report ([`PruneReport::has_failures`]) instead of stopping the run. An
+/// error is returned only when nothing could be decided (bad flags, listing failed).
+pub async fn prune(storage: &Storage, args: &RetentionArgs, now: DateTime<Utc>) -> Result<PruneReport> {
+    let policy = args.policy()?;
+    prune_with(storage, &policy, now).await
+}
+
+/// [`prune`] with an already validated policy.
+pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) -> Result<PruneReport> {
+    let location = storage.location();
+    tracing::info!("=== Expiring old backups in {location} ({})", policy.describe());
+    let objects = storage.list().await?;
+    let plan = plan(&objects, policy, now);
+    let mut report = PruneReport::new(location, policy, now);
+
+    for b in &plan.backups {
+        if b.keep() {
+            let reasons: Vec<&str> = b.reasons.iter().map(KeepReason::as_str).collect();
+            tracing::info!("Not purging backup {:?} ({})", b.key, reasons.join(", "));
+        } else {
+            tracing::info!(
+                "Purging backup {:?}{}",
+                b.key,
+                if policy.dry_run { " (dry run)" } else { "" }
+            );
+        }
+    }
+    for o in &plan.orphans {
+        if o.delete {
+            tracing::info!("Purging orphan {:?}: {} ({})", o.key, o.kind.as_str(), o.why);
+        } else {
+            tracing::info!("Not purging orphan {:?}: {} ({})", o.key, o.kind.as_str(), o.why);
+        }
+    }
+    if !policy.is_configured() {
+        tracing::info!("No retention configured (--retention or --keep-*): no backup is deleted");
+    }
+    report.ignored = plan.ignored.clone();
+    report.kept = plan
+        .kept()
+        .map(|b| KeptBackup {
+            key: b.key.clone(),
+            timestamp: b.timestamp,
+            reasons: b.reasons.iter().map(|r| r.as_str().to_string()).collect(),
+        })
+        .collect();
+    report.orphans_kept = plan
+        .orphans
+        .iter()
+        .filter(|o| !o.delete)
+        .map(|o| o.key.clone())
+        .collect();
+
+    let purge: Vec<_> = plan.purged().collect();
+    let orphans: Vec<_> = plan.orphans.iter().filter(|o| o.delete).collect();
+
+    if policy.dry_run {
+        for b in &purge {
+            report.purged.push(PurgedBackup {
+                key: b.key.clone(),
+                timestamp: b.timestamp,
+                bytes: b.size + b.manifest_size,
+            });
+        }
+        for o in &orphans {
+            report.orphans.push(OrphanEntry::from(*o));
+        }
+    } else {
+        // 1. Manifests: purged backups' and dangling ones. After this a purged backup is
+        //    invisible whatever happens next.
+        let manifest_keys: Vec<String> = purge
+            .iter()
+            .map(|b| b.manifest_key.clone())
+            .chain(
+                orphans
+                    .iter()
+                    .filter(|o| o.kind == OrphanKind::Manifest)
+                    .map(|o| o.key.clone()),
+            )
+            .collect();
+        let manifest_failures = delete_batched(storage, &manifest_keys, &mut report).await;
+
+        // 2. Data: only where the manifest is gone, plus orphaned data.
+        let mut data_keys = Vec::new();
+        for b in &purge {
+            match manifest_failures.get(&b.manifest_key) {
+                Some(reason) => report.failures.push(DeleteFailureEntry {
+                    key: b.manifest_key.clone(),
+                    reason: format!("{reason}; backup {:?} is left complete and untouched", b.key),
+                }),
+                None => data_keys.push(b.key.clone()),
+            }
+        }
+        data_keys.extend(
+            orphans
+                .iter()
+                .filter(|o| o.kind == OrphanKind::Data)
+                .map(|o| o.key.clone()),
+        );
+        let data_failures = delete_batched(storage, &data_keys, &mut report).await;
+
+        for b in &purge {
+            if manifest_failures.contains_key(&b.manifest_key) {
+                continue;
+            }
+            report.bytes_freed += b.manifest_size;
+            match data_failures.get(&b.key) {
+                Some(reason) => report.failures.push(DeleteFailureEntry {
+                    key: b.key.clone(),
+                    reason: format!(
+                        "{reason}; its manifest is deleted, so the backup is no longer listed and the next run removes the data"
+                    ),
+                }),
+                None => {
+                    report.bytes_freed += b.size;
+                    report.purged.push(PurgedBackup {
+                        key: b.key.clone(),
+                        timestamp: b.timestamp,
+                        bytes: b.size + b.manifest_size,
+                    });
+                }
+            }
+        }
+        for o in &orphans {
+            let failed = match o.kind {
+                OrphanKind::Manifest => manifest_failures.get(&o.key),
+                OrphanKind::Data => data_failures.get(&o.key),
+            };
+            match failed {
+                Some(reason) => report.failures.push(DeleteFailureEntry {
+                    key: o.key.clone(),
+                    reason: reason.clone(),
+                }),
+                None => {
+                    report.bytes_freed += o.size;
+                    report.orphans.push(OrphanEntry::from(*o));
+                }
+            }
+        }
+    }
+
+    abort_stale_uploads(storage, policy, now, &mut report).await;
+
+    for f in &report.failures {
+        tracing::warn!("Failed to delete {:?}: {}", f.key, f.reason);
+    }
+    tracing::info!("{}", report.summary_line());
+    Ok(report)
+}
+
+/// Deletes keys in `DeleteObjects` batches; returns the failed keys with why. A batch that
+/// fails as a whole marks each of its keys failed, and the run goes on.
+async fn delete_batched(
+    storage: &Storage,
+    keys: &[String],
+    report: &mut PruneReport,
+) -> std::collections::HashMap<String, String> {
+    let mut failed = std::collections::HashMap::new();
+    for batch in keys.chunks(DELETE_BATCH) {
+        report.delete_requests += 1;
+        tracing::debug!("deleting {} objects in one request", batch.len());
+        match storage.delete_many(batch).await {
+            Ok(failures) => {
+                for f in failures {
+                    failed.insert(f.key, f.reason);
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for k in batch {
+                    failed.insert(k.clone(), reason.clone());
+                }
+            }
+        }
+    }
+    failed
+}
+
+async fn abort_stale_uploads(storage: &Storage, policy: &Policy, now: DateTime<Utc>, report: &mut PruneReport) {
+    let Some(min_age) = policy.abort_after else { return };
+    let uploads = match storage.pending_uploads().await {
+        Ok(u) => u,
+        // Some S3-compatible servers answer NoSuchUpload when nothing is pending.
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => {
+            report.failures.push(DeleteFailureEntry {
+                key: String::new(),
+                reason: format!("could not list pending uploads: {e}"),
+            });
+            return;
+        }
+    };
+    for upload in uploads {
+        let Some(upload_age) = policy::upload_age(now, upload.initiated) else {
+            tracing::debug!("pending upload of {:?} has no start time; left alone", upload.key);
+            continue;
+        };
+        if upload_age <= min_age {
+            continue;
+        }
+        let entry = AbortedUpload {
+            key: upload.key.clone(),
+            upload_id: upload.upload_id.clone(),
+            initiated: upload.initiated.map(DateTime::<Utc>::from),
+        };
+        if policy.dry_run {
+            tracing::info!("Would abort the pending upload of {:?} (dry run)", upload.key);
+            report.uploads_aborted.push(entry);
+            continue;
+        }
+        match storage.abort_pending(&upload).await {
+            Ok(()) => {
+                tracing::info!("Aborted the pending upload of {:?}", upload.key);
+                report.uploads_aborted.push(entry);
+            }
+            Err(e) => report.failures.push(DeleteFailureEntry {
+                key: upload.key.clone(),
+                reason: format!("could not abort pending upload {}: {e}", upload.upload_id),
+            }),
+        }
+    }
+}

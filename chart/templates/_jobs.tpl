@@ -6,6 +6,9 @@
 {{ include "sts-backup.stackGraph.env" . | trim }}
 - name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE
   value: {{ include "sts-backup.backupNameTemplate" . | quote }}
+{{- /* Scheduled backups create their bucket when missing, as the reference's init job did. */}}
+- name: BACKUP_CREATE_BUCKET
+  value: "true"
 {{- with $sg.compress }}
 - name: BACKUP_COMPRESS
   value: {{ . | quote }}

@@ -356,6 +356,7 @@ def stackgraph_backup_cronjob():
     assert env["S3_CREDENTIALS_DIR"] == "/etc/sts-backup/s3"
     assert env["S3_ADDRESSING"] == "path"
     assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE"] == "sts-backup-%Y%m%d-%H%M.graph"
+    assert env["BACKUP_CREATE_BUCKET"] == "true"
     assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_PARSE_REGEXP"] == "sts-backup-([0-9]*-[0-9]*).graph"
     assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_DATETIME_PARSE_FORMAT"] == "%Y%m%d-%H%M"
     assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA"] == "days = 30"

@@ -21,7 +21,7 @@ use crate::interrupt::Interrupt;
 use crate::manifest::{Compression, Manifest, FORMAT_VERSION};
 use crate::naming::{manifest_key, validate_name, NameTemplate};
 use crate::progress::{human_bytes, Progress};
-use crate::storage::{Storage, Upload};
+use crate::storage::{Storage, StorageError, Upload};
 
 pub struct BackupOptions {
     pub template: NameTemplate,
@@ -29,6 +29,8 @@ pub struct BackupOptions {
     pub export: CommandSpec,
     /// Where a `{file}` export writes; the system temp dir when unset.
     pub scratch_dir: Option<PathBuf>,
+    /// Create the bucket when it is missing (scheduled backups into the chart's own storage).
+    pub create_bucket: bool,
 }
 
 /// Sizes and checksums measured in the stream.
@@ -44,7 +46,13 @@ pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>)
     let name = opts.template.render(now);
     validate_name(&name).map_err(|e| Error::invalid(format!("--name-template: {e}")))?;
     let location = storage.location();
-    storage.check(true).await?;
+    match storage.check(true).await {
+        Err(StorageError::NoSuchBucket { .. }) if opts.create_bucket => {
+            tracing::info!("=== Creating missing bucket for {location}");
+            storage.create_bucket().await?;
+        }
+        checked => checked?,
+    }
     if storage.head(&name).await?.is_some() || storage.head(&manifest_key(&name)).await?.is_some() {
         return Err(Error::Refused(format!(
             "backup {name:?} already exists in {location}; not overwriting it (two runs in the same minute? \

@@ -16,6 +16,7 @@ use sts_backup_core::manifest::{Compression, Manifest};
 use sts_backup_core::naming::{NameTemplate, DEFAULT_NAME_TEMPLATE};
 use sts_backup_core::progress::human_bytes;
 use sts_backup_core::restore::{self, RestoreOptions};
+use sts_backup_core::retention::{self as pruning, RetentionArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};
 
 #[derive(Parser)]
@@ -73,6 +74,15 @@ struct BackupArgs {
     /// Directory for the scratch file of `{file}` exports (default: the system temp dir).
     #[arg(long, env = "BACKUP_SCRATCH_DIR", value_name = "DIR")]
     scratch_dir: Option<PathBuf>,
+
+    /// Create the bucket when it does not exist (the chart sets this for its own storage).
+    #[arg(long, env = "BACKUP_CREATE_BUCKET")]
+    create_bucket: bool,
+
+    /// Retention applied after a successful upload, when any rule is set (same flags and env
+    /// as retention-pruner).
+    #[command(flatten)]
+    retention: RetentionArgs,
 
     /// The export command and its arguments, after `--`.
     #[arg(last = true, value_name = "EXPORT_CMD")]
@@ -157,9 +167,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 compression: args.compress,
                 export: CommandSpec::new("EXPORT_CMD", args.export)?,
                 scratch_dir: args.scratch_dir,
+                create_bucket: args.create_bucket,
             };
+            // Validate the retention flags before any work, so a typo changes nothing.
+            let policy = args.retention.policy()?;
+            let now = chrono::Utc::now();
+            if policy.is_configured() && policy.backup_timestamp(&opts.template.render(now)).is_none() {
+                tracing::warn!(
+                    "backup names from --name-template {:?} do not match --name-regexp {:?}: retention will never delete them",
+                    opts.template.as_str(),
+                    args.retention.name_regexp
+                );
+            }
             let storage = Storage::open(&args.storage).await?;
-            backup(&storage, &opts, chrono::Utc::now()).await?;
+            backup(&storage, &opts, now).await?;
+            if policy.is_configured() {
+                tracing::info!("=== Expiring old backups ({})...", policy.describe());
+                let report = pruning::prune_with(&storage, &policy, chrono::Utc::now()).await?;
+                tracing::info!("{}", report.summary_line());
+                if report.has_failures() {
+                    anyhow::bail!("the backup was committed, but pruning old backups failed: {}", report.summary_line());
+                }
+            }
             Ok(())
         }
         Command::List(args) => {

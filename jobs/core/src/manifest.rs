@@ -81,7 +81,9 @@ impl Manifest {
             )));
         }
         if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Integrity(format!("manifest of backup {name:?} has no valid sha256")));
+            return Err(Error::Integrity(format!(
+                "manifest of backup {name:?} has no valid sha256"
+            )));
         }
         Ok(manifest)
     }
@@ -115,13 +117,25 @@ mod tests {
     #[test]
     fn rejects_foreign_or_broken_manifests() {
         let m = sample();
-        assert!(matches!(Manifest::from_bytes("other", &m.to_bytes()), Err(Error::Integrity(_))));
-        assert!(matches!(Manifest::from_bytes("b.graph", b"{"), Err(Error::Integrity(_))));
+        assert!(matches!(
+            Manifest::from_bytes("other", &m.to_bytes()),
+            Err(Error::Integrity(_))
+        ));
+        assert!(matches!(
+            Manifest::from_bytes("b.graph", b"{"),
+            Err(Error::Integrity(_))
+        ));
         let mut bad = sample();
         bad.sha256 = "xyz".into();
-        assert!(matches!(Manifest::from_bytes("b.graph", &bad.to_bytes()), Err(Error::Integrity(_))));
+        assert!(matches!(
+            Manifest::from_bytes("b.graph", &bad.to_bytes()),
+            Err(Error::Integrity(_))
+        ));
         let mut future = sample();
         future.format = FORMAT_VERSION + 1;
-        assert!(matches!(Manifest::from_bytes("b.graph", &future.to_bytes()), Err(Error::Integrity(_))));
+        assert!(matches!(
+            Manifest::from_bytes("b.graph", &future.to_bytes()),
+            Err(Error::Integrity(_))
+        ));
     }
 }

@@ -39,7 +39,10 @@ impl NameTemplate {
         // Render once now so a template that yields an invalid name fails before any work.
         let sample = template.render(DateTime::<Utc>::UNIX_EPOCH);
         validate_name(&sample).map_err(|e| {
-            Error::invalid(format!("--name-template: {template:?} renders an invalid name: {e}", template = template.format))
+            Error::invalid(format!(
+                "--name-template: {template:?} renders an invalid name: {e}",
+                template = template.format
+            ))
         })?;
         Ok(template)
     }
@@ -99,7 +102,9 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "._+:=@,-".contains(*c)))
     {
-        return Err(format!("name {name:?} contains {c:?}; allowed are letters, digits and ._+:=@,-"));
+        return Err(format!(
+            "name {name:?} contains {c:?}; allowed are letters, digits and ._+:=@,-"
+        ));
     }
     if name.starts_with('.') || name.contains("..") {
         return Err(format!("name {name:?} must not start with '.' or contain '..'"));

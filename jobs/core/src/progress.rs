@@ -34,7 +34,12 @@ impl Progress {
             loop {
                 tick.tick().await;
                 let bytes = shared.load(Ordering::Relaxed);
-                tracing::info!(bytes, "{what}: {} ({})", human_bytes(bytes), rate(bytes, started.elapsed()));
+                tracing::info!(
+                    bytes,
+                    "{what}: {} ({})",
+                    human_bytes(bytes),
+                    rate(bytes, started.elapsed())
+                );
             }
         });
         Progress { counter, started, task }

@@ -186,7 +186,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let report = pruning::prune_with(&storage, &policy, chrono::Utc::now()).await?;
                 tracing::info!("{}", report.summary_line());
                 if report.has_failures() {
-                    anyhow::bail!("the backup was committed, but pruning old backups failed: {}", report.summary_line());
+                    anyhow::bail!(
+                        "the backup was committed, but pruning old backups failed: {}",
+                        report.summary_line()
+                    );
                 }
             }
             Ok(())

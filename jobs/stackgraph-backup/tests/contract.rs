@@ -283,7 +283,10 @@ fn backup_applies_retention_when_configured(b: &Backend) {
     // A bad retention value fails before any work.
     let out = b.run_with(
         &["backup", "--", "echo", "new"],
-        &[("BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA", "__import__('os')")],
+        &[(
+            "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA",
+            "__import__('os')",
+        )],
     );
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("--retention"), "{out:?}");

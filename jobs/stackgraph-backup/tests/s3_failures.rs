@@ -76,9 +76,19 @@ fn missing_bucket_and_bad_settings_are_invalid_input() {
     );
 
     // With --create-bucket the missing bucket is made, and the backup lands in it.
-    let out = run(&server.endpoint(), creds.path(), "s3://no-such-bucket", &["backup", "--create-bucket", "--", "echo", "x"]);
+    let out = run(
+        &server.endpoint(),
+        creds.path(),
+        "s3://no-such-bucket",
+        &["backup", "--create-bucket", "--", "echo", "x"],
+    );
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(std::fs::read_dir(server.dir.path().join("no-such-bucket")).unwrap().count(), 2);
+    assert_eq!(
+        std::fs::read_dir(server.dir.path().join("no-such-bucket"))
+            .unwrap()
+            .count(),
+        2
+    );
 
     let out = run(&server.endpoint(), creds.path(), "s3://x", &["list"]);
     assert_eq!(out.code, 2, "{out:?}");

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
-use crate::command::{describe_status, CommandSpec};
+use crate::command::{finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
@@ -129,19 +129,7 @@ async fn export_into(
 ) -> Result<Sums> {
     let location = storage.location();
     if opts.export.uses_file() {
-        let scratch_root = opts.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let scratch = tempfile::Builder::new()
-            .prefix("sts-backup-")
-            .tempdir_in(&scratch_root)
-            .map_err(|e| {
-                Error::io(
-                    format!(
-                        "--scratch-dir: cannot create a scratch directory in {}",
-                        scratch_root.display()
-                    ),
-                    e,
-                )
-            })?;
+        let scratch = scratch_dir(opts.scratch_dir.as_deref(), "sts-backup-")?;
         let file = scratch.path().join(name);
         tracing::info!(
             "=== Exporting to \"{}\" with `{}`...",
@@ -151,20 +139,7 @@ async fn export_into(
         let mut child = opts
             .export
             .spawn(Some(&file), Stdio::null(), Stdio::from(std::io::stderr()))?;
-        let status = tokio::select! {
-            status = child.wait() => status.map_err(|e| Error::Command(format!("waiting for the export command: {e}")))?,
-            err = interrupt.wait() => {
-                crate::command::kill(&mut child).await;
-                return Err(err);
-            }
-        };
-        if !status.success() {
-            return Err(Error::Command(format!(
-                "export command `{}` {}",
-                opts.export.display(),
-                describe_status(status)
-            )));
-        }
+        finish(&opts.export, "export command", &mut child, interrupt).await?;
         let source = tokio::fs::File::open(&file).await.map_err(|e| {
             Error::Command(format!(
                 "export failed: backup file \"{}\" was not written ({e})",
@@ -206,17 +181,7 @@ async fn export_into(
                 return Err(e);
             }
         };
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| Error::Command(format!("waiting for the export command: {e}")))?;
-        if !status.success() {
-            return Err(Error::Command(format!(
-                "export command `{}` {}",
-                opts.export.display(),
-                describe_status(status)
-            )));
-        }
+        finish(&opts.export, "export command", &mut child, interrupt).await?;
         refuse_empty(sums)
     }
 }

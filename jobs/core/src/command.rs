@@ -8,6 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use tokio::process::{Child, Command};
 
 use crate::error::{Error, Result};
+use crate::interrupt::Interrupt;
 
 /// The placeholder for a scratch file path.
 pub const FILE_PLACEHOLDER: &str = "{file}";
@@ -90,6 +91,38 @@ impl CommandSpec {
             .await
             .map_err(|e| Error::Command(format!("waiting for {:?}: {e}", self.argv[0])))
     }
+}
+
+/// A scratch directory for `{file}` commands, under `root` (default: the system temp dir).
+/// It is removed when dropped, on success and failure alike.
+pub fn scratch_dir(root: Option<&Path>, prefix: &str) -> Result<tempfile::TempDir> {
+    let root = root.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new().prefix(prefix).tempdir_in(&root).map_err(|e| {
+        Error::io(
+            format!("--scratch-dir: cannot create a scratch directory in {}", root.display()),
+            e,
+        )
+    })
+}
+
+/// Waits for a command started by [`CommandSpec::spawn`]; on SIGTERM/SIGINT stops it (and
+/// its process group). `what` names it in errors ("export command").
+pub async fn finish(spec: &CommandSpec, what: &str, child: &mut Child, interrupt: &mut Interrupt) -> Result<()> {
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|e| Error::Command(format!("waiting for the {what}: {e}")))?,
+        err = interrupt.wait() => {
+            kill(child).await;
+            return Err(err);
+        }
+    };
+    if !status.success() {
+        return Err(Error::Command(format!(
+            "{what} `{}` {}",
+            spec.display(),
+            describe_status(status)
+        )));
+    }
+    Ok(())
 }
 
 /// Stops a command started by [`CommandSpec::spawn`] and everything in its process group,

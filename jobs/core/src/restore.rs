@@ -14,7 +14,7 @@ use async_compression::tokio::bufread::ZstdDecoder;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::command::{describe_status, CommandSpec};
+use crate::command::{describe_status, finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
@@ -144,19 +144,7 @@ pub async fn restore(storage: &Storage, opts: &RestoreOptions) -> Result<Manifes
     };
     let mut interrupt = Interrupt::new()?;
     if import.uses_file() {
-        let scratch_root = opts.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let scratch = tempfile::Builder::new()
-            .prefix("sts-restore-")
-            .tempdir_in(&scratch_root)
-            .map_err(|e| {
-                Error::io(
-                    format!(
-                        "--scratch-dir: cannot create a scratch directory in {}",
-                        scratch_root.display()
-                    ),
-                    e,
-                )
-            })?;
+        let scratch = scratch_dir(opts.scratch_dir.as_deref(), "sts-restore-")?;
         let file = scratch.path().join(name);
         tracing::info!(
             "=== Downloading backup \"{name}\" ({}) to \"{}\"...",
@@ -178,17 +166,7 @@ pub async fn restore(storage: &Storage, opts: &RestoreOptions) -> Result<Manifes
             import.display()
         );
         let mut child = import.spawn(Some(&file), Stdio::null(), Stdio::from(std::io::stderr()))?;
-        let status = tokio::select! {
-            s = child.wait() => s.map_err(|e| Error::Command(format!("waiting for the import command: {e}")))?,
-            err = interrupt.wait() => { crate::command::kill(&mut child).await; return Err(err); }
-        };
-        if !status.success() {
-            return Err(Error::Command(format!(
-                "import command `{}` {}",
-                import.display(),
-                describe_status(status)
-            )));
-        }
+        finish(&import, "import command", &mut child, &mut interrupt).await?;
     } else {
         verify(storage, name).await?;
         tracing::info!(
@@ -206,17 +184,7 @@ pub async fn restore(storage: &Storage, opts: &RestoreOptions) -> Result<Manifes
             return Err(e);
         }
         drop(stdin);
-        let status = tokio::select! {
-            s = child.wait() => s.map_err(|e| Error::Command(format!("waiting for the import command: {e}")))?,
-            err = interrupt.wait() => { crate::command::kill(&mut child).await; return Err(err); }
-        };
-        if !status.success() {
-            return Err(Error::Command(format!(
-                "import command `{}` {}",
-                import.display(),
-                describe_status(status)
-            )));
-        }
+        finish(&import, "import command", &mut child, &mut interrupt).await?;
     }
     tracing::info!(
         "=== Restored backup \"{name}\" ({} of data)",

@@ -113,12 +113,18 @@ impl S3Server {
     /// Starts a server over an existing directory (to restart one on the same data).
     pub fn start_in(dir: tempfile::TempDir) -> S3Server {
         let port = free_port();
+        let server = Self::spawn(port, dir.path());
+        S3Server { port, dir, server }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Server {
         let server = Server::spawn(
             Command::new(tool("rclone"))
                 .args(["serve", "s3", "--addr"])
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--auth-key")
                 .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
+                // No directory cache: tests inspect and change the files behind the server.
                 .args([
                     "--config",
                     "/dev/null",
@@ -127,10 +133,10 @@ impl S3Server {
                     "--dir-cache-time",
                     "0s",
                 ])
-                .arg(dir.path()),
+                .arg(dir),
         );
         wait_for_port(port, "rclone serve s3");
-        S3Server { port, dir, server }
+        server
     }
 
     pub fn endpoint(&self) -> String {
@@ -154,23 +160,7 @@ impl S3Server {
     /// Starts the server again on the same port and data (after [`S3Server::kill`]).
     pub fn restart(&mut self) {
         self.server.kill();
-        self.server = Server::spawn(
-            Command::new(tool("rclone"))
-                .args(["serve", "s3", "--addr"])
-                .arg(format!("127.0.0.1:{}", self.port))
-                .arg("--auth-key")
-                .arg(format!("{ACCESS_KEY},{SECRET_KEY}"))
-                .args([
-                    "--config",
-                    "/dev/null",
-                    "--vfs-cache-mode",
-                    "off",
-                    "--dir-cache-time",
-                    "0s",
-                ])
-                .arg(self.dir.path()),
-        );
-        wait_for_port(self.port, "rclone serve s3");
+        self.server = Self::spawn(self.port, self.dir.path());
     }
 
     /// A directory with `accesskey`/`secretkey` files, as the chart mounts them.

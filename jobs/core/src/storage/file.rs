@@ -82,12 +82,19 @@ impl FileStore {
         }
     }
 
+    /// The directory's entries; `None` when the directory does not exist (yet).
+    async fn read_root(&self) -> StorageResult<Option<tokio::fs::ReadDir>> {
+        match tokio::fs::read_dir(&self.root).await {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("list", "", e)),
+        }
+    }
+
     pub async fn list(&self) -> StorageResult<Vec<ObjectMeta>> {
         let mut out = Vec::new();
-        let mut dir = match tokio::fs::read_dir(&self.root).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(self.io_error("list", "", e)),
+        let Some(mut dir) = self.read_root().await? else {
+            return Ok(out);
         };
         while let Some(entry) = dir.next_entry().await.map_err(|e| self.io_error("list", "", e))? {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -175,10 +182,8 @@ impl FileStore {
 
     pub async fn pending_uploads(&self) -> StorageResult<Vec<PendingUpload>> {
         let mut out = Vec::new();
-        let mut dir = match tokio::fs::read_dir(&self.root).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(self.io_error("list", "", e)),
+        let Some(mut dir) = self.read_root().await? else {
+            return Ok(out);
         };
         while let Some(entry) = dir.next_entry().await.map_err(|e| self.io_error("list", "", e))? {
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -226,3 +226,42 @@ fn interrupted_backup_aborts_its_upload() {
     assert!(out.stderr.contains("interrupted by SIGTERM"), "{out:?}");
     assert_eq!(std::fs::read_dir(server.dir.path().join(BUCKET)).unwrap().count(), 0);
 }
+
+#[test]
+fn tls_with_a_custom_ca_bundle() {
+    let ca = sts_backup_testkit::make_test_ca();
+    let server = S3Server::start_tls(&ca.path().join("server.pem"), &ca.path().join("server.key"));
+    server.create_bucket(BUCKET);
+    let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
+    let endpoint = format!("https://localhost:{}", server.port);
+    let backup = |ca_bundle: Option<&std::path::Path>| {
+        let mut cmd = sg();
+        cmd.env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
+            .env("S3_ENDPOINT", &endpoint)
+            .env("S3_CREDENTIALS_DIR", creds.path())
+            .args([
+                "backup",
+                "--name-template",
+                "tls-%H%M%S%f.graph",
+                "--",
+                "echo",
+                "over tls",
+            ]);
+        if let Some(ca) = ca_bundle {
+            cmd.env("S3_CA_BUNDLE", ca);
+        }
+        Run::from(cmd.output().unwrap())
+    };
+    // The test CA is not in the system roots: the certificate must be refused.
+    let out = backup(None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(std::fs::read_dir(server.dir.path().join(BUCKET)).unwrap().count(), 0);
+    // Trusting the CA through --ca-bundle makes it work.
+    let out = backup(Some(&ca.path().join("ca.pem")));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(std::fs::read_dir(server.dir.path().join(BUCKET)).unwrap().count(), 2);
+    // A file that holds no certificate is invalid input.
+    let out = backup(Some(&ca.path().join("ext.cnf")));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--ca-bundle"), "{out:?}");
+}

@@ -5,6 +5,7 @@
 //! Tools come from `tests/install-tools.sh`; a missing tool fails the test with a message
 //! saying so, rather than skipping it.
 
+use std::ffi::OsStr;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -113,11 +114,25 @@ impl S3Server {
     /// Starts a server over an existing directory (to restart one on the same data).
     pub fn start_in(dir: tempfile::TempDir) -> S3Server {
         let port = free_port();
-        let server = Self::spawn(port, dir.path());
+        let server = Self::spawn(port, dir.path(), &[]);
         S3Server { port, dir, server }
     }
 
-    fn spawn(port: u16, dir: &Path) -> Server {
+    /// Serves HTTPS with the given certificate chain and key (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let tls = [
+            OsStr::new("--cert"),
+            cert.as_os_str(),
+            OsStr::new("--key"),
+            key.as_os_str(),
+        ];
+        let server = Self::spawn(port, dir.path(), &tls);
+        S3Server { port, dir, server }
+    }
+
+    fn spawn(port: u16, dir: &Path, extra: &[&OsStr]) -> Server {
         let server = Server::spawn(
             Command::new(tool("rclone"))
                 .args(["serve", "s3", "--addr"])
@@ -133,6 +148,7 @@ impl S3Server {
                     "--dir-cache-time",
                     "0s",
                 ])
+                .args(extra)
                 .arg(dir),
         );
         wait_for_port(port, "rclone serve s3");
@@ -160,7 +176,7 @@ impl S3Server {
     /// Starts the server again on the same port and data (after [`S3Server::kill`]).
     pub fn restart(&mut self) {
         self.server.kill();
-        self.server = Self::spawn(self.port, self.dir.path());
+        self.server = Self::spawn(self.port, self.dir.path(), &[]);
     }
 
     /// A directory with `accesskey`/`secretkey` files, as the chart mounts them.
@@ -315,4 +331,78 @@ impl PgServer {
         );
         String::from_utf8(out.stdout).unwrap()
     }
+}
+
+/// A throwaway CA and a server certificate for `localhost`/127.0.0.1 signed by it, made with
+/// the `openssl` command: files `ca.pem`, `server.pem` (certificate + CA), `server.key`.
+pub fn make_test_ca() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sts-backup test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.path().join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let chain = [
+        std::fs::read(dir.path().join("server.crt")).unwrap(),
+        std::fs::read(dir.path().join("ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("server.pem"), chain).unwrap();
+    dir
 }

@@ -8,7 +8,7 @@ set -o errexit -o nounset -o pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")"/.. && pwd -P)"
 
 # Each suite is a function below; they run in this order.
-readonly SUITES=(rust-lint rust-tests scripts chart)
+readonly SUITES=(rust-lint rust-tests scripts chart e2e)
 
 log() { printf '\n=== %s\n' "$*" >&2; }
 

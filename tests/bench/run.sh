@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")"/../.. && pwd -P)"
 # shellcheck source=tests/env.sh disable=SC1091  # sourced at run time, linted on its own
 source "${ROOT}/tests/env.sh"
 readonly KEY=benchaccesskey SECRET=benchsecretkey0123456789
-BIN="${ROOT}/target/release/stackgraph-backup"
+BIN="${ROOT}/target/x86_64-unknown-linux-gnu/release/stackgraph-backup"   # the static release build
 WORK=""
 SERVER_PID=""
 
@@ -78,7 +78,7 @@ PY
 main() {
   WORK="$(mktemp -d)"
   trap cleanup EXIT
-  cargo build --quiet --release -p stackgraph-backup --manifest-path "${ROOT}/Cargo.toml"
+  "${ROOT}/images/build-static.sh" >/dev/null   # shared with the images suite: no second build
   start_server
   local sizes=()
   read -r -a sizes <<<"${BENCH_SIZES:-128 512}"

@@ -37,7 +37,7 @@ enum OutputFormat {
 /// never fewer than --min-keep and never the newest; deletes manifest first, then data, in
 /// batches; aborts stale multipart uploads.
 #[derive(Debug, Parser)]
-#[command(name = "retention-pruner", version = sts_backup_core::TOOL, after_help = AFTER_HELP)]
+#[command(name = "retention-pruner", version, after_help = AFTER_HELP)]
 struct Cli {
     #[command(flatten)]
     storage: StorageArgs,

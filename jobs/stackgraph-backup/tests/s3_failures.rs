@@ -8,15 +8,17 @@ use std::time::Duration;
 use common::{random_file, sg, Run, BUCKET};
 use sts_backup_testkit::{free_port, S3Server, ACCESS_KEY, SECRET_KEY};
 
-fn run(server_endpoint: &str, creds: &std::path::Path, storage: &str, args: &[&str]) -> Run {
-    Run::from(
-        sg().env("BACKUP_STORAGE", storage)
-            .env("S3_ENDPOINT", server_endpoint)
-            .env("S3_CREDENTIALS_DIR", creds)
-            .args(args)
-            .output()
-            .unwrap(),
-    )
+/// stackgraph-backup pointed at an S3 endpoint with a credentials directory.
+fn sg_s3(endpoint: &str, creds: &std::path::Path, storage: &str) -> std::process::Command {
+    let mut cmd = sg();
+    cmd.env("BACKUP_STORAGE", storage)
+        .env("S3_ENDPOINT", endpoint)
+        .env("S3_CREDENTIALS_DIR", creds);
+    cmd
+}
+
+fn run(endpoint: &str, creds: &std::path::Path, storage: &str, args: &[&str]) -> Run {
+    Run::from(sg_s3(endpoint, creds, storage).args(args).output().unwrap())
 }
 
 #[test]
@@ -95,9 +97,7 @@ fn missing_bucket_and_bad_settings_are_invalid_input() {
     assert!(out.stderr.contains("--storage: bucket"), "{out:?}");
 
     let out = Run::from(
-        sg().env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
-            .env("S3_ENDPOINT", server.endpoint())
-            .env("S3_CREDENTIALS_DIR", creds.path())
+        sg_s3(&server.endpoint(), creds.path(), "s3://sts-stackgraph-backup")
             .env("S3_SSE", "aws:kms")
             .args(["backup", "--", "echo", "x"])
             .output()
@@ -150,10 +150,7 @@ fn server_killed_mid_upload_leaves_nothing_under_the_name() {
     let input = random_file(work.path(), 6 * 1024 * 1024, 3);
     // One full part goes out, then the exporter pauses while we kill the server.
     let script = format!("cat {0}; sleep 3; cat {0}", input.display());
-    let child = sg()
-        .env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
-        .env("S3_ENDPOINT", server.endpoint())
-        .env("S3_CREDENTIALS_DIR", creds.path())
+    let child = sg_s3(&server.endpoint(), creds.path(), "s3://sts-stackgraph-backup")
         .args([
             "backup",
             "--part-size",
@@ -198,10 +195,7 @@ fn interrupted_backup_aborts_its_upload() {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
     let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
-    let child = sg()
-        .env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
-        .env("S3_ENDPOINT", server.endpoint())
-        .env("S3_CREDENTIALS_DIR", creds.path())
+    let child = sg_s3(&server.endpoint(), creds.path(), "s3://sts-stackgraph-backup")
         .args([
             "backup",
             "--part-size",
@@ -235,18 +229,15 @@ fn tls_with_a_custom_ca_bundle() {
     let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
     let endpoint = format!("https://localhost:{}", server.port);
     let backup = |ca_bundle: Option<&std::path::Path>| {
-        let mut cmd = sg();
-        cmd.env("BACKUP_STORAGE", "s3://sts-stackgraph-backup")
-            .env("S3_ENDPOINT", &endpoint)
-            .env("S3_CREDENTIALS_DIR", creds.path())
-            .args([
-                "backup",
-                "--name-template",
-                "tls-%H%M%S%f.graph",
-                "--",
-                "echo",
-                "over tls",
-            ]);
+        let mut cmd = sg_s3(&endpoint, creds.path(), "s3://sts-stackgraph-backup");
+        cmd.args([
+            "backup",
+            "--name-template",
+            "tls-%H%M%S%f.graph",
+            "--",
+            "echo",
+            "over tls",
+        ]);
         if let Some(ca) = ca_bundle {
             cmd.env("S3_CA_BUNDLE", ca);
         }

@@ -262,3 +262,38 @@ fn forced_restore_of_backing_indices_rolls_the_stream_over_first() {
         run.stdout
     );
 }
+
+/// HTTPS to Elasticsearch with a private CA: refused without `ES_CA_BUNDLE` (no request
+/// reaches the server), trusted with it.
+#[test]
+fn https_with_a_custom_ca_bundle() {
+    let ca = sts_backup_testkit::make_test_ca();
+    let s3 = S3::start();
+    s3.server.create_bucket(BUCKET);
+    let es = fake_with_keystore(FakeOptions {
+        tls: Some((ca.path().join("server.pem"), ca.path().join("server.key"))),
+        ..FakeOptions::default()
+    });
+    assert!(es.url().starts_with("https://"));
+
+    let untrusted = run_bin(&["list"], &env_with(&es, &s3, &[("ES_WAIT_TIMEOUT", "2s")]));
+    assert_eq!(untrusted.code, 1, "{}", untrusted.all());
+    assert!(
+        es.requests().is_empty(),
+        "no request may get through an untrusted certificate"
+    );
+
+    let ca_file = ca.path().join("ca.pem").display().to_string();
+    let trusted = env_with(&es, &s3, &[("ES_CA_BUNDLE", ca_file.as_str())]);
+    let run = run_bin(&["register", "--no-policy"], &trusted);
+    assert_eq!(run.code, 0, "{}", run.all());
+    es.seed_snapshot("sts-backup", SNAP, 1_763_607_600_000, &["sts_topology_1"], &[]);
+    let run = run_bin(&["list", "-o", "json"], &trusted);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains(SNAP), "{}", run.stdout);
+
+    let not_pem = ca.path().join("ext.cnf").display().to_string();
+    let run = run_bin(&["list"], &env_with(&es, &s3, &[("ES_CA_BUNDLE", not_pem.as_str())]));
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("--es-ca-bundle"), "{}", run.stderr);
+}

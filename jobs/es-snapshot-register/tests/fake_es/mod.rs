@@ -61,6 +61,8 @@ pub struct FakeOptions {
     pub restore_failed_shards: u64,
     /// Listen on this port (to start a fake "late" on a port a client already uses).
     pub port: Option<u16>,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for FakeOptions {
@@ -77,6 +79,7 @@ impl Default for FakeOptions {
             snapshot_delay: Duration::from_millis(600),
             restore_failed_shards: 0,
             port: None,
+            tls: None,
         }
     }
 }
@@ -107,6 +110,7 @@ type Shared = Arc<Mutex<State>>;
 
 pub struct FakeEs {
     pub port: u16,
+    scheme: &'static str,
     state: Shared,
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -246,6 +250,25 @@ fn resolve_date_math(template: &str) -> String {
     out
 }
 
+/// A rustls acceptor for the certificate chain and key (PEM), e.g. from
+/// `sts_backup_testkit::make_test_ca`.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .expect("read the test certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parse the test certificate");
+    let key = PrivateKeyDer::from_pem_file(key).expect("read the test key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("a certificate and key that match");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 fn reply(status: u16, body: &Value, head: bool) -> Response<Full<Bytes>> {
     let bytes = if head || body.is_null() {
         Bytes::new()
@@ -267,6 +290,8 @@ impl FakeEs {
         let listener = std::net::TcpListener::bind(("127.0.0.1", opts.port.unwrap_or(0))).expect("bind the fake ES");
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
+        let acceptor = opts.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key));
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let seq0 = u64::from(port);
         let node_ids = opts
             .nodes
@@ -308,23 +333,34 @@ impl FakeEs {
                     continue;
                 };
                 let st = shared.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        // A client that rejects the certificate never gets to send a request.
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
         FakeEs {
             port,
+            scheme,
             state,
             rt: Some(rt),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     pub fn cluster_uuid(&self) -> String {

@@ -71,7 +71,11 @@ pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>)
             return Err(e);
         }
     };
-    upload.complete().await?;
+    if let Err(e) = upload.complete().await {
+        // A failed completion has already aborted the upload (S3) or removed the temp file.
+        tracing::warn!("=== Backup {name:?} failed while completing; the upload was aborted so nothing is left behind");
+        return Err(e.into());
+    }
 
     // The server must hold exactly what we sent before the manifest vouches for it.
     match storage.head(&name).await? {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{random_file, sg, Run, BUCKET};
+use common::{progress_bytes, random_file, sg, Run, Watched, BUCKET};
 use sts_backup_testkit::{free_port, S3Server, ACCESS_KEY, SECRET_KEY};
 
 /// stackgraph-backup pointed at an S3 endpoint with a credentials directory.
@@ -147,39 +147,49 @@ fn server_killed_mid_upload_leaves_nothing_under_the_name() {
     server.create_bucket(BUCKET);
     let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
     let work = tempfile::tempdir().unwrap();
-    let input = random_file(work.path(), 6 * 1024 * 1024, 3);
-    // One full part goes out, then the exporter pauses while we kill the server.
-    let script = format!("cat {0}; sleep 3; cat {0}", input.display());
-    let child = sg_s3(&server.endpoint(), creds.path(), "s3://sts-stackgraph-backup")
-        .args([
-            "backup",
-            "--part-size",
-            "5MiB",
-            "--name-template",
-            "killed.graph",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let input = random_file(work.path(), 11 * 1024 * 1024, 3);
+    // Two full parts are read (so the multipart upload exists and parts are going out),
+    // then the exporter pauses while the server is killed.
+    let script = format!("cat {0}; sleep 5; cat {0}", input.display());
+    let mut cmd = sg_s3(&server.endpoint(), creds.path(), "s3://sts-stackgraph-backup");
+    cmd.env("STS_PROGRESS_INTERVAL", "100ms").args([
+        "backup",
+        "--part-size",
+        "5MiB",
+        "--name-template",
+        "killed.graph",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let mut backup = Watched::spawn(cmd);
+    backup.wait_for("11 MiB read", |l| {
+        progress_bytes(l).is_some_and(|b| b >= 11 * 1024 * 1024)
+    });
+    std::thread::sleep(Duration::from_millis(700));
     server.kill();
-    let out = Run::from(child.wait_with_output().unwrap());
+    let out = backup.finish();
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("aborting the upload"), "{out:?}");
+    assert!(
+        out.stderr.contains("the upload was aborted") || out.stderr.contains("aborting the upload"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("cannot reach the storage endpoint"), "{out:?}");
     server.restart();
-    let listing: Vec<_> = std::fs::read_dir(server.dir.path().join(BUCKET))
+    // The multipart upload could not be aborted while the server was down, so rclone keeps
+    // its parts in a hidden staging directory. That is server state, not an object: no object
+    // exists under the name. (A restarted rclone no longer lists the upload, so the pruner's
+    // --abort-uploads-older-than cannot abort it through S3; real S3 and MinIO still list it.)
+    let objects: Vec<_> = std::fs::read_dir(server.dir.path().join(BUCKET))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".rclone_temp_multipart_"))
         .collect();
     assert!(
-        listing.is_empty(),
-        "nothing may be left under the final name: {listing:?}"
+        objects.is_empty(),
+        "nothing may be left under the final name: {objects:?}"
     );
     let out = run(
         &server.endpoint(),
@@ -195,27 +205,25 @@ fn interrupted_backup_aborts_its_upload() {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
     let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
-    let child = sg_s3(&server.endpoint(), creds.path(), "s3://sts-stackgraph-backup")
-        .args([
-            "backup",
-            "--part-size",
-            "5MiB",
-            "--",
-            "sh",
-            "-c",
-            "head -c 6000000 /dev/zero; sleep 30",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut cmd = sg_s3(&server.endpoint(), creds.path(), "s3://sts-stackgraph-backup");
+    cmd.env("STS_PROGRESS_INTERVAL", "100ms").args([
+        "backup",
+        "--part-size",
+        "5MiB",
+        "--",
+        "sh",
+        "-c",
+        "head -c 6000000 /dev/zero; sleep 30",
+    ]);
+    let mut backup = Watched::spawn(cmd);
+    // Mid-stream: the exporter has written everything it will before its long sleep.
+    backup.wait_for("6 MB read", |l| progress_bytes(l).is_some_and(|b| b >= 6_000_000));
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &backup.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = Run::from(child.wait_with_output().unwrap());
+    let out = backup.finish();
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("interrupted by SIGTERM"), "{out:?}");
     assert_eq!(std::fs::read_dir(server.dir.path().join(BUCKET)).unwrap().count(), 0);

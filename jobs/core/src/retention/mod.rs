@@ -309,32 +309,19 @@ pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) 
     Ok(report)
 }
 
-/// Deletes keys in `DeleteObjects` batches; returns the failed keys with why. A batch that
-/// fails as a whole marks each of its keys failed, and the run goes on.
+/// Deletes keys through [`Storage::delete_many`] and returns the failed keys with why.
 async fn delete_batched(
     storage: &Storage,
     keys: &[String],
     report: &mut PruneReport,
 ) -> std::collections::HashMap<String, String> {
-    let mut failed = std::collections::HashMap::new();
-    for batch in keys.chunks(DELETE_BATCH) {
-        report.delete_requests += 1;
-        tracing::debug!("deleting {} objects in one request", batch.len());
-        match storage.delete_many(batch).await {
-            Ok(failures) => {
-                for f in failures {
-                    failed.insert(f.key, f.reason);
-                }
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                for k in batch {
-                    failed.insert(k.clone(), reason.clone());
-                }
-            }
-        }
-    }
-    failed
+    report.delete_requests += keys.len().div_ceil(DELETE_BATCH);
+    storage
+        .delete_many(keys)
+        .await
+        .into_iter()
+        .map(|f| (f.key, f.reason))
+        .collect()
 }
 
 async fn abort_stale_uploads(storage: &Storage, policy: &Policy, now: DateTime<Utc>, report: &mut PruneReport) {

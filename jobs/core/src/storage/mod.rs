@@ -165,22 +165,29 @@ impl Storage {
         }
     }
 
-    /// Deletes keys in batches of [`DELETE_BATCH`]; returns the keys that failed, with why.
-    /// A key that is already gone counts as deleted.
-    pub async fn delete_many(&self, keys: &[String]) -> StorageResult<Vec<DeleteFailure>> {
+    /// Deletes keys in batches of [`DELETE_BATCH`] (one request each) and returns the keys
+    /// that failed, with why. A batch that fails as a whole marks each of its keys failed and
+    /// the next batch is still sent. A key that is already gone counts as deleted.
+    pub async fn delete_many(&self, keys: &[String]) -> Vec<DeleteFailure> {
         let mut failures = Vec::new();
         for batch in keys.chunks(DELETE_BATCH) {
-            failures.extend(match self {
-                Storage::File(s) => s.delete_batch(batch).await?,
-                Storage::S3(s) => s.delete_batch(batch).await?,
-            });
+            let sent = match self {
+                Storage::File(s) => s.delete_batch(batch).await,
+                Storage::S3(s) => s.delete_batch(batch).await,
+            };
+            match sent {
+                Ok(failed) => failures.extend(failed),
+                Err(e) => failures.extend(batch.iter().map(|key| DeleteFailure {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })),
+            }
         }
-        Ok(failures)
+        failures
     }
 
     pub async fn delete(&self, key: &str) -> StorageResult<()> {
-        let failures = self.delete_many(&[key.to_string()]).await?;
-        match failures.into_iter().next() {
+        match self.delete_many(&[key.to_string()]).await.into_iter().next() {
             None => Ok(()),
             Some(f) => Err(StorageError::Failed {
                 location: self.location(),

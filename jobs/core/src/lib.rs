@@ -1,8 +1,9 @@
 //! Shared core of the sts-backup jobs: storage (S3 and `file://`), backup naming and
-//! manifests, the streamed backup and guarded restore pipelines, logging and exit codes.
-//! The job binaries are thin wrappers around this crate.
+//! manifests, the catalogue (list, verify), the streamed backup and guarded restore
+//! pipelines, logging and exit codes. The job binaries are thin wrappers around this crate.
 
 pub mod backup;
+pub mod catalogue;
 pub mod command;
 pub mod elasticsearch;
 pub mod error;

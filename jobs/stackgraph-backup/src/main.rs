@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sts_backup_core::backup::{backup, BackupOptions};
+use sts_backup_core::catalogue;
 use sts_backup_core::command::CommandSpec;
 use sts_backup_core::error::report;
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
@@ -15,7 +16,7 @@ use sts_backup_core::logging::{self, LogFormat};
 use sts_backup_core::manifest::{Compression, Manifest};
 use sts_backup_core::naming::{NameTemplate, DEFAULT_NAME_TEMPLATE};
 use sts_backup_core::progress::human_bytes;
-use sts_backup_core::restore::{self, RestoreOptions};
+use sts_backup_core::restore::{self, BackupRestoreOptions};
 use sts_backup_core::retention::{self as pruning, RetentionArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};
 
@@ -196,7 +197,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::List(args) => {
             let storage = Storage::open(&args.storage).await?;
-            let backups = restore::list(&storage).await?;
+            let backups = catalogue::list(&storage).await?;
             let mut out = std::io::stdout().lock();
             match args.output {
                 ListFormat::Json => writeln!(out, "{}", list_json(&backups))?,
@@ -206,13 +207,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Verify(args) => {
             let storage = Storage::open(&args.storage).await?;
-            let m = restore::verify(&storage, &args.name).await?;
+            let m = catalogue::verify_backup(&storage, &args.name).await?;
             println!("verified {}: {} bytes, sha256 {}", m.name, m.size, m.sha256);
             Ok(())
         }
         Command::Restore(args) => {
             let rerun_hint = rerun_with_force();
-            let opts = RestoreOptions {
+            let opts = BackupRestoreOptions {
                 empty_check: args
                     .empty_check
                     .as_deref()

@@ -4,7 +4,6 @@
 
 pub mod backup;
 pub mod command;
-pub mod elasticsearch;
 pub mod error;
 pub mod exit;
 pub mod hashing;

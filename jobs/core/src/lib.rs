@@ -5,7 +5,6 @@
 pub mod backup;
 pub mod catalogue;
 pub mod command;
-pub mod elasticsearch;
 pub mod error;
 pub mod exit;
 pub mod hashing;

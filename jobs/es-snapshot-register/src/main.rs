@@ -1,21 +1,21 @@
 //! es-snapshot-register: registers the Elasticsearch S3 snapshot repository and SLM policy,
 //! and lists/restores snapshots from inside the one-shot restore pods. All logic lives in
-//! `sts_backup_core::elasticsearch`; this is the command line.
+//! the `sts-backup-elasticsearch` library; this is the command line: it parses the flags,
+//! renders the library's reports as text or JSON and maps errors to exit codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use sts_backup_core::elasticsearch::{
-    format_table, list_snapshots, register, restore, CredentialsMode, EsAuth, EsClient, EsConfig, RegisterOptions,
-    RestoreOptions,
-};
-use sts_backup_core::error::{report, Error};
-use sts_backup_core::exit::EXIT_CODES_HELP;
+use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
 use sts_backup_core::logging::{self, LogFormat};
 use sts_backup_core::storage::{Addressing, StorageArgs};
+use sts_backup_elasticsearch::snapshots::format_table;
+use sts_backup_elasticsearch::{
+    list_snapshots, register, restore, CredentialsMode, Error, EsAuth, EsClient, EsConfig, IndexPattern,
+    RegisterOptions, RestoreOptions,
+};
 
 const AFTER_HELP: &str = "\
 For es-snapshot-register, exit 1 also covers Elasticsearch errors and failed shards of a
@@ -259,7 +259,7 @@ struct RestoreArgs {
     force: bool,
 }
 
-fn client(es: &EsArgs) -> anyhow::Result<EsClient> {
+fn client(es: &EsArgs) -> Result<EsClient, Error> {
     let env = |k: &str| std::env::var(k).ok();
     let auth = EsAuth::from_sources(
         es.es_username.clone(),
@@ -268,93 +268,132 @@ fn client(es: &EsArgs) -> anyhow::Result<EsClient> {
         env("ES_API_KEY"),
         es.es_api_key_file.clone(),
     )?;
-    Ok(EsClient::new(&EsConfig {
+    EsClient::new(&EsConfig {
         url: es.es_url.clone(),
         auth,
         ca_bundle: es.es_ca_bundle.clone(),
-    })?)
+    })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Register(args) => {
-            let args = *args;
-            let opts = RegisterOptions {
-                repository: cli.es.repository.clone(),
-                bucket: args.bucket,
-                base_path: args.base_path,
-                credentials: args.credentials,
-                s3_client: args.s3_client,
-                policy: args.policy,
-                schedule: args.schedule,
-                snapshot_name: args.snapshot_name,
-                indices: args.indices,
-                expire_after: args.expire_after,
-                min_count: args.min_count,
-                max_count: args.max_count,
-                no_policy: args.no_policy,
-                execute_now: args.execute_now,
-                create_bucket: args.create_bucket,
-                readonly: args.readonly,
-                take_over: args.take_over,
-                wait_timeout: cli.es.wait_timeout,
-                snapshot_timeout: args.snapshot_timeout,
-                s3: StorageArgs {
-                    s3_endpoint: args.s3_endpoint,
-                    region: args.region,
-                    s3_addressing: args.s3_addressing,
-                    credentials_dir: args.credentials_dir,
-                    ca_bundle: args.ca_bundle,
-                    sse: args.sse,
-                    ..StorageArgs::default()
-                },
-            };
-            // Validate before connecting anywhere: invalid input sends no request.
-            opts.validate()?;
-            let client = client(&cli.es)?;
-            let report = register(&client, &opts).await?;
-            tracing::info!(
-                "register done (repository {}, policy {})",
-                if report.repository_changed {
-                    "written"
-                } else {
-                    "unchanged"
-                },
-                if report.policy_changed { "written" } else { "unchanged" }
-            );
+/// Writes report lines to stdout.
+fn print_lines(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+fn register_options(es: &EsArgs, args: RegisterArgs) -> RegisterOptions {
+    RegisterOptions {
+        repository: es.repository.clone(),
+        bucket: args.bucket,
+        base_path: args.base_path,
+        credentials: args.credentials,
+        s3_client: args.s3_client,
+        policy: args.policy,
+        schedule: args.schedule,
+        snapshot_name: args.snapshot_name,
+        indices: args.indices,
+        expire_after: args.expire_after,
+        min_count: args.min_count,
+        max_count: args.max_count,
+        no_policy: args.no_policy,
+        execute_now: args.execute_now,
+        create_bucket: args.create_bucket,
+        readonly: args.readonly,
+        take_over: args.take_over,
+        wait_timeout: es.wait_timeout,
+        snapshot_timeout: args.snapshot_timeout,
+        s3: StorageArgs {
+            s3_endpoint: args.s3_endpoint,
+            region: args.region,
+            s3_addressing: args.s3_addressing,
+            credentials_dir: args.credentials_dir,
+            ca_bundle: args.ca_bundle,
+            sse: args.sse,
+            ..StorageArgs::default()
+        },
+    }
+}
+
+async fn run_register(es: &EsArgs, args: RegisterArgs) -> Result<(), Error> {
+    let opts = register_options(es, args);
+    // Validate before connecting anywhere: invalid input sends no request.
+    opts.validate()?;
+    let client = client(es)?;
+    let report = register(&client, &opts).await?;
+    print_lines(&report.steps);
+    let word = |changed: bool| if changed { "written" } else { "unchanged" };
+    tracing::info!(
+        "register done (repository {}, policy {})",
+        word(report.repository_changed),
+        word(report.policy_changed)
+    );
+    Ok(())
+}
+
+async fn run_list(es: &EsArgs, args: ListArgs) -> Result<(), Error> {
+    let client = client(es)?;
+    client.wait_ready(es.wait_timeout).await?;
+    let rows = list_snapshots(&client, &es.repository).await?;
+    match args.output {
+        OutputFormat::Json => {
+            let json = serde_json::to_string(&rows).map_err(|e| Error::failed(format!("encoding the list: {e}")))?;
+            print_lines(&[json]);
         }
-        Command::List(args) => {
-            let client = client(&cli.es)?;
-            client.wait_ready(cli.es.wait_timeout).await?;
-            let rows = list_snapshots(&client, &cli.es.repository).await?;
-            match args.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string(&rows).context("encoding the list")?),
-                OutputFormat::Table => {
-                    print!("{}", format_table(&rows));
-                    tracing::info!("{} snapshot(s) in repository {:?}", rows.len(), cli.es.repository);
-                }
-            }
-        }
-        Command::Restore(args) => {
-            let indices = args
-                .indices
-                .filter(|i| !i.trim().is_empty())
-                .unwrap_or(args.default_indices);
-            let opts = RestoreOptions {
-                repository: cli.es.repository.clone(),
-                snapshot: args.snapshot,
-                indices,
-                force: args.force,
-                delete_poll_interval: Duration::from_secs(1),
-                delete_poll_tries: 30,
-            };
-            sts_backup_core::elasticsearch::IndexPattern::parse(&opts.indices, "--indices")?;
-            let client = client(&cli.es)?;
-            client.wait_ready(cli.es.wait_timeout).await?;
-            restore(&client, &opts).await?;
+        OutputFormat::Table => {
+            print_lines(&[format_table(&rows).trim_end().to_string()]);
+            tracing::info!("{} snapshot(s) in repository {:?}", rows.len(), es.repository);
         }
     }
     Ok(())
+}
+
+async fn run_restore(es: &EsArgs, args: RestoreArgs) -> Result<(), Error> {
+    let indices = args
+        .indices
+        .filter(|i| !i.trim().is_empty())
+        .unwrap_or(args.default_indices);
+    let opts = RestoreOptions {
+        repository: es.repository.clone(),
+        snapshot: args.snapshot,
+        indices,
+        force: args.force,
+        delete_timeout: Duration::from_secs(30),
+    };
+    IndexPattern::parse(&opts.indices, "--indices")?;
+    let client = client(es)?;
+    client.wait_ready(es.wait_timeout).await?;
+    let report = restore(&client, &opts).await?;
+    print_lines(&report.lines());
+    match report.failure() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Register(args) => run_register(&cli.es, *args).await,
+        Command::List(args) => run_list(&cli.es, args).await,
+        Command::Restore(args) => run_restore(&cli.es, args).await,
+    }
+}
+
+/// Prints the error as one line (a JSON log line with `LOG_FORMAT=json`) and returns its
+/// exit code.
+fn report_error(err: &Error) -> Exit {
+    let exit = err.exit();
+    let line = err.to_string().replace('\n', " ");
+    match logging::format() {
+        LogFormat::Json => tracing::error!(exit_code = exit as u8, "{line}"),
+        LogFormat::Text => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {line}");
+        }
+    }
+    exit
 }
 
 fn main() -> ExitCode {
@@ -392,11 +431,11 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return report(&anyhow::Error::new(Error::io("starting the async runtime", e))).into(),
+        Err(e) => return report_error(&Error::failed(format!("starting the async runtime: {e}"))).into(),
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e).into(),
+        Err(e) => report_error(&e).into(),
     }
 }
 

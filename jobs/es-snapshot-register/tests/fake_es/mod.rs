@@ -27,8 +27,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
-use sts_backup_core::elasticsearch::validate::glob;
 use sts_backup_core::storage::{Addressing, Storage, StorageArgs, StorageError};
+use sts_backup_elasticsearch::validate::glob;
 
 /// One request as the fake received it.
 #[derive(Debug, Clone)]

@@ -14,15 +14,16 @@
 //! - `--readonly` never writes the marker nor creates the bucket, and sends no SLM policy.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use sts_backup_core::storage::{Addressing, Storage, StorageArgs, StorageError};
 
-use super::client::{ClusterInfo, EsClient, EsError};
-use super::validate::{validate_cron, validate_expire_after, validate_retention, validate_snapshot_name, IndexPattern};
-use crate::error::Error;
-use crate::storage::{Addressing, Storage, StorageArgs, StorageError};
+use crate::client::{ClusterInfo, EsClient};
+use crate::error::{Context, Error, Result};
+use crate::retry::{retry, Attempt, Backoff, GaveUp};
+use crate::validate::{validate_cron, validate_expire_after, validate_retention, validate_snapshot_name, IndexPattern};
 
 /// The object that records which cluster writes to a repository location.
 pub const OWNER_MARKER: &str = "sts-backup-owner.json";
@@ -67,9 +68,11 @@ pub struct RegisterOptions {
     pub s3: StorageArgs,
 }
 
-/// What register did, for tests and the summary line.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// What register did: the binary prints `steps` and a summary line.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RegisterReport {
+    /// What was created, changed, left unchanged and verified, in order (diff lines indented).
+    pub steps: Vec<String>,
     pub repository_changed: bool,
     pub policy_changed: bool,
     pub snapshot: Option<String>,
@@ -84,7 +87,7 @@ impl RegisterOptions {
     }
 
     /// Every check that needs no network. Errors name the flag (exit 2).
-    pub fn validate(&self) -> crate::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.repository.is_empty()
             || self.repository.starts_with('_')
             || self.repository.contains(['/', ' ', ',', '*'])
@@ -94,7 +97,7 @@ impl RegisterOptions {
                 self.repository
             )));
         }
-        crate::storage::StorageUrl::parse(&format!("s3://{}", self.bucket))
+        sts_backup_core::storage::StorageUrl::parse(&format!("s3://{}", self.bucket))
             .map_err(|e| Error::invalid(format!("--bucket: {}", e.to_string().trim_start_matches("--storage: "))))?;
         if let Some(p) = self.base_path() {
             if p.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
@@ -153,7 +156,7 @@ impl RegisterOptions {
     }
 
     /// The repository body this configuration asks for.
-    pub fn repository_body(&self) -> crate::Result<Value> {
+    pub fn repository_body(&self) -> Result<Value> {
         let mut s = Map::new();
         s.insert("bucket".into(), json!(self.bucket));
         if let Some(endpoint) = &self.s3.s3_endpoint {
@@ -209,7 +212,7 @@ impl RegisterOptions {
 }
 
 /// `http://host:9000` → (`http`, `host:9000`): the repository wants them apart.
-fn endpoint_parts(endpoint: &str) -> crate::Result<(String, String)> {
+fn endpoint_parts(endpoint: &str) -> Result<(String, String)> {
     let (scheme, rest) = endpoint.split_once("://").ok_or_else(|| {
         Error::invalid(format!(
             "--s3-endpoint: {endpoint:?} must start with http:// or https://"
@@ -229,7 +232,7 @@ fn endpoint_parts(endpoint: &str) -> crate::Result<(String, String)> {
     Ok((scheme.to_string(), host.to_string()))
 }
 
-fn sse_enabled(sse: &str) -> crate::Result<bool> {
+fn sse_enabled(sse: &str) -> Result<bool> {
     match sse {
         "" | "none" => Ok(false),
         "AES256" | "aes256" => Ok(true),
@@ -241,8 +244,8 @@ fn sse_enabled(sse: &str) -> crate::Result<bool> {
 }
 
 /// The S3 keys for `--credentials inline`: the credentials directory, else the AWS env.
-fn inline_keys(args: &StorageArgs) -> crate::Result<(String, String)> {
-    let read = |name: &str| -> crate::Result<String> {
+fn inline_keys(args: &StorageArgs) -> Result<(String, String)> {
+    let read = |name: &str| -> Result<String> {
         let dir = args.credentials_dir.as_ref().expect("checked");
         let path = dir.join(name);
         let v = std::fs::read_to_string(&path)
@@ -340,49 +343,43 @@ pub fn diff(existing: &BTreeMap<String, String>, desired: &BTreeMap<String, Stri
     lines
 }
 
-async fn wait_storage(opts: &RegisterOptions) -> anyhow::Result<Storage> {
-    let args = opts.storage_args();
-    let storage = Storage::open(&args).await.map_err(|e| Error::invalid(e.to_string()))?;
-    let deadline = Instant::now() + opts.wait_timeout;
-    let mut delay = Duration::from_millis(250);
+/// Opens the bucket and waits for it to answer (creating it with `--create-bucket`).
+async fn wait_storage(opts: &RegisterOptions, report: &mut RegisterReport) -> Result<Storage> {
+    let storage = Storage::open(&opts.storage_args())
+        .await
+        .map_err(|e| Error::invalid(e.to_string()))?;
     let bucket = &opts.bucket;
-    loop {
+    let created = retry("the storage", Backoff::standard(opts.wait_timeout), || async {
         match storage.check(false).await {
-            Ok(()) => return Ok(storage),
+            Ok(()) => Attempt::Ready(false),
             Err(StorageError::NoSuchBucket { .. }) if opts.create_bucket => {
                 tracing::info!("bucket {bucket:?} does not exist; creating it (--create-bucket)");
                 match storage.create_bucket().await {
-                    Ok(()) => println!("bucket {bucket:?}: created"),
-                    Err(e @ StorageError::Unreachable { .. }) => {
-                        if Instant::now() + delay > deadline {
-                            return Err(e.into());
-                        }
-                    }
-                    Err(e) => {
-                        return Err(anyhow::Error::new(Error::invalid(format!(
-                            "--bucket: cannot create {bucket:?}: {e}"
-                        ))))
-                    }
+                    Ok(()) => Attempt::Ready(true),
+                    Err(e @ StorageError::Unreachable { .. }) => Attempt::Retry(Error::Storage(e)),
+                    Err(e) => Attempt::Fail(Error::invalid(format!("--bucket: cannot create {bucket:?}: {e}"))),
                 }
             }
-            Err(StorageError::NoSuchBucket { .. }) => {
-                return Err(Error::invalid(format!(
-                    "--bucket: bucket {bucket:?} does not exist, so Elasticsearch snapshots and restores cannot work; \
-                     create it, or run with --create-bucket (the chart sets it when scheduled snapshots are on)"
-                ))
-                .into())
-            }
-            Err(e @ StorageError::Unreachable { .. }) if Instant::now() + delay <= deadline => {
-                tracing::warn!("waiting for the storage: {e}; retrying in {delay:?}");
-            }
+            Err(StorageError::NoSuchBucket { .. }) => Attempt::Fail(Error::invalid(format!(
+                "--bucket: bucket {bucket:?} does not exist, so Elasticsearch snapshots and restores cannot work; \
+                 create it, or run with --create-bucket (the chart sets it when scheduled snapshots are on)"
+            ))),
+            Err(e @ StorageError::Unreachable { .. }) => Attempt::Retry(Error::Storage(e)),
             Err(e @ (StorageError::AccessDenied { .. } | StorageError::Invalid(_))) => {
-                return Err(Error::invalid(format!("--credentials-dir: {e}")).into())
+                Attempt::Fail(Error::invalid(format!("--credentials-dir: {e}")))
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("checking bucket {bucket:?}"))),
+            Err(e) => Attempt::Fail(Error::Context {
+                context: format!("checking bucket {bucket:?}"),
+                source: Box::new(Error::Storage(e)),
+            }),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+    })
+    .await
+    .map_err(GaveUp::into_inner)?;
+    if created {
+        report.steps.push(format!("bucket {bucket:?}: created"));
     }
+    Ok(storage)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -394,32 +391,38 @@ struct OwnerMarker {
     tool: String,
 }
 
+/// What this cluster already has registered under the repository name.
+struct Existing {
+    flat: BTreeMap<String, String>,
+    present: bool,
+    same_location: bool,
+    readonly: bool,
+}
+
 /// The two-writers guard (see the module docs). Returns whether the marker must be written.
 async fn check_owner(
     opts: &RegisterOptions,
     storage: &Storage,
     cluster: &ClusterInfo,
-    existing_writable_here: bool,
-    existing_readonly_here: bool,
-) -> anyhow::Result<bool> {
+    here: &Existing,
+) -> Result<bool> {
     let location = storage.location();
     let marker = match storage.get_bytes(OWNER_MARKER, 64 * 1024).await {
         Ok(bytes) => Some(
             serde_json::from_slice::<OwnerMarker>(&bytes)
-                .map_err(|e| anyhow::anyhow!("{location}/{OWNER_MARKER} is not an owner marker: {e}"))?,
+                .map_err(|e| Error::failed(format!("{location}/{OWNER_MARKER} is not an owner marker: {e}")))?,
         ),
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e.into()),
     };
     let take_over_hint = "register it with --readonly to restore from it, or use --take-over once that cluster \
                           no longer writes there (two writers corrupt a repository)";
-    if existing_readonly_here && !opts.take_over {
-        return Err(Error::Refused(format!(
+    if here.present && here.readonly && !opts.take_over {
+        return Err(Error::refused(format!(
             "repository {:?} is registered read-only in this cluster (attached from another cluster); refusing to make \
              it writable: keep --readonly, or use --take-over if this cluster should become the only writer",
             opts.repository
-        ))
-        .into());
+        )));
     }
     match marker {
         Some(m) if m.cluster_uuid == cluster.cluster_uuid => Ok(false),
@@ -432,33 +435,85 @@ async fn check_owner(
             );
             Ok(true)
         }
-        Some(m) => Err(Error::Refused(format!(
+        Some(m) => Err(Error::refused(format!(
             "{location} belongs to cluster {:?} (uuid {}), not this one ({}); {take_over_hint}",
             m.cluster_name, m.cluster_uuid, cluster.cluster_uuid
-        ))
-        .into()),
-        None => {
-            if existing_writable_here || opts.take_over {
-                return Ok(true);
-            }
-            if storage.head("index.latest").await?.is_some() {
-                return Err(Error::Refused(format!(
-                    "{location} already holds an Elasticsearch snapshot repository that this cluster did not register; \
-                     {take_over_hint}"
-                ))
-                .into());
-            }
-            Ok(true)
-        }
+        ))),
+        None if (here.present && here.same_location && !here.readonly) || opts.take_over => Ok(true),
+        None if storage.head("index.latest").await?.is_some() => Err(Error::refused(format!(
+            "{location} already holds an Elasticsearch snapshot repository that this cluster did not register; \
+             {take_over_hint}"
+        ))),
+        None => Ok(true),
     }
 }
 
-/// Runs the whole registration.
-pub async fn register(client: &EsClient, opts: &RegisterOptions) -> anyhow::Result<RegisterReport> {
+/// Records this cluster as the writer of the location (see the module docs).
+async fn write_owner_marker(opts: &RegisterOptions, storage: &Storage, cluster: &ClusterInfo) -> Result<()> {
+    let marker = OwnerMarker {
+        cluster_uuid: cluster.cluster_uuid.clone(),
+        cluster_name: cluster.cluster_name.clone(),
+        repository: opts.repository.clone(),
+        registered_at: chrono::Utc::now().to_rfc3339(),
+        tool: sts_backup_core::TOOL.to_string(),
+    };
+    let body =
+        serde_json::to_vec_pretty(&marker).map_err(|e| Error::failed(format!("encoding the owner marker: {e}")))?;
+    storage.put_bytes(OWNER_MARKER, Bytes::from(body)).await?;
+    tracing::info!("{}/{OWNER_MARKER}: this cluster is the writer", storage.location());
+    Ok(())
+}
+
+/// Runs the whole registration: connect → bucket → owner guard → repository → policy.
+pub async fn register(client: &EsClient, opts: &RegisterOptions) -> Result<RegisterReport> {
     opts.validate()?;
     let mut report = RegisterReport::default();
     let desired_repo = opts.repository_body()?;
+    let cluster = connect(client, opts).await?;
+    let storage = wait_storage(opts, &mut report).await?;
+    tracing::info!("bucket {:?} is reachable", opts.bucket);
 
+    let repo = opts.repository.as_str();
+    let existing = client.get_repository(repo).await?;
+    let desired_flat = flatten(&desired_repo);
+    let flat = existing.as_ref().map(flatten).unwrap_or_default();
+    let here = Existing {
+        present: existing.is_some(),
+        same_location: flat.get("settings.bucket") == desired_flat.get("settings.bucket")
+            && flat.get("settings.base_path") == desired_flat.get("settings.base_path"),
+        readonly: flat.get("settings.readonly").is_some_and(|v| v == "true"),
+        flat,
+    };
+    if !opts.readonly && check_owner(opts, &storage, &cluster, &here).await? {
+        write_owner_marker(opts, &storage, &cluster).await?;
+    }
+    if opts.credentials == CredentialsMode::Keystore {
+        reload_secure_settings(client).await?;
+    }
+    ensure_repository(client, opts, &here, &desired_repo, &mut report).await?;
+
+    if opts.readonly {
+        tracing::info!("--readonly: no SLM policy for an attached repository");
+    } else if opts.no_policy {
+        if client.get_policy(&opts.policy).await?.is_some() {
+            tracing::warn!(
+                "--no-policy: SLM policy {:?} exists and keeps taking snapshots; delete it with DELETE _slm/policy/{} \
+                 if scheduled snapshots are off",
+                opts.policy,
+                opts.policy
+            );
+        }
+    } else {
+        report.policy_changed = ensure_policy(client, opts, &mut report).await?;
+        if opts.execute_now {
+            report.snapshot = Some(execute_now(client, opts, &mut report).await?);
+        }
+    }
+    Ok(report)
+}
+
+/// Waits for the cluster and refuses what it cannot take (inline keys on 8.x).
+async fn connect(client: &EsClient, opts: &RegisterOptions) -> Result<ClusterInfo> {
     let cluster = client.wait_ready(opts.wait_timeout).await?;
     tracing::info!(
         "Elasticsearch {} cluster {:?} ({}) at {}",
@@ -472,152 +527,80 @@ pub async fn register(client: &EsClient, opts: &RegisterOptions) -> anyhow::Resu
             "--credentials: inline S3 keys in repository settings were removed in Elasticsearch 8 (this is {}); \
              use --credentials keystore",
             cluster.version
-        ))
-        .into());
+        )));
     }
-    let storage = wait_storage(opts).await?;
-    tracing::info!("bucket {:?} is reachable", opts.bucket);
+    Ok(cluster)
+}
 
+/// Diff → PUT only when it changes → `_verify` (re-sending inline keys once if they rotated).
+async fn ensure_repository(
+    client: &EsClient,
+    opts: &RegisterOptions,
+    here: &Existing,
+    desired: &Value,
+    report: &mut RegisterReport,
+) -> Result<()> {
     let repo = opts.repository.as_str();
-    let existing = client
-        .get_opt(&["_snapshot", repo], &[])
-        .await?
-        .and_then(|v| v.get(repo).cloned());
-    let existing_flat = existing.as_ref().map(flatten).unwrap_or_default();
-    let desired_flat = flatten(&desired_repo);
-    let same_location = existing_flat.get("settings.bucket") == desired_flat.get("settings.bucket")
-        && existing_flat.get("settings.base_path") == desired_flat.get("settings.base_path");
-    let existing_readonly = existing_flat.get("settings.readonly").is_some_and(|v| v == "true");
-
-    if !opts.readonly {
-        let write_marker = check_owner(
-            opts,
-            &storage,
-            &cluster,
-            existing.is_some() && same_location && !existing_readonly,
-            existing.is_some() && existing_readonly,
-        )
-        .await?;
-        if write_marker {
-            let marker = OwnerMarker {
-                cluster_uuid: cluster.cluster_uuid.clone(),
-                cluster_name: cluster.cluster_name.clone(),
-                repository: opts.repository.clone(),
-                registered_at: chrono::Utc::now().to_rfc3339(),
-                tool: crate::TOOL.to_string(),
-            };
-            let body = serde_json::to_vec_pretty(&marker).expect("serializable");
-            storage.put_bytes(OWNER_MARKER, Bytes::from(body)).await?;
-            tracing::info!("{}/{OWNER_MARKER}: this cluster is the writer", storage.location());
-        }
-    }
-
-    if opts.credentials == CredentialsMode::Keystore {
-        reload_secure_settings(client).await?;
-    }
-
-    let changes = diff(&existing_flat, &desired_flat);
-    let put_repo = existing.is_none() || !changes.is_empty();
-    if existing.is_none() {
-        println!("repository {repo:?}: create");
-        for line in diff(&BTreeMap::new(), &desired_flat) {
-            println!("{line}");
-        }
+    let desired_flat = flatten(desired);
+    let changes = diff(&here.flat, &desired_flat);
+    let put_repo = !here.present || !changes.is_empty();
+    if !here.present {
+        report.steps.push(format!("repository {repo:?}: create"));
+        report.steps.extend(diff(&BTreeMap::new(), &desired_flat));
     } else if changes.is_empty() {
-        println!("repository {repo:?}: unchanged");
+        report.steps.push(format!("repository {repo:?}: unchanged"));
     } else {
-        println!("repository {repo:?}: update");
-        for line in &changes {
-            println!("{line}");
-        }
+        report.steps.push(format!("repository {repo:?}: update"));
+        report.steps.extend(changes);
     }
     if put_repo {
-        put_repository(client, repo, &desired_repo).await?;
+        put_repository(client, repo, desired).await?;
         report.repository_changed = true;
     }
     match verify(client, repo).await {
-        Ok(()) => {}
+        Ok(line) => report.steps.push(line),
         // Inline keys are hidden by GET, so a rotated key shows up here: send them again.
         Err(e) if !put_repo && opts.credentials == CredentialsMode::Inline => {
-            tracing::warn!("verification failed ({e:#}); re-sending the repository with the current S3 keys");
-            println!("repository {repo:?}: update (S3 keys)");
-            put_repository(client, repo, &desired_repo).await?;
+            tracing::warn!("verification failed ({e}); re-sending the repository with the current S3 keys");
+            report.steps.push(format!("repository {repo:?}: update (S3 keys)"));
+            put_repository(client, repo, desired).await?;
             report.repository_changed = true;
-            verify(client, repo).await?;
+            report.steps.push(verify(client, repo).await?);
         }
         Err(e) => return Err(e),
     }
-
-    if opts.readonly {
-        tracing::info!("--readonly: no SLM policy for an attached repository");
-    } else if opts.no_policy {
-        if client.get_opt(&["_slm", "policy", &opts.policy], &[]).await?.is_some() {
-            tracing::warn!(
-                "--no-policy: SLM policy {:?} exists and keeps taking snapshots; delete it with DELETE _slm/policy/{} \
-                 if scheduled snapshots are off",
-                opts.policy,
-                opts.policy
-            );
-        }
-    } else {
-        report.policy_changed = ensure_policy(client, opts).await?;
-        if opts.execute_now {
-            report.snapshot = Some(execute_now(client, opts).await?);
-        }
-    }
-    Ok(report)
+    Ok(())
 }
 
-async fn put_repository(client: &EsClient, repo: &str, body: &Value) -> anyhow::Result<()> {
-    // verify=false: the explicit _verify below reports per node.
+async fn put_repository(client: &EsClient, repo: &str, body: &Value) -> Result<()> {
     client
-        .put(&["_snapshot", repo], &[("verify", "false")], body)
+        .put_repository(repo, body)
         .await
-        .map_err(|e| anyhow::Error::new(e).context(format!("registering repository {repo:?}")))?;
+        .with_context(|| format!("registering repository {repo:?}"))?;
     tracing::info!("repository {repo:?} registered");
     Ok(())
 }
 
-async fn reload_secure_settings(client: &EsClient) -> anyhow::Result<()> {
-    let body = client.post(&["_nodes", "reload_secure_settings"], &[], None).await?;
-    let mut failed = Vec::new();
-    if let Some(nodes) = body.get("nodes").and_then(Value::as_object) {
-        for (id, node) in nodes {
-            if let Some(ex) = node.get("reload_exception") {
-                let name = node.get("name").and_then(Value::as_str).unwrap_or(id);
-                let kind = ex.get("type").and_then(Value::as_str).unwrap_or("error");
-                let reason = ex.get("reason").and_then(Value::as_str).unwrap_or("");
-                failed.push(format!("{name}: {kind}: {reason}"));
-            }
-        }
-    }
+async fn reload_secure_settings(client: &EsClient) -> Result<()> {
+    let failed = client.reload_secure_settings().await?;
     if !failed.is_empty() {
-        anyhow::bail!("reloading the keystore failed on node(s): {}", failed.join("; "));
+        return Err(Error::failed(format!(
+            "reloading the keystore failed on node(s): {}",
+            failed.join("; ")
+        )));
     }
     tracing::info!("keystore secure settings reloaded on all nodes");
     Ok(())
 }
 
-/// `POST _snapshot/<repo>/_verify`, naming the nodes that failed.
-async fn verify(client: &EsClient, repo: &str) -> anyhow::Result<()> {
-    match client.post(&["_snapshot", repo, "_verify"], &[], None).await {
-        Ok(body) => {
-            let names: Vec<String> = body
-                .get("nodes")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(id, n)| n.get("name").and_then(Value::as_str).unwrap_or(id).to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            println!(
-                "repository {repo:?}: verified on {} node(s): {}",
-                names.len(),
-                names.join(", ")
-            );
-            Ok(())
-        }
+/// `_verify`, naming the nodes that failed; the line to report on success.
+async fn verify(client: &EsClient, repo: &str) -> Result<String> {
+    match client.verify_repository(repo).await {
+        Ok(names) => Ok(format!(
+            "repository {repo:?}: verified on {} node(s): {}",
+            names.len(),
+            names.join(", ")
+        )),
         Err(e) => {
             let nodes = failed_nodes(e.reason());
             let what = if nodes.is_empty() {
@@ -628,122 +611,92 @@ async fn verify(client: &EsClient, repo: &str) -> anyhow::Result<()> {
                     nodes.join(", ")
                 )
             };
-            Err(anyhow::Error::new(e).context(what))
+            Err(e).context(what)
         }
     }
 }
 
 /// Node ids in a `repository_verification_exception` reason: `[repo] [[id, 'msg'], [id2, 'msg']]`.
 pub fn failed_nodes(reason: &str) -> Vec<String> {
-    let re = regex::Regex::new(r"\[([A-Za-z0-9_\-]+), '").expect("valid regex");
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| regex::Regex::new(r"\[([A-Za-z0-9_\-]+), '").expect("valid regex"));
     re.captures_iter(reason).map(|c| c[1].to_string()).collect()
 }
 
-async fn ensure_policy(client: &EsClient, opts: &RegisterOptions) -> anyhow::Result<bool> {
+async fn ensure_policy(client: &EsClient, opts: &RegisterOptions, report: &mut RegisterReport) -> Result<bool> {
     let id = opts.policy.as_str();
     let desired = opts.policy_body();
-    let existing = client
-        .get_opt(&["_slm", "policy", id], &[])
-        .await?
-        .and_then(|v| v.get(id).and_then(|p| p.get("policy")).cloned());
     let desired_flat = flatten(&desired);
-    match &existing {
+    match client.get_policy(id).await? {
         None => {
-            println!("policy {id:?}: create");
-            for line in diff(&BTreeMap::new(), &desired_flat) {
-                println!("{line}");
-            }
+            report.steps.push(format!("policy {id:?}: create"));
+            report.steps.extend(diff(&BTreeMap::new(), &desired_flat));
         }
         Some(old) => {
-            let changes = diff(&flatten(old), &desired_flat);
+            let changes = diff(&flatten(&old), &desired_flat);
             if changes.is_empty() {
-                println!("policy {id:?}: unchanged");
+                report.steps.push(format!("policy {id:?}: unchanged"));
                 return Ok(false);
             }
-            println!("policy {id:?}: update");
-            for line in &changes {
-                println!("{line}");
-            }
+            report.steps.push(format!("policy {id:?}: update"));
+            report.steps.extend(changes);
         }
     }
     client
-        .put(&["_slm", "policy", id], &[], &desired)
+        .put_policy(id, &desired)
         .await
-        .map_err(|e| anyhow::Error::new(e).context(format!("writing SLM policy {id:?}")))?;
+        .with_context(|| format!("writing SLM policy {id:?}"))?;
     tracing::info!("SLM policy {id:?} written");
     Ok(true)
 }
 
-async fn execute_now(client: &EsClient, opts: &RegisterOptions) -> anyhow::Result<String> {
+/// Runs the policy once and waits for its snapshot to end.
+async fn execute_now(client: &EsClient, opts: &RegisterOptions, report: &mut RegisterReport) -> Result<String> {
     let id = opts.policy.as_str();
-    let body = client
-        .request(
-            reqwest::Method::PUT,
-            &["_slm", "policy", id, "_execute"],
-            &[],
-            None,
-            false,
-        )
+    let name = client
+        .execute_policy(id)
         .await
-        .map_err(|e| anyhow::Error::new(e).context(format!("running SLM policy {id:?}")))?
-        .1;
-    let name = body
-        .get("snapshot_name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow::anyhow!("_execute did not return a snapshot_name: {body}"))?
-        .to_string();
-    println!("snapshot {name:?}: started");
-    let deadline = Instant::now() + opts.snapshot_timeout;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let found = match client.get_opt(&["_snapshot", &opts.repository, &name], &[]).await {
-            Ok(v) => v,
-            Err(e) if e.is_transient() => None,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(info) = found.as_ref().and_then(|v| v.pointer("/snapshots/0")) {
-            let state = info.get("state").and_then(Value::as_str).unwrap_or("UNKNOWN");
-            let shards = |k: &str| {
-                info.pointer(&format!("/shards/{k}"))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            };
-            match state {
-                "IN_PROGRESS" | "STARTED" | "INIT" => {}
-                "SUCCESS" => {
-                    println!(
-                        "snapshot {name:?}: SUCCESS ({} indices, shards {}/{} successful, {} failed)",
-                        info.get("indices").and_then(Value::as_array).map_or(0, Vec::len),
-                        shards("successful"),
-                        shards("total"),
-                        shards("failed")
-                    );
-                    return Ok(name);
-                }
-                other => {
-                    let reason = info.get("reason").and_then(Value::as_str).unwrap_or("");
-                    return Err(EsError::Protocol {
-                        method: "GET".into(),
-                        path: format!("/_snapshot/{}/{name}", opts.repository),
-                        detail: format!(
-                            "snapshot ended {other}: {reason} ({} of {} shards failed)",
-                            shards("failed"),
-                            shards("total")
-                        ),
-                    }
-                    .into());
-                }
+        .with_context(|| format!("running SLM policy {id:?}"))?;
+    report.steps.push(format!("snapshot {name:?}: started"));
+    let backoff = Backoff {
+        first: Duration::from_millis(200),
+        max: Duration::from_secs(10),
+        timeout: opts.snapshot_timeout,
+    };
+    let info = retry("the snapshot", backoff, || async {
+        match client.get_snapshot(&opts.repository, &name).await {
+            Ok(Some(info)) if info.state() == "SUCCESS" => Attempt::Ready(info),
+            Ok(Some(info)) if matches!(info.state(), "IN_PROGRESS" | "STARTED" | "INIT") => {
+                Attempt::Pending(Error::failed("still running"))
             }
+            Ok(Some(info)) => Attempt::Fail(Error::failed(format!(
+                "snapshot {name:?} ended {}: {} ({} of {} shards failed)",
+                info.state(),
+                info.reason.as_deref().unwrap_or(""),
+                info.shards.failed,
+                info.shards.total
+            ))),
+            Ok(None) => Attempt::Pending(Error::failed("not listed yet")),
+            Err(e) if e.is_transient() => Attempt::Pending(Error::Api(e)),
+            Err(e) => Attempt::Fail(Error::Api(e)),
         }
-        if Instant::now() + delay > deadline {
-            anyhow::bail!(
-                "snapshot {name:?} did not finish within {}",
-                humantime::format_duration(opts.snapshot_timeout)
-            );
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
+    })
+    .await
+    .map_err(|e| match e {
+        GaveUp::Failed(e) => e,
+        GaveUp::TimedOut(_) => Error::failed(format!(
+            "snapshot {name:?} did not finish within {}",
+            humantime::format_duration(opts.snapshot_timeout)
+        )),
+    })?;
+    report.steps.push(format!(
+        "snapshot {name:?}: SUCCESS ({} indices, shards {}/{} successful, {} failed)",
+        info.indices.len(),
+        info.shards.successful,
+        info.shards.total,
+        info.shards.failed
+    ));
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -2,13 +2,14 @@
 //! the retention, index patterns. Every message starts with the flag it is about.
 
 use crate::error::Error;
+use crate::Result;
 
 type Check = std::result::Result<(), String>;
 
 /// Checks an Elasticsearch/Quartz cron: `sec min hour day-of-month month day-of-week [year]`,
 /// with exactly one of the two day fields `?`. The seconds field must be one number: anything
 /// else runs a snapshot several times a minute.
-pub fn validate_cron(expr: &str) -> crate::Result<()> {
+pub fn validate_cron(expr: &str) -> Result<()> {
     check_cron(expr).map_err(|why| Error::invalid(format!("--schedule: {expr:?} {why}")))
 }
 
@@ -80,46 +81,9 @@ fn check_field(field: &str, what: &str, min: u32, max: u32, names: &[&str], spec
         if part.is_empty() {
             return bad("empty list element".into());
         }
-        // Quartz specials: L, W, LW, L-n (day-of-month); nL, n#k (day-of-week).
-        if specials.contains('L') && (part == "L" || part == "LW") {
+        if let Some(checked) = quartz_special(part, specials, &value) {
+            checked.or_else(bad)?;
             continue;
-        }
-        if specials.contains('L') && specials.contains('W') {
-            if let Some(n) = part.strip_prefix("L-") {
-                if let Err(e) = n.parse::<u32>().map_err(|e| e.to_string()).and_then(|n| {
-                    if n <= 30 {
-                        Ok(())
-                    } else {
-                        Err("offset over 30".into())
-                    }
-                }) {
-                    return bad(e);
-                }
-                continue;
-            }
-            if let Some(n) = part.strip_suffix('W') {
-                if let Err(e) = value(n) {
-                    return bad(e);
-                }
-                continue;
-            }
-        }
-        if specials.contains('#') {
-            if let Some((d, k)) = part.split_once('#') {
-                if let Err(e) = value(d) {
-                    return bad(e);
-                }
-                if !matches!(k, "1" | "2" | "3" | "4" | "5") {
-                    return bad(format!("#{k}: the week of the month must be 1-5"));
-                }
-                continue;
-            }
-            if let Some(d) = part.strip_suffix('L') {
-                if let Err(e) = value(d) {
-                    return bad(e);
-                }
-                continue;
-            }
         }
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => (r, Some(s)),
@@ -145,11 +109,50 @@ fn check_field(field: &str, what: &str, min: u32, max: u32, names: &[&str], spec
     Ok(())
 }
 
+/// Quartz specials: L, W, LW, L-n (day-of-month); nL, n#k (day-of-week). `None` when `part`
+/// is not one of them.
+fn quartz_special(
+    part: &str,
+    specials: &str,
+    value: &dyn Fn(&str) -> std::result::Result<u32, String>,
+) -> Option<std::result::Result<(), String>> {
+    if specials.contains('L') && (part == "L" || part == "LW") {
+        return Some(Ok(()));
+    }
+    if specials.contains('L') && specials.contains('W') {
+        if let Some(n) = part.strip_prefix("L-") {
+            return Some(match n.parse::<u32>() {
+                Ok(n) if n <= 30 => Ok(()),
+                Ok(_) => Err("offset over 30".into()),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        if let Some(n) = part.strip_suffix('W') {
+            return Some(value(n).map(drop));
+        }
+    }
+    if specials.contains('#') {
+        if let Some((d, k)) = part.split_once('#') {
+            return Some(value(d).and_then(|_| {
+                if matches!(k, "1" | "2" | "3" | "4" | "5") {
+                    Ok(())
+                } else {
+                    Err(format!("#{k}: the week of the month must be 1-5"))
+                }
+            }));
+        }
+        if let Some(d) = part.strip_suffix('L') {
+            return Some(value(d).map(drop));
+        }
+    }
+    None
+}
+
 const FORBIDDEN_NAME_CHARS: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ',', '#', ' ', ':'];
 
 /// Checks a snapshot name template: a plain lowercase name or an Elasticsearch date-math
 /// expression such as `<sts-backup-{now{yyyyMMdd-HHmm}}>` or `<snap-{now/d}>`.
-pub fn validate_snapshot_name(name: &str) -> crate::Result<()> {
+pub fn validate_snapshot_name(name: &str) -> Result<()> {
     check_snapshot_name(name).map_err(|why| Error::invalid(format!("--snapshot-name: {name:?} {why}")))
 }
 
@@ -288,7 +291,7 @@ fn check_math(expr: &str) -> Check {
 }
 
 /// Checks an Elasticsearch time value such as `30d`, `12h`.
-pub fn validate_expire_after(value: &str) -> crate::Result<()> {
+pub fn validate_expire_after(value: &str) -> Result<()> {
     let digits = value.bytes().take_while(u8::is_ascii_digit).count();
     let unit = &value[digits..];
     if digits == 0 || !matches!(unit, "d" | "h" | "m" | "s" | "ms" | "micros" | "nanos") {
@@ -306,7 +309,7 @@ pub fn validate_expire_after(value: &str) -> crate::Result<()> {
 
 /// Retention must keep something: `min_count` at least 1 (an unset or 0 `min_count` lets
 /// SLM delete every snapshot, es#106584) and not above `max_count`.
-pub fn validate_retention(min_count: u32, max_count: u32) -> crate::Result<()> {
+pub fn validate_retention(min_count: u32, max_count: u32) -> Result<()> {
     if min_count == 0 {
         return Err(Error::invalid(
             "--min-count: 0 lets retention delete every snapshot; keep at least 1 (default 5)",
@@ -336,7 +339,7 @@ pub struct IndexPattern {
 impl IndexPattern {
     /// Parses a pattern for `flag`; refuses empty patterns and ones that select everything
     /// (`*`, `_all`), which would also restore or snapshot internal indices.
-    pub fn parse(text: &str, flag: &str) -> crate::Result<IndexPattern> {
+    pub fn parse(text: &str, flag: &str) -> Result<IndexPattern> {
         let mut terms = Vec::new();
         for term in text.split(',').map(str::trim) {
             if term.is_empty() {

@@ -344,3 +344,34 @@ fn no_secret_at_trace_level() {
         }
     }
 }
+
+/// A manifest is read by meaning: upper-case hex is the same checksum, and a manifest over
+/// the size limit is an integrity failure (exit 4), not a runtime one, on both backends.
+#[test]
+fn manifest_hex_case_and_oversize() {
+    for backend in [Backend::file(), Backend::s3()] {
+        assert_eq!(
+            backend
+                .run(&["backup", "--name-template", "m.graph", "--", "echo", "x"])
+                .code,
+            0
+        );
+        let path = backend.object_path("m.graph.manifest.json");
+        let original = std::fs::read_to_string(&path).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(&original).unwrap();
+        let mut upper = manifest.clone();
+        for field in ["sha256", "raw_sha256"] {
+            upper[field] = manifest[field].as_str().unwrap().to_ascii_uppercase().into();
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&upper).unwrap()).unwrap();
+        let out = backend.run(&["verify", "m.graph"]);
+        assert_eq!(out.code, 0, "upper-case hex is the same checksum: {out:?}");
+
+        let mut padded = serde_json::to_string_pretty(&manifest).unwrap();
+        padded.push_str(&" ".repeat(100 * 1024));
+        std::fs::write(&path, padded).unwrap();
+        let out = backend.run(&["verify", "m.graph"]);
+        assert_eq!(out.code, 4, "an oversize manifest is an integrity failure: {out:?}");
+        assert!(out.stderr.contains("m.graph"), "{out:?}");
+    }
+}

@@ -37,6 +37,13 @@ pub enum StorageError {
     Unreachable { location: String, detail: String },
     #[error("{location}: {key:?} not found")]
     NotFound { location: String, key: String },
+    /// A small object (a manifest) over its size limit: not something this tool wrote.
+    #[error("{location}: {key:?} is over the {limit}-byte limit; it was not written by this tool or is damaged")]
+    TooLarge {
+        location: String,
+        key: String,
+        limit: usize,
+    },
     #[error("{location}: {op} {key:?} failed: {detail}")]
     Failed {
         location: String,
@@ -52,6 +59,7 @@ impl StorageError {
             StorageError::Invalid(_) | StorageError::NoSuchBucket { .. } | StorageError::AccessDenied { .. } => {
                 Exit::Invalid
             }
+            StorageError::TooLarge { .. } => Exit::Integrity,
             _ => Exit::Failure,
         }
     }

@@ -312,11 +312,10 @@ impl S3Store {
                 detail: e.to_string(),
             })?;
         if buf.len() > limit {
-            return Err(StorageError::Failed {
+            return Err(StorageError::TooLarge {
                 location: self.location(),
-                op: "read",
                 key: key.to_string(),
-                detail: format!("object is over the {limit}-byte limit"),
+                limit,
             });
         }
         Ok(buf)

@@ -26,6 +26,8 @@ impl NameTemplate {
     /// written for the reference chart, the shell form `sts-backup-$(date +%Y%m%d-%H%M).graph`,
     /// which is translated, not executed.
     pub fn parse(template: &str) -> Result<Self> {
+        // Values from YAML blocks and Secrets often end in a newline; that much is trimmed.
+        let template = template.trim();
         let format = translate_shell_date(template)?;
         if format.is_empty() {
             return Err(Error::invalid("--name-template: must not be empty"));

@@ -14,7 +14,11 @@ fn pruner(dir: &std::path::Path) -> Command {
 }
 
 /// Arguments, environment, and the flag the error line must name.
-type Case = (&'static [&'static str], &'static [(&'static str, &'static str)], &'static str);
+type Case = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
 
 #[test]
 fn usage_errors_are_one_line_naming_the_flag() {

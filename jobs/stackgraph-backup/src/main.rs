@@ -203,7 +203,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Verify(args) => {
             let storage = Storage::open(&args.storage).await?;
-            let m = catalogue::verify_backup(&storage, &args.name).await?;
+            let m = catalogue::verify_backup(&storage, args.name.trim()).await?;
             println!("verified {}: {} bytes, sha256 {}", m.name, m.size, m.sha256);
             Ok(())
         }
@@ -216,7 +216,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .map(|line| CommandSpec::parse_line("--empty-check", line))
                     .transpose()?,
                 import: CommandSpec::new("IMPORT_CMD", args.import)?,
-                name: args.name,
+                name: args.name.trim().to_string(),
                 force: args.force,
                 force_arg: args.force_arg.filter(|arg| !arg.is_empty()),
                 scratch_dir: args.scratch_dir,

@@ -268,6 +268,20 @@ fn an_empty_force_argument_appends_nothing() {
 }
 
 #[test]
+fn names_and_templates_from_yaml_blocks_are_trimmed() {
+    let backend = Backend::file();
+    let out = backend.run_with(
+        &["backup", "--", "echo", "x"],
+        &[("BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE", "t-%Y.graph\n")],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let name = backend.names().pop().unwrap();
+    assert!(name.starts_with("t-") && name.ends_with(".graph"), "{name:?}");
+    let out = backend.run_with(&["verify"], &[("BACKUP_NAME", &format!("{name}\n"))]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
 fn usage_errors_are_one_line_naming_the_flag() {
     let cases: [(&[&str], &str); 8] = [
         (&["backup", "--part-size", "-5MiB", "--", "echo"], "--part-size"),

@@ -66,7 +66,7 @@ pub fn report(err: &anyhow::Error) -> Exit {
                 .or_else(|| e.downcast_ref::<StorageError>().map(StorageError::exit))
         })
         .unwrap_or(Exit::Failure);
-    let line = format!("{err:#}").replace('\n', " ");
+    let line = crate::logging::scrub(&format!("{err:#}").replace('\n', " "));
     match crate::logging::format() {
         crate::logging::LogFormat::Json => tracing::error!(exit_code = exit as u8, "{line}"),
         crate::logging::LogFormat::Text => eprintln!("error: {line}"),

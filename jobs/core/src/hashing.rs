@@ -50,10 +50,6 @@ impl<R> HashingReader<R> {
     pub fn count(&self) -> u64 {
         self.count
     }
-
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
@@ -71,9 +67,4 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
         }
         poll
     }
-}
-
-/// Hex SHA-256 of a byte slice.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod catalogue;
+pub mod cli;
 pub mod command;
 pub mod error;
 pub mod exit;

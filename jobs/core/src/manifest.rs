@@ -66,8 +66,11 @@ impl Manifest {
                 bytes.len()
             )));
         }
-        let manifest: Manifest = serde_json::from_slice(bytes)
+        let mut manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| Error::Integrity(format!("manifest of backup {name:?} is unreadable: {e}")))?;
+        // Hex is case-insensitive; checksums are computed and compared in lower case.
+        manifest.sha256.make_ascii_lowercase();
+        manifest.raw_sha256.make_ascii_lowercase();
         if manifest.name != name {
             return Err(Error::Integrity(format!(
                 "manifest of backup {name:?} names another backup ({:?})",

@@ -1,7 +1,7 @@
 //! Backup names: rendering the strftime name template (in UTC, never through a shell) and
 //! validating names that arrive from users and scripts.
 
-use chrono::format::{Item, StrftimeItems};
+use chrono::format::{Item, Pad, StrftimeItems};
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
@@ -26,6 +26,8 @@ impl NameTemplate {
     /// written for the reference chart, the shell form `sts-backup-$(date +%Y%m%d-%H%M).graph`,
     /// which is translated, not executed.
     pub fn parse(template: &str) -> Result<Self> {
+        // Values from YAML blocks and Secrets often end in a newline; that much is trimmed.
+        let template = template.trim();
         let format = translate_shell_date(template)?;
         if format.is_empty() {
             return Err(Error::invalid("--name-template: must not be empty"));
@@ -35,15 +37,19 @@ impl NameTemplate {
                 "--name-template: {template:?} is not a valid strftime template"
             )));
         }
+        check_items(template, &format)?;
         let template = NameTemplate { format };
-        // Render once now so a template that yields an invalid name fails before any work.
-        let sample = template.render(DateTime::<Utc>::UNIX_EPOCH);
-        validate_name(&sample).map_err(|e| {
-            Error::invalid(format!(
-                "--name-template: {template:?} renders an invalid name: {e}",
-                template = template.format
-            ))
-        })?;
+        // Widths vary (unpadded fields, `%s`, `%f`): render at instants far apart so a name
+        // that is too long, starts with '.' or forms ".." fails before any work.
+        for at in sample_instants() {
+            let sample = template.render(at);
+            validate_name(&sample).map_err(|e| {
+                Error::invalid(format!(
+                    "--name-template: {template:?} renders an invalid name at {at}: {e}",
+                    template = template.format
+                ))
+            })?;
+        }
         Ok(template)
     }
 
@@ -55,6 +61,62 @@ impl NameTemplate {
     pub fn as_str(&self) -> &str {
         &self.format
     }
+}
+
+/// Checks every piece of the template, not one rendering: a space-padded field (`%e`, `%k`,
+/// `%l`, `%_H`) renders a space at some hours only, and literals and whole-date forms (`%c`,
+/// `%D`) bring spaces, slashes or newlines.
+fn check_items(template: &str, format: &str) -> Result<()> {
+    let refuse = |what: String| {
+        Err(Error::invalid(format!(
+            "--name-template: {template:?} {what}; use zero-padded fields such as %Y%m%d-%H%M%S"
+        )))
+    };
+    for item in StrftimeItems::new(format) {
+        match item {
+            Item::Literal(text) | Item::Space(text) => {
+                if let Some(c) = text.chars().find(|c| !is_name_char(*c)) {
+                    return refuse(format!(
+                        "contains {c:?} (allowed are letters, digits and {NAME_PUNCTUATION})"
+                    ));
+                }
+            }
+            Item::OwnedLiteral(text) | Item::OwnedSpace(text) => {
+                if let Some(c) = text.chars().find(|c| !is_name_char(*c)) {
+                    return refuse(format!(
+                        "contains {c:?} (allowed are letters, digits and {NAME_PUNCTUATION})"
+                    ));
+                }
+            }
+            Item::Numeric(_, Pad::Space) => {
+                return refuse("has a space-padded field (%e, %k, %l, %_…) that renders a space at some times".into())
+            }
+            Item::Error => return refuse("is not a valid strftime template".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// 1970, a date with every field at its widest, and one far ahead.
+fn sample_instants() -> [DateTime<Utc>; 3] {
+    let at = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    };
+    [
+        DateTime::<Utc>::UNIX_EPOCH,
+        at("2021-12-29T23:59:59.999999999Z"),
+        at("2099-09-30T09:09:09.000000001Z"),
+    ]
+}
+
+/// Punctuation allowed in backup names besides letters and digits.
+const NAME_PUNCTUATION: &str = "._+:=@,-";
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || NAME_PUNCTUATION.contains(c)
 }
 
 /// `$(date +FMT)` and `$(date -u +FMT)` become `FMT`; any other shell syntax is refused.
@@ -98,12 +160,9 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("name is longer than {MAX_NAME_LEN} bytes"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._+:=@,-".contains(*c)))
-    {
+    if let Some(c) = name.chars().find(|c| !is_name_char(*c)) {
         return Err(format!(
-            "name {name:?} contains {c:?}; allowed are letters, digits and ._+:=@,-"
+            "name {name:?} contains {c:?}; allowed are letters, digits and {NAME_PUNCTUATION}"
         ));
     }
     if name.starts_with('.') || name.contains("..") {
@@ -155,6 +214,11 @@ mod tests {
             "x-$HOME.graph",
             "x-$(date +%Y",
             "x-%Q.graph",
+            "x-%l.graph",
+            "x-%e.graph",
+            "x-%c.graph",
+            "x-%D.graph",
+            "x-%n.graph",
             "",
             "a/%Y.graph",
             "../%Y",

@@ -5,9 +5,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use sts_backup_core::logging::{self, LogFormat};
+use sts_backup_core::cli;
+use sts_backup_core::logging::LogFormat;
 use sts_backup_core::retention::{self, RetentionArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};
 use sts_backup_core::Exit;
@@ -55,30 +55,24 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    logging::init(cli.log_format);
-    match run(&cli) {
-        Ok(exit) => exit.into(),
-        Err(err) => match sts_backup_core::error::report(&err) {
-            // This job only ever ends with 0, 1 or 2.
-            Exit::Refused | Exit::Integrity => Exit::Failure.into(),
-            other => other.into(),
-        },
+    let cli: Cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    match cli::run(cli.log_format, || run(&cli)) {
+        // This job only ever ends with 0, 1 or 2.
+        Exit::Refused | Exit::Integrity => Exit::Failure.into(),
+        other => other.into(),
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<Exit> {
+async fn run(cli: &Cli) -> anyhow::Result<Exit> {
     // Validate every flag before touching storage: a bad value changes nothing (exit 2).
     let policy = cli.retention.policy()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let report = runtime.block_on(async {
-        let storage = Storage::open(&cli.storage).await?;
-        storage.check(false).await?;
-        retention::prune_with(&storage, &policy, chrono::Utc::now()).await
-    })?;
+    let config = cli.storage.config()?;
+    let storage = Storage::open_config(config).await?;
+    storage.check(false).await?;
+    let report = retention::prune_with(&storage, &policy, chrono::Utc::now()).await?;
     let mut out = std::io::stdout().lock();
     match cli.output {
         OutputFormat::Text => report.print_text(&mut out)?,

@@ -9,10 +9,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sts_backup_core::backup::{backup, BackupOptions};
 use sts_backup_core::catalogue;
+use sts_backup_core::cli;
 use sts_backup_core::command::CommandSpec;
-use sts_backup_core::error::report;
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
-use sts_backup_core::logging::{self, LogFormat};
+use sts_backup_core::logging::LogFormat;
 use sts_backup_core::manifest::{Compression, Manifest};
 use sts_backup_core::naming::{NameTemplate, DEFAULT_NAME_TEMPLATE};
 use sts_backup_core::progress::human_bytes;
@@ -130,6 +130,7 @@ struct RestoreArgs {
     force: bool,
 
     /// Argument appended to IMPORT_CMD with --force (StackState's importer takes `-force`).
+    /// Empty means none.
     #[arg(long, env = "RESTORE_FORCE_ARG", allow_hyphen_values = true, value_name = "ARG")]
     force_arg: Option<String>,
 
@@ -148,16 +149,11 @@ struct RestoreArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return report(&anyhow::Error::new(e).context("starting the async runtime")).into(),
+    let cli: Cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => Exit::Ok.into(),
-        Err(e) => report(&e).into(),
-    }
+    cli::run(cli.log_format, || async { run(cli.command).await.map(|()| Exit::Ok) }).into()
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -207,7 +203,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Verify(args) => {
             let storage = Storage::open(&args.storage).await?;
-            let m = catalogue::verify_backup(&storage, &args.name).await?;
+            let m = catalogue::verify_backup(&storage, args.name.trim()).await?;
             println!("verified {}: {} bytes, sha256 {}", m.name, m.size, m.sha256);
             Ok(())
         }
@@ -220,9 +216,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .map(|line| CommandSpec::parse_line("--empty-check", line))
                     .transpose()?,
                 import: CommandSpec::new("IMPORT_CMD", args.import)?,
-                name: args.name,
+                name: args.name.trim().to_string(),
                 force: args.force,
-                force_arg: args.force_arg,
+                force_arg: args.force_arg.filter(|arg| !arg.is_empty()),
                 scratch_dir: args.scratch_dir,
                 rerun_hint,
             };

@@ -173,6 +173,11 @@ impl S3Server {
         self.server.kill();
     }
 
+    /// The server's process id (to stop it with `kill -STOP` and simulate a stalled server).
+    pub fn pid(&self) -> u32 {
+        self.server.pid().expect("the server is running")
+    }
+
     /// Starts the server again on the same port and data (after [`S3Server::kill`]).
     pub fn restart(&mut self) {
         self.server.kill();

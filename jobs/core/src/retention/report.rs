@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::policy::{OrphanDecision, Policy};
+use crate::progress::human_bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeptBackup {
@@ -201,20 +202,5 @@ impl PruneReport {
             "delete_requests": self.delete_requests,
         });
         v
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -120,11 +120,10 @@ impl FileStore {
             .await
             .map_err(|e| self.io_error("read", key, e))?;
         if meta.len() > limit as u64 {
-            return Err(StorageError::Failed {
+            return Err(StorageError::TooLarge {
                 location: self.location(),
-                op: "read",
                 key: key.to_string(),
-                detail: format!("object is {} bytes, over the {limit}-byte limit", meta.len()),
+                limit,
             });
         }
         tokio::fs::read(&path).await.map_err(|e| self.io_error("read", key, e))

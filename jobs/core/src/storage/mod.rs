@@ -14,7 +14,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::io::AsyncRead;
 
-pub use config::{parse_byte_size, Addressing, StorageArgs, StorageUrl};
+pub use config::{
+    parse_byte_size, Addressing, S3Config, S3Keys, Sse, StorageArgs, StorageConfig, StorageUrl, Timeouts,
+};
 pub use file::FileStore;
 pub use s3::S3Store;
 
@@ -35,6 +37,13 @@ pub enum StorageError {
     Unreachable { location: String, detail: String },
     #[error("{location}: {key:?} not found")]
     NotFound { location: String, key: String },
+    /// A small object (a manifest) over its size limit: not something this tool wrote.
+    #[error("{location}: {key:?} is over the {limit}-byte limit; it was not written by this tool or is damaged")]
+    TooLarge {
+        location: String,
+        key: String,
+        limit: usize,
+    },
     #[error("{location}: {op} {key:?} failed: {detail}")]
     Failed {
         location: String,
@@ -50,6 +59,7 @@ impl StorageError {
             StorageError::Invalid(_) | StorageError::NoSuchBucket { .. } | StorageError::AccessDenied { .. } => {
                 Exit::Invalid
             }
+            StorageError::TooLarge { .. } => Exit::Integrity,
             _ => Exit::Failure,
         }
     }
@@ -96,9 +106,14 @@ pub enum Storage {
 impl Storage {
     /// Opens the storage that the flags describe. Nothing is contacted yet; see [`Storage::check`].
     pub async fn open(args: &StorageArgs) -> StorageResult<Storage> {
-        match args.url()? {
+        Self::open_config(args.config()?).await
+    }
+
+    /// Opens an already checked configuration.
+    pub async fn open_config(config: StorageConfig) -> StorageResult<Storage> {
+        match config.url {
             StorageUrl::File(path) => Ok(Storage::File(FileStore::new(path))),
-            StorageUrl::S3 { bucket, prefix } => Ok(Storage::S3(S3Store::connect(args, bucket, prefix).await?)),
+            StorageUrl::S3 { bucket, prefix } => Ok(Storage::S3(S3Store::connect(config.s3, bucket, prefix).await?)),
         }
     }
 

@@ -2,8 +2,13 @@
 //! request/response checksums only where the API requires them (the SDK's 2025 defaults
 //! break MinIO/Ceph-style servers), a custom CA bundle, and SSE-S3 but never SSE-KMS.
 
-use std::time::{Duration, SystemTime};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
@@ -12,72 +17,41 @@ use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption};
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::task::JoinSet;
 
-use super::config::{Addressing, StorageArgs};
+use super::config::{Addressing, S3Config, Sse, Timeouts};
 use super::{ByteStream, DeleteFailure, ObjectMeta, PendingUpload, StorageError, StorageResult};
+
+type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// The endpoint as errors name it (`http://minio:9000`, `AWS S3 (eu-west-1)`).
+    endpoint: String,
     sse: Option<ServerSideEncryption>,
     part_size: usize,
     concurrency: usize,
+    timeouts: Timeouts,
 }
 
-fn read_secret_file(dir: &std::path::Path, name: &str) -> StorageResult<String> {
-    let path = dir.join(name);
-    let value = std::fs::read_to_string(&path)
-        .map_err(|e| StorageError::Invalid(format!("--credentials-dir: cannot read {}: {e}", path.display())))?;
-    let value = value.trim().to_string();
-    if value.is_empty() {
-        return Err(StorageError::Invalid(format!(
-            "--credentials-dir: {} is empty",
-            path.display()
-        )));
-    }
-    Ok(value)
-}
+const REQUEST_TIMEOUT_FLAG: &str = "--request-timeout, S3_REQUEST_TIMEOUT";
+const STALL_TIMEOUT_FLAG: &str = "--stall-timeout, S3_STALL_TIMEOUT";
 
-fn parse_sse(sse: &str) -> StorageResult<Option<ServerSideEncryption>> {
-    match sse {
-        "" | "none" => Ok(None),
-        "AES256" | "aes256" => Ok(Some(ServerSideEncryption::Aes256)),
-        s if s.to_ascii_lowercase().contains("kms") => Err(StorageError::Invalid(format!(
-            "--sse: {s:?} (SSE-KMS) is not supported: KMS ETags are not MD5 and S3-compatible clients, Elasticsearch included, fail to verify uploads; use AES256 (SSE-S3)"
-        ))),
-        s => Err(StorageError::Invalid(format!("--sse: {s:?} is not one of none, AES256"))),
-    }
-}
+/// Completing a multipart upload makes some servers (rclone, MinIO on slow disks) assemble
+/// the parts before they answer: the request timeout grows by one second per this many bytes.
+const ASSEMBLY_BYTES_PER_SECOND: u64 = 16 << 20;
 
 impl S3Store {
-    pub async fn connect(args: &StorageArgs, bucket: String, prefix: String) -> StorageResult<S3Store> {
-        let sse = parse_sse(&args.sse)?;
-        let part_size = args.part_size_bytes()?;
-        let concurrency = args.concurrency()?;
-        if let Some(endpoint) = &args.s3_endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(StorageError::Invalid(format!(
-                    "--s3-endpoint: {endpoint:?} must start with http:// or https://"
-                )));
-            }
-        }
-
+    pub async fn connect(config: S3Config, bucket: String, prefix: String) -> StorageResult<S3Store> {
         let mut trust = TrustStore::default();
-        if let Some(ca) = &args.ca_bundle {
-            let pem = std::fs::read(ca)
-                .map_err(|e| StorageError::Invalid(format!("--ca-bundle: cannot read {}: {e}", ca.display())))?;
-            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(StorageError::Invalid(format!(
-                    "--ca-bundle: {} holds no PEM certificate",
-                    ca.display()
-                )));
-            }
-            trust = trust.with_pem_certificate(pem);
+        if let Some(pem) = &config.ca_bundle {
+            trust = trust.with_pem_certificate(pem.clone());
         }
         let tls_context = TlsContext::builder()
             .with_trust_store(trust)
@@ -90,33 +64,106 @@ impl S3Store {
 
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
-            .region(Region::new(args.region.clone()))
+            .region(Region::new(config.region.clone()))
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
+                    .connect_timeout(config.timeouts.connect)
+                    .build(),
+            )
+            // The SDK's own guard on bodies in transit; ours (below) also covers the wait
+            // for an answer after the last byte.
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(config.timeouts.stall)
                     .build(),
             );
-        if let Some(dir) = &args.credentials_dir {
-            let access = read_secret_file(dir, "accesskey")?;
-            let secret = read_secret_file(dir, "secretkey")?;
-            loader = loader.credentials_provider(Credentials::new(access, secret, None, None, "credentials-dir"));
+        if let Some(keys) = &config.keys {
+            loader = loader.credentials_provider(Credentials::new(
+                keys.access_key_id.clone(),
+                keys.secret_access_key.clone(),
+                keys.session_token.clone(),
+                None,
+                "sts-backup",
+            ));
         }
         let shared = loader.load().await;
-        let mut config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(args.s3_addressing == Addressing::Path)
+        let mut sdk = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.addressing == Addressing::Path)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if let Some(endpoint) = &args.s3_endpoint {
-            config = config.endpoint_url(endpoint.trim_end_matches('/'));
+        if let Some(endpoint) = &config.endpoint {
+            sdk = sdk.endpoint_url(endpoint.as_str().trim_end_matches('/'));
         }
         Ok(S3Store {
-            client: Client::from_conf(config.build()),
+            client: Client::from_conf(sdk.build()),
             bucket,
             prefix,
-            sse,
-            part_size,
-            concurrency,
+            endpoint: config.endpoint_label(),
+            sse: match config.sse {
+                Sse::None => None,
+                Sse::Aes256 => Some(ServerSideEncryption::Aes256),
+            },
+            part_size: config.part_size,
+            concurrency: config.concurrency,
+            timeouts: config.timeouts,
         })
+    }
+
+    /// Runs one request (the SDK's retries included) within `limit`.
+    async fn request<T, E>(
+        &self,
+        op: &'static str,
+        key: &str,
+        limit: Duration,
+        sent: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> StorageResult<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match tokio::time::timeout(limit, sent).await {
+            Ok(result) => result.map_err(|e| self.classify(op, key, e)),
+            Err(_) => Err(self.unreachable(format!(
+                "no answer to {op}{} within {} ({REQUEST_TIMEOUT_FLAG})",
+                quoted(key),
+                humantime::format_duration(limit)
+            ))),
+        }
+    }
+
+    /// Runs a request that carries a body; fails when no byte has moved (body sent or answer
+    /// received) for the stall timeout.
+    async fn streamed<T, E>(
+        &self,
+        op: &'static str,
+        key: &str,
+        activity: &Activity,
+        sent: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> StorageResult<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        tokio::pin!(sent);
+        loop {
+            let left = self.timeouts.stall.saturating_sub(activity.idle());
+            if left.is_zero() {
+                return Err(self.stalled(op, key));
+            }
+            tokio::select! {
+                result = &mut sent => return result.map_err(|e| self.classify(op, key, e)),
+                _ = tokio::time::sleep(left) => {}
+            }
+        }
+    }
+
+    fn stalled(&self, op: &str, key: &str) -> StorageError {
+        self.unreachable(stall_message(&self.endpoint, op, key, self.timeouts.stall))
+    }
+
+    fn unreachable(&self, detail: String) -> StorageError {
+        StorageError::Unreachable {
+            location: self.location(),
+            detail: format!("{}: {detail}", self.endpoint),
+        }
     }
 
     pub fn location(&self) -> String {
@@ -149,7 +196,7 @@ impl S3Store {
         match (&err, code.as_deref(), status) {
             (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => StorageError::Unreachable {
                 location,
-                detail: DisplayErrorContext(&err).to_string(),
+                detail: format!("{}: {}", self.endpoint, DisplayErrorContext(&err)),
             },
             (_, Some("NoSuchBucket"), _) => StorageError::NoSuchBucket {
                 location,
@@ -183,46 +230,39 @@ impl S3Store {
     }
 
     pub async fn check(&self) -> StorageResult<()> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
+        let sent = self.client.head_bucket().bucket(&self.bucket).send();
+        match self.request("check bucket", "", self.timeouts.request, sent).await {
             Ok(_) => Ok(()),
-            Err(err) => Err(match self.classify("check bucket", "", err) {
-                StorageError::NotFound { location, .. } => StorageError::NoSuchBucket {
-                    location,
-                    bucket: self.bucket.clone(),
-                },
-                other => other,
+            Err(StorageError::NotFound { location, .. }) => Err(StorageError::NoSuchBucket {
+                location,
+                bucket: self.bucket.clone(),
             }),
+            Err(other) => Err(other),
         }
     }
 
     pub async fn create_bucket(&self) -> StorageResult<()> {
-        self.client
-            .create_bucket()
-            .bucket(&self.bucket)
-            .send()
+        let sent = self.client.create_bucket().bucket(&self.bucket).send();
+        self.request("create bucket", "", self.timeouts.request, sent)
             .await
             .map(|_| ())
-            .map_err(|e| self.classify("create bucket", "", e))
     }
 
     pub async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
-        match self
+        let sent = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .send()
-            .await
-        {
+            .send();
+        match self.request("head", key, self.timeouts.request, sent).await {
             Ok(out) => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 modified: out.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
             })),
-            Err(err) => match self.classify("head", key, err) {
-                StorageError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
         }
     }
 
@@ -235,8 +275,11 @@ impl S3Store {
             .prefix(&self.prefix)
             .into_paginator()
             .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.classify("list", "", e))?;
+        loop {
+            let next = async { pages.next().await.transpose() };
+            let Some(page) = self.request("list", "", self.timeouts.request, next).await? else {
+                break;
+            };
             for obj in page.contents() {
                 let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
                     continue;
@@ -269,39 +312,42 @@ impl S3Store {
                 detail: e.to_string(),
             })?;
         if buf.len() > limit {
-            return Err(StorageError::Failed {
+            return Err(StorageError::TooLarge {
                 location: self.location(),
-                op: "read",
                 key: key.to_string(),
-                detail: format!("object is over the {limit}-byte limit"),
+                limit,
             });
         }
         Ok(buf)
     }
 
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.client
+        let activity = Activity::new();
+        let sent = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .set_server_side_encryption(self.sse.clone())
-            .body(SdkByteStream::from(data))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.classify("put", key, e))
+            .body(watched_body(data, &activity))
+            .send();
+        self.streamed("put", key, &activity, sent).await.map(|_| ())
     }
 
     pub async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
-        let out = self
+        let sent = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| self.classify("get", key, e))?;
-        Ok(Box::new(out.body.into_async_read()))
+            .send();
+        let out = self.request("get", key, self.timeouts.request, sent).await?;
+        Ok(Box::new(StallGuard {
+            inner: out.body.into_async_read(),
+            stall: self.timeouts.stall,
+            timer: None,
+            message: stall_message(&self.endpoint, "get", key, self.timeouts.stall),
+        }))
     }
 
     pub fn start_upload(&self, key: &str) -> S3Upload {
@@ -311,6 +357,7 @@ impl S3Store {
             upload_id: None,
             first: None,
             next_part: 1,
+            sent_bytes: 0,
             in_flight: JoinSet::new(),
             done: Vec::new(),
         }
@@ -330,14 +377,9 @@ impl S3Store {
             .quiet(true)
             .build()
             .map_err(|e| StorageError::Invalid(format!("delete: {e}")))?;
-        let out = self
-            .client
-            .delete_objects()
-            .bucket(&self.bucket)
-            .delete(delete)
-            .send()
-            .await
-            .map_err(|e| self.classify("delete", &format!("{} keys", keys.len()), e))?;
+        let sent = self.client.delete_objects().bucket(&self.bucket).delete(delete).send();
+        let what = format!("{} keys", keys.len());
+        let out = self.request("delete", &what, self.timeouts.request, sent).await?;
         Ok(out
             .errors()
             .iter()
@@ -358,16 +400,15 @@ impl S3Store {
         let mut out = Vec::new();
         let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
         loop {
-            let page = self
+            let sent = self
                 .client
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
                 .prefix(&self.prefix)
                 .set_key_marker(key_marker.clone())
                 .set_upload_id_marker(id_marker.clone())
-                .send()
-                .await
-                .map_err(|e| self.classify("list uploads", "", e))?;
+                .send();
+            let page = self.request("list uploads", "", self.timeouts.request, sent).await?;
             for u in page.uploads() {
                 let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
                     continue;
@@ -391,20 +432,19 @@ impl S3Store {
     }
 
     pub async fn abort_pending(&self, upload: &PendingUpload) -> StorageResult<()> {
-        match self
+        let sent = self
             .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(self.full_key(&upload.key))
             .upload_id(&upload.upload_id)
-            .send()
+            .send();
+        match self
+            .request("abort upload", &upload.key, self.timeouts.request, sent)
             .await
         {
-            Ok(_) => Ok(()),
-            Err(err) => match self.classify("abort upload", &upload.key, err) {
-                StorageError::NotFound { .. } => Ok(()),
-                other => Err(other),
-            },
+            Ok(_) | Err(StorageError::NotFound { .. }) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 }
@@ -418,6 +458,7 @@ pub struct S3Upload {
     upload_id: Option<String>,
     first: Option<Bytes>,
     next_part: i32,
+    sent_bytes: u64,
     in_flight: JoinSet<StorageResult<CompletedPart>>,
     done: Vec<CompletedPart>,
 }
@@ -431,7 +472,7 @@ impl S3Upload {
                     return Ok(());
                 }
                 Some(first) => {
-                    let out = self
+                    let sent = self
                         .store
                         .client
                         .create_multipart_upload()
@@ -440,9 +481,11 @@ impl S3Upload {
                         .set_server_side_encryption(self.store.sse.clone())
                         .customize()
                         .interceptor(super::compat::InitiateMultipartUploadRoot)
-                        .send()
-                        .await
-                        .map_err(|e| self.store.classify("start upload", &self.key, e))?;
+                        .send();
+                    let out = self
+                        .store
+                        .request("start upload", &self.key, self.store.timeouts.request, sent)
+                        .await?;
                     self.upload_id = out.upload_id().map(str::to_string);
                     if self.upload_id.is_none() {
                         return Err(self.failed("start upload", "the server returned no upload id".into()));
@@ -475,21 +518,22 @@ impl S3Upload {
             ));
         }
         self.next_part += 1;
+        self.sent_bytes += data.len() as u64;
         let store = self.store.clone();
         let key = self.key.clone();
         let upload_id = self.upload_id.clone().unwrap_or_default();
         self.in_flight.spawn(async move {
-            let out = store
+            let activity = Activity::new();
+            let sent = store
                 .client
                 .upload_part()
                 .bucket(&store.bucket)
                 .key(store.full_key(&key))
                 .upload_id(upload_id)
                 .part_number(number)
-                .body(SdkByteStream::from(data))
-                .send()
-                .await
-                .map_err(|e| store.classify("upload part", &key, e))?;
+                .body(watched_body(data, &activity))
+                .send();
+            let out = store.streamed("upload part", &key, &activity, sent).await?;
             Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
@@ -524,17 +568,20 @@ impl S3Upload {
         }
         let mut parts = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.part_number());
-        self.store
+        let sent = self
+            .store
             .client
             .complete_multipart_upload()
             .bucket(&self.store.bucket)
             .key(self.store.full_key(&self.key))
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .send()
+            .send();
+        let limit = self.store.timeouts.request + Duration::from_secs(self.sent_bytes / ASSEMBLY_BYTES_PER_SECOND);
+        self.store
+            .request("complete upload", &self.key, limit, sent)
             .await
             .map(|_| ())
-            .map_err(|e| self.store.classify("complete upload", &self.key, e))
     }
 
     pub async fn abort(mut self) {
@@ -546,11 +593,135 @@ impl S3Upload {
                 upload_id,
                 initiated: None,
             };
-            if let Err(e) = self.store.abort_pending(&pending).await {
-                tracing::warn!(
+            // Bounded: a job told to stop must not wait on a stalled server.
+            let budget = self.store.timeouts.abort();
+            match tokio::time::timeout(budget, self.store.abort_pending(&pending)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(
                     "could not abort the multipart upload of {:?} (the pruner will): {e}",
                     self.key
-                );
+                ),
+                Err(_) => tracing::warn!(
+                    "could not abort the multipart upload of {:?} within {}: {} does not answer (the pruner will)",
+                    self.key,
+                    humantime::format_duration(budget),
+                    self.store.endpoint
+                ),
+            }
+        }
+    }
+}
+
+/// ` "key"` for messages, or nothing for requests about the bucket.
+fn quoted(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" {key:?}")
+    }
+}
+
+fn stall_message(endpoint: &str, op: &str, key: &str, stall: Duration) -> String {
+    format!(
+        "{endpoint}: no byte moved for {} during {op}{} ({STALL_TIMEOUT_FLAG})",
+        humantime::format_duration(stall),
+        quoted(key)
+    )
+}
+
+/// When bytes last moved on one request.
+#[derive(Clone)]
+struct Activity(Arc<Mutex<Instant>>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Arc::new(Mutex::new(Instant::now())))
+    }
+
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+}
+
+/// Size of the slices a request body is handed to the HTTP stack in; each one taken counts
+/// as progress.
+const BODY_SLICE: usize = 64 * 1024;
+
+/// A request body that records when the HTTP stack takes each slice, so a stalled server
+/// (the socket buffer full, nothing read) shows as no activity. Rebuilt for SDK retries.
+fn watched_body(data: Bytes, activity: &Activity) -> SdkByteStream {
+    let activity = activity.clone();
+    SdkByteStream::new(SdkBody::retryable(move || {
+        SdkBody::from_body_1_x(WatchedBody {
+            data: data.clone(),
+            activity: activity.clone(),
+        })
+    }))
+}
+
+struct WatchedBody {
+    data: Bytes,
+    activity: Activity,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.data.is_empty() {
+            return Poll::Ready(None);
+        }
+        let slice = this.data.split_to(this.data.len().min(BODY_SLICE));
+        this.activity.touch();
+        Poll::Ready(Some(Ok(http_body::Frame::data(slice))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.data.len() as u64)
+    }
+}
+
+/// A download that fails with `TimedOut` when it has waited for the next byte for the stall
+/// timeout. Time the reader is not polled (a slow consumer) does not count.
+struct StallGuard<R> {
+    inner: R,
+    stall: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    message: String,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for StallGuard<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.timer = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let stall = this.stall;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.timer = None;
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        this.message.clone(),
+                    )));
+                }
+                Poll::Pending
             }
         }
     }

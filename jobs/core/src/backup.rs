@@ -18,7 +18,7 @@ use crate::command::{finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
-use crate::manifest::{Compression, Manifest, FORMAT_VERSION};
+use crate::manifest::{Compression, Manifest, FORMAT_VERSION, MAX_MANIFEST_BYTES};
 use crate::naming::{manifest_key, validate_name, NameTemplate};
 use crate::progress::{human_bytes, Progress};
 use crate::storage::{Storage, StorageError, Upload};
@@ -42,6 +42,13 @@ struct Sums {
 }
 
 /// Runs one backup and returns the committed manifest.
+///
+/// At most one run commits a name: the upload completes and the manifest is written
+/// create-only (`If-None-Match: *`, or a no-replace link on `file://`), so a concurrent run of
+/// the same name loses with exit 3. Where the server ignores conditional writes the manifest
+/// records the run and the data object's ETag, and the run re-reads both after committing:
+/// a manifest never vouches for another run's data unnoticed (`list`, `verify`, `restore`
+/// and the pruner check the same identity).
 pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>) -> Result<Manifest> {
     let name = opts.template.render(now);
     validate_name(&name).map_err(|e| Error::invalid(format!("--name-template: {e}")))?;
@@ -53,16 +60,13 @@ pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>)
         }
         checked => checked?,
     }
-    if storage.head(&name).await?.is_some() || storage.head(&manifest_key(&name)).await?.is_some() {
-        return Err(Error::Refused(format!(
-            "backup {name:?} already exists in {location}; not overwriting it (two runs in the same minute? \
-             add seconds to --name-template, e.g. sts-backup-%Y%m%d-%H%M%S.graph)"
-        )));
-    }
+    refuse_taken(storage, &name).await?;
+    let enforced = log_write_guarantee(storage).await?;
 
+    let run = format!("{:016x}", crate::storage::random_id());
     let mut interrupt = Interrupt::new()?;
     let progress = Progress::start("uploaded");
-    let mut upload = storage.start_upload(&name).await?;
+    let mut upload = storage.start_upload(&name, Some(&run)).await?;
     let sums = match export_into(storage, opts, &name, &mut upload, &progress, &mut interrupt).await {
         Ok(sums) => sums,
         Err(e) => {
@@ -71,24 +75,22 @@ pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>)
             return Err(e);
         }
     };
+    // Last look before the object becomes visible: a server that ignores If-None-Match
+    // would let this upload replace a backup committed meanwhile.
+    if let Err(e) = refuse_taken(storage, &name).await {
+        tracing::warn!("=== Backup {name:?} not completed; aborting the upload so nothing is left behind");
+        upload.abort().await;
+        return Err(e);
+    }
     if let Err(e) = upload.complete().await {
         // A failed completion has already aborted the upload (S3) or removed the temp file.
+        if e.is_already_exists() {
+            return Err(taken(&name, &location));
+        }
         tracing::warn!("=== Backup {name:?} failed while completing; the upload was aborted so nothing is left behind");
         return Err(e.into());
     }
-
-    // The server must hold exactly what we sent before the manifest vouches for it.
-    match storage.head(&name).await? {
-        Some(meta) if meta.size == sums.size => {}
-        found => {
-            let _ = storage.delete(&name).await;
-            return Err(Error::Integrity(format!(
-                "backup {name:?}: storage reports {} bytes after upload, {} were sent; the object was removed",
-                found.map(|m| m.size.to_string()).unwrap_or_else(|| "no object".into()),
-                sums.size
-            )));
-        }
-    }
+    let data_etag = check_own_data(storage, &name, &run, sums.size).await?;
 
     let manifest = Manifest {
         format: FORMAT_VERSION,
@@ -101,13 +103,16 @@ pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>)
         raw_sha256: sums.raw_sha256,
         exporter: opts.export.argv().to_vec(),
         tool: crate::TOOL.to_string(),
+        run: storage.records_runs().then(|| run.clone()),
+        data_etag,
+        adopted: None,
     };
-    if let Err(e) = storage
-        .put_bytes(&manifest_key(&name), Bytes::from(manifest.to_bytes()))
-        .await
-    {
-        let _ = storage.delete(&name).await;
-        return Err(e.into());
+    commit_manifest(storage, &manifest).await?;
+    if !enforced {
+        // A concurrent run that passed its checks just before this one uploaded can still
+        // land its object now: look again after it had time to.
+        tokio::time::sleep(SETTLE).await;
+        check_committed(storage, &manifest).await?;
     }
     let (_, elapsed, rate) = progress.summary();
     tracing::info!(
@@ -121,6 +126,104 @@ pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>)
         elapsed.as_secs_f64()
     );
     Ok(manifest)
+}
+
+/// The exit-3 refusal for a name that is taken. Seconds in the name alone would switch
+/// retention off, so the advice names both flags.
+fn taken(name: &str, location: &str) -> Error {
+    Error::Refused(format!(
+        "backup {name:?} already exists in {location}; not overwriting it (two runs in the same minute? \
+         add seconds to --name-template, e.g. sts-backup-%Y%m%d-%H%M%S.graph, and the same to the pruner's \
+         --datetime-format, e.g. %Y%m%d-%H%M%S, or retention ignores the new names)"
+    ))
+}
+
+/// Refuses (exit 3) when the data object or the manifest of `name` exists.
+async fn refuse_taken(storage: &Storage, name: &str) -> Result<()> {
+    if storage.head(name).await?.is_some() || storage.head(&manifest_key(name)).await?.is_some() {
+        return Err(taken(name, &storage.location()));
+    }
+    Ok(())
+}
+
+/// How long a run on storage without create-only writes waits before its last look.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Says in one line whether the server enforces one writer per name, and returns it.
+async fn log_write_guarantee(storage: &Storage) -> Result<bool> {
+    let enforced = storage.honours_conditional_writes().await?;
+    if enforced {
+        tracing::info!("storage enforces create-only writes: at most one run commits a backup name");
+    } else {
+        tracing::warn!(
+            "storage ignores conditional writes (If-None-Match); concurrent runs of one name are caught \
+             by the run id and ETag recorded in the manifest instead"
+        );
+    }
+    Ok(enforced)
+}
+
+/// After completion the object must be this run's and hold exactly what was sent. Returns
+/// its ETag. Only an object of this run is ever removed here: another run's is left to it.
+async fn check_own_data(storage: &Storage, name: &str, run: &str, size: u64) -> Result<Option<String>> {
+    let lost = |what: &str| {
+        Error::Refused(format!(
+            "backup {name:?}: {what} right after this run's upload completed: another run of the same name \
+             replaced it at that moment (or something removed it); not committing"
+        ))
+    };
+    match storage.head(name).await? {
+        None if storage.records_runs() => Err(lost("the object vanished")),
+        Some(meta) if storage.records_runs() && meta.run.as_deref() != Some(run) => {
+            Err(lost("another run's object took its place"))
+        }
+        Some(meta) if meta.size == size => Ok(meta.etag),
+        found => {
+            if found.is_some() {
+                let _ = storage.delete(name).await;
+            }
+            Err(Error::Integrity(format!(
+                "backup {name:?}: storage reports {} bytes after upload, {size} were sent; the object was removed",
+                found.map(|m| m.size.to_string()).unwrap_or_else(|| "no object".into()),
+            )))
+        }
+    }
+}
+
+/// Writes the manifest create-only, then reads manifest and data back: the run commits only
+/// when both are still its own (the after-the-fact check for servers that ignore
+/// conditional writes).
+async fn commit_manifest(storage: &Storage, manifest: &Manifest) -> Result<()> {
+    let name = &manifest.name;
+    let key = manifest_key(name);
+    match storage.put_new(&key, Bytes::from(manifest.to_bytes())).await {
+        Ok(()) => {}
+        Err(e) if e.is_already_exists() => return Err(taken(name, &storage.location())),
+        Err(e) => {
+            let _ = storage.delete(name).await;
+            return Err(e.into());
+        }
+    }
+    check_committed(storage, manifest).await
+}
+
+/// Reads manifest and data back: the run has committed only when both are still its own.
+async fn check_committed(storage: &Storage, manifest: &Manifest) -> Result<()> {
+    let name = &manifest.name;
+    let stored = storage.get_bytes(&manifest_key(name), MAX_MANIFEST_BYTES).await?;
+    let ours = Manifest::from_bytes(name, &stored).is_ok_and(|m| m.run == manifest.run && m.sha256 == manifest.sha256);
+    let data = storage.head(name).await?;
+    let data_ours = data
+        .as_ref()
+        .is_some_and(|d| crate::catalogue::same_data(manifest, d).is_ok());
+    if !ours || !data_ours {
+        return Err(Error::Refused(format!(
+            "backup {name:?}: another run wrote the same name at the same time (the storage does not enforce \
+             create-only writes); this run did not commit it, and the name is not listed as a backup unless \
+             one run's manifest and data match"
+        )));
+    }
+    Ok(())
 }
 
 async fn export_into(

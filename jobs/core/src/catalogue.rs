@@ -1,7 +1,23 @@
 //! The catalogue: which backups a store holds and whether one is intact. Reads manifests,
-//! lists the committed backups and re-reads one against its manifest; never writes.
+//! lists the restorable backups (and says why others are not) and re-reads one against its
+//! manifest; never writes.
+//!
+//! A backup is restorable when its manifest is readable and agrees with the data object
+//! (size, and the ETag it recorded), or when it is a legacy StackState backup: a data object
+//! named like `sts-backup-YYYYMMDD-HHMM.graph` that has no manifest and was not written by
+//! this tool (no run id in its metadata). Legacy backups have no checksum; `adopt` gives
+//! them one.
 
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::StreamExt;
+use regex::Regex;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
@@ -9,93 +25,308 @@ use crate::interrupt::Interrupt;
 use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::naming::{manifest_key, validate_name, MANIFEST_SUFFIX};
 use crate::progress::{human_bytes, Progress};
-use crate::storage::Storage;
+use crate::storage::{ObjectMeta, Storage, StorageError};
 
-/// Reads and checks the manifest of backup `name`.
-pub async fn read_manifest(storage: &Storage, name: &str) -> Result<Manifest> {
+/// Names of the backups StackState's own backup job writes (`sts-backup-%Y%m%d-%H%M.graph`).
+static LEGACY_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^sts-backup-([0-9]{8}-[0-9]{4})\.graph$").expect("a valid pattern"));
+
+/// When a StackState backup name says it was made, if it is one.
+pub fn legacy_timestamp(name: &str) -> Option<DateTime<Utc>> {
+    let stamp = LEGACY_NAME.captures(name)?.get(1)?.as_str();
+    NaiveDateTime::parse_from_str(stamp, "%Y%m%d-%H%M")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// A backup that can be restored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backup {
+    /// Written by this tool (or adopted): restored only after its checksum matched.
+    Committed(Manifest),
+    /// Made by the tool this one replaces: no manifest, no checksum.
+    Legacy(LegacyBackup),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyBackup {
+    pub name: String,
+    pub size: u64,
+    /// From the name, else the object's modification time.
+    pub created: DateTime<Utc>,
+    pub etag: Option<String>,
+}
+
+impl Backup {
+    pub fn name(&self) -> &str {
+        match self {
+            Backup::Committed(m) => &m.name,
+            Backup::Legacy(l) => &l.name,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match self {
+            Backup::Committed(m) => m.size,
+            Backup::Legacy(l) => l.size,
+        }
+    }
+
+    pub fn created(&self) -> DateTime<Utc> {
+        match self {
+            Backup::Committed(m) => m.created,
+            Backup::Legacy(l) => l.created,
+        }
+    }
+}
+
+/// A backup-looking object that cannot be restored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenBackup {
+    pub name: String,
+    pub reason: String,
+}
+
+/// What a store holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalogue {
+    /// Restorable backups, oldest first.
+    pub backups: Vec<Backup>,
+    /// Backups that `verify` and `restore` would reject; never counted as restorable.
+    pub broken: Vec<BrokenBackup>,
+}
+
+/// Whether `data` is the object `manifest` was written for: the run id in the object's
+/// metadata (when both have one) and the ETag recorded at upload (when both have one).
+pub fn same_data(manifest: &Manifest, data: &ObjectMeta) -> std::result::Result<(), String> {
+    if let (Some(want), Some(found)) = (&manifest.run, &data.run) {
+        if want != found {
+            return Err(format!(
+                "its data object was written by another run ({found}) than its manifest ({want}): \
+                 concurrent backups of one name"
+            ));
+        }
+    }
+    if let (Some(want), Some(found)) = (&manifest.data_etag, &data.etag) {
+        if want != found {
+            return Err(format!(
+                "it is corrupt or was replaced: its data object has ETag {found}, the manifest was written for \
+                 ETag {want}"
+            ));
+        }
+    }
+    if data.size != manifest.size {
+        return Err(format!(
+            "the object holds {} bytes but its manifest says {}",
+            data.size, manifest.size
+        ));
+    }
+    Ok(())
+}
+
+/// Reads backup `name`: its manifest, or, for a legacy StackState backup, what the data
+/// object says. Anything else without a manifest is an uncommitted leftover (exit 4).
+pub async fn read_backup(storage: &Storage, name: &str) -> Result<Backup> {
     validate_name(name).map_err(|e| Error::invalid(format!("NAME: {e}")))?;
     match storage.get_bytes(&manifest_key(name), MAX_MANIFEST_BYTES).await {
-        Ok(bytes) => Manifest::from_bytes(name, &bytes),
-        Err(e) if e.is_not_found() => {
-            if storage.head(name).await?.is_some() {
-                Err(Error::Integrity(format!(
+        Ok(bytes) => Manifest::from_bytes(name, &bytes).map(Backup::Committed),
+        Err(e) if e.is_not_found() => match storage.head(name).await? {
+            Some(meta) => legacy(storage, &meta, legacy_timestamp(name)).map(Backup::Legacy).ok_or_else(|| {
+                Error::Integrity(format!(
                     "backup {name:?} has no manifest: it was never committed (an interrupted run?) and cannot be trusted"
-                )))
-            } else {
-                Err(Error::invalid(format!(
-                    "NAME: there is no backup {name:?} in {}; `stackgraph-backup list` shows the backups",
-                    storage.location()
-                )))
-            }
-        }
+                ))
+            }),
+            None => Err(Error::invalid(format!(
+                "NAME: there is no backup {name:?} in {}; `stackgraph-backup list` shows the backups",
+                storage.location()
+            ))),
+        },
         Err(e) => Err(e.into()),
     }
 }
 
-/// The committed backups (data and a readable manifest of matching size), oldest first.
-pub async fn list(storage: &Storage) -> Result<Vec<Manifest>> {
+/// Reads and checks the manifest of backup `name` (legacy backups have none: exit 4).
+pub async fn read_manifest(storage: &Storage, name: &str) -> Result<Manifest> {
+    match read_backup(storage, name).await? {
+        Backup::Committed(m) => Ok(m),
+        Backup::Legacy(_) => Err(Error::Integrity(format!(
+            "backup {name:?} has no manifest (a StackState backup); `stackgraph-backup adopt {name}` gives it one"
+        ))),
+    }
+}
+
+/// A manifest-less data object (`meta`, from a HEAD) is a legacy backup when its name says
+/// when it was made (`stamp`) and this tool did not write it (S3 records our run id; a
+/// `file://` directory is only ever written by this tool).
+fn legacy(storage: &Storage, meta: &ObjectMeta, stamp: Option<DateTime<Utc>>) -> Option<LegacyBackup> {
+    if !storage.records_runs() || meta.run.is_some() {
+        return None;
+    }
+    Some(LegacyBackup {
+        name: meta.key.clone(),
+        size: meta.size,
+        created: stamp.or(meta.modified.map(DateTime::<Utc>::from))?,
+        etag: meta.etag.clone(),
+    })
+}
+
+/// The restorable backups, oldest first, and the broken ones.
+pub async fn list(storage: &Storage) -> Result<Catalogue> {
     storage.check(false).await?;
     let objects = storage.list().await?;
-    let sizes: std::collections::HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
-    let names: Vec<&str> = objects
+    survey(storage, &objects, legacy_timestamp).await
+}
+
+/// Sorts the listed `objects` into restorable and broken backups: one manifest read per
+/// backup, one HEAD per manifest-less object whose name `legacy_stamp` dates. The pruner
+/// passes its own `--name-regexp` rule as `legacy_stamp`, `list` the StackState name.
+pub async fn survey(
+    storage: &Storage,
+    objects: &[ObjectMeta],
+    legacy_stamp: impl Fn(&str) -> Option<DateTime<Utc>>,
+) -> Result<Catalogue> {
+    let data: HashMap<&str, &ObjectMeta> = objects
+        .iter()
+        .filter(|o| !o.key.ends_with(MANIFEST_SUFFIX) && validate_name(&o.key).is_ok())
+        .map(|o| (o.key.as_str(), o))
+        .collect();
+    let with_manifest: Vec<&ObjectMeta> = objects
         .iter()
         .filter_map(|o| o.key.strip_suffix(MANIFEST_SUFFIX))
-        .filter(|name| sizes.contains_key(name) && validate_name(name).is_ok())
+        .filter_map(|name| data.get(name).copied())
         .collect();
-    let manifests: Vec<_> = futures::stream::iter(names)
-        .map(|name| async move { (name, read_manifest(storage, name).await) })
+    let without: Vec<(&ObjectMeta, DateTime<Utc>)> = data
+        .values()
+        .filter(|o| !objects.iter().any(|m| m.key == manifest_key(&o.key)))
+        .filter_map(|o| legacy_stamp(&o.key).map(|t| (*o, t)))
+        .collect();
+
+    let mut out = Catalogue::default();
+    let checked: Vec<_> = futures::stream::iter(with_manifest)
+        .map(|obj| async move { (obj, read_manifest(storage, &obj.key).await) })
         .buffer_unordered(16)
         .collect()
         .await;
-    let mut out = Vec::new();
-    for (name, manifest) in manifests {
-        match manifest {
-            Ok(m) if sizes.get(name) == Some(&m.size) => out.push(m),
-            Ok(m) => tracing::warn!(
-                "skipping backup {name:?}: the object holds {} bytes but its manifest says {}; run verify",
-                sizes.get(name).copied().unwrap_or(0),
-                m.size
-            ),
-            Err(e) => tracing::warn!("skipping backup {name:?}: {e}"),
+    for (obj, manifest) in checked {
+        match manifest
+            .map_err(|e| e.to_string())
+            .and_then(|m| same_data(&m, obj).map(|()| m))
+        {
+            Ok(m) => out.backups.push(Backup::Committed(m)),
+            Err(reason) => out.broken.push(BrokenBackup {
+                name: obj.key.clone(),
+                reason,
+            }),
         }
     }
-    out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
+    if storage.records_runs() {
+        let heads: Vec<_> = futures::stream::iter(without)
+            .map(|(obj, stamp)| async move { (storage.head(&obj.key).await, stamp) })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (head, stamp) in heads {
+            if let Some(l) = head?.and_then(|meta| legacy(storage, &meta, Some(stamp))) {
+                out.backups.push(Backup::Legacy(l));
+            }
+        }
+    }
+    out.backups
+        .sort_by(|a, b| a.created().cmp(&b.created()).then_with(|| a.name().cmp(b.name())));
+    out.broken.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-/// Re-reads backup `name` and checks size and SHA-256 against its manifest.
-pub async fn verify_backup(storage: &Storage, name: &str) -> Result<Manifest> {
-    let manifest = read_manifest(storage, name).await?;
+/// Re-reads backup `name` and checks size and SHA-256 against its manifest. A legacy
+/// backup is read whole and its size checked; it has no checksum to compare (exit 0 with a
+/// warning).
+pub async fn verify_backup(storage: &Storage, name: &str) -> Result<Backup> {
+    let backup = read_backup(storage, name).await?;
     let mut interrupt = Interrupt::new()?;
-    tracing::info!("=== Verifying backup \"{name}\" ({})...", human_bytes(manifest.size));
+    tracing::info!("=== Verifying backup \"{name}\" ({})...", human_bytes(backup.size()));
     let progress = Progress::start("verified");
-    let stream = open_data(storage, &manifest).await?;
+    let stream = match &backup {
+        Backup::Committed(m) => open_data(storage, m).await?,
+        Backup::Legacy(_) => storage.get_stream(name).await?,
+    };
     let mut reader = HashingReader::new(stream).with_progress(progress.counter());
     let mut sink = tokio::io::sink();
+    // Only the storage stream can fail here (nothing is decoded): a failure is a lost connection.
     tokio::select! {
         copied = tokio::io::copy(&mut reader, &mut sink) => {
-            copied.map_err(|e| Error::Integrity(format!("backup {name:?}: reading the object failed: {e}")))?;
+            copied.map_err(|e| read_failed(name, &e))?;
         }
         err = interrupt.wait() => return Err(err),
     }
     let (size, sha256) = reader.finish();
-    check_sums(&manifest, size, &sha256)?;
-    tracing::info!("=== Backup \"{name}\" is intact: {size} bytes, sha256 {sha256}");
-    Ok(manifest)
+    match &backup {
+        Backup::Committed(m) => {
+            check_sums(m, size, &sha256)?;
+            tracing::info!("=== Backup \"{name}\" is intact: {size} bytes, sha256 {sha256}");
+        }
+        Backup::Legacy(l) => {
+            if size != l.size {
+                return Err(Error::Integrity(format!(
+                    "backup {name:?}: read {size} bytes, the storage lists {}",
+                    l.size
+                )));
+            }
+            tracing::warn!(
+                "backup {name:?} has no manifest (a StackState backup): read {size} bytes (sha256 {sha256}) but there \
+                 is no checksum to compare; `stackgraph-backup adopt {name}` records one"
+            );
+        }
+    }
+    Ok(backup)
 }
 
-pub(crate) async fn open_data(storage: &Storage, manifest: &Manifest) -> Result<crate::storage::ByteStream> {
-    storage.get_stream(&manifest.name).await.map_err(|e| {
-        if e.is_not_found() {
-            Error::Integrity(format!("backup {:?}: the data object is missing", manifest.name))
-        } else {
-            e.into()
-        }
+/// The error for a read of the stored bytes that failed half-way: a lost connection is a
+/// failure (exit 1), not a bad backup.
+pub(crate) fn read_failed(name: &str, e: &std::io::Error) -> Error {
+    Error::Storage(StorageError::ConnectionLost {
+        key: name.to_string(),
+        detail: e.to_string(),
     })
 }
 
+/// A storage stream that remembers whether it failed, so a failed read further down (in the
+/// decoder) is told apart from a bad backup.
+pub(crate) struct Tracked<R> {
+    inner: R,
+    failed: Arc<AtomicBool>,
+}
+
+impl<R> Tracked<R> {
+    pub(crate) fn new(inner: R, failed: Arc<AtomicBool>) -> Self {
+        Tracked { inner, failed }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(_)) = &polled {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        polled
+    }
+}
+
+/// Opens the data object of a committed backup after checking it is the one the manifest
+/// was written for.
+pub(crate) async fn open_data(storage: &Storage, manifest: &Manifest) -> Result<crate::storage::ByteStream> {
+    let name = &manifest.name;
+    let missing = || Error::Integrity(format!("backup {name:?}: the data object is missing"));
+    let meta = storage.head(name).await?.ok_or_else(missing)?;
+    same_data(manifest, &meta).map_err(|why| Error::Integrity(format!("backup {name:?} cannot be trusted: {why}")))?;
+    storage
+        .get_stream(name)
+        .await
+        .map_err(|e| if e.is_not_found() { missing() } else { e.into() })
+}
+
 pub(crate) fn check_sums(manifest: &Manifest, size: u64, sha256: &str) -> Result<()> {
-    if size != manifest.size || sha256 != manifest.sha256 {
+    if size != manifest.size || !sha256.eq_ignore_ascii_case(&manifest.sha256) {
         return Err(Error::Integrity(format!(
             "backup {:?} is corrupt: read {size} bytes with sha256 {sha256}, the manifest says {} bytes with sha256 {}",
             manifest.name, manifest.size, manifest.sha256

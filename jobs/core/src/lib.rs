@@ -2,6 +2,7 @@
 //! manifests, the catalogue (list, verify), the streamed backup and guarded restore
 //! pipelines, logging and exit codes. The job binaries are thin wrappers around this crate.
 
+pub mod adopt;
 pub mod backup;
 pub mod catalogue;
 pub mod cli;

@@ -49,6 +49,18 @@ pub struct Manifest {
     pub exporter: Vec<String>,
     /// The tool and version that wrote the backup.
     pub tool: String,
+    /// The run that wrote the data object (also in the object's metadata on S3). With
+    /// `data_etag` it ties the manifest to that one object, so data from a concurrent run
+    /// of the same name is never vouched for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The data object's entity tag right after upload (S3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_etag: Option<String>,
+    /// Set when the manifest was written afterwards for a backup made by another tool
+    /// (`stackgraph-backup adopt`): the checksums are of the bytes found at that time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<DateTime<Utc>>,
 }
 
 impl Manifest {
@@ -108,6 +120,9 @@ mod tests {
             raw_sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
             exporter: vec!["cat".into()],
             tool: "test".into(),
+            run: Some("0123456789abcdef".into()),
+            data_etag: Some("900150983cd24fb0d6963f7d28e17f72".into()),
+            adopted: None,
         }
     }
 
@@ -115,6 +130,16 @@ mod tests {
     fn round_trips() {
         let m = sample();
         assert_eq!(Manifest::from_bytes("b.graph", &m.to_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn reads_manifests_without_run_identity() {
+        let mut m = sample();
+        m.run = None;
+        m.data_etag = None;
+        let bytes = m.to_bytes();
+        assert!(!String::from_utf8_lossy(&bytes).contains("run"));
+        assert_eq!(Manifest::from_bytes("b.graph", &bytes).unwrap(), m);
     }
 
     #[test]

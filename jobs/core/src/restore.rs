@@ -3,26 +3,43 @@
 //! The restore never touches the target before the backup is proven intact: it checks the
 //! target is empty (unless forced), verifies the whole object against its manifest, and only
 //! then runs the import command. When the import reads stdin, the object is streamed a second
-//! time and the final chunk is held back until the checksum matches again, so a backup that
-//! changed in between is never fed to the importer complete.
+//! time and at least the last full chunk (1 MiB) is held back until the checksum matches
+//! again, so a backup that changed in between is never fed to the importer complete.
+//! Legacy StackState backups have no checksum: they are restored with a warning.
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_compression::tokio::bufread::ZstdDecoder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::Child;
 
-use crate::catalogue::{check_sums, open_data, read_manifest, verify_backup};
+use crate::catalogue::{check_sums, open_data, read_backup, read_failed, verify_backup, Backup, Tracked};
 use crate::command::{describe_status, finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
-use crate::manifest::{Compression, Manifest};
+use crate::manifest::{Compression, Manifest, FORMAT_VERSION};
 use crate::progress::{human_bytes, Progress};
 use crate::storage::Storage;
 
-/// Size of the chunks streamed into an importer.
+/// Size of the chunks streamed into an importer; at least one full chunk is held back.
 const CHUNK: usize = 1 << 20;
+
+/// Default limit for `--empty-check`.
+pub const DEFAULT_EMPTY_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Parses a time limit such as `30s` or `5m` (`--empty-check-timeout`).
+pub fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0s".into()),
+        Err(e) => Err(format!("{text:?} is not a duration such as 30s or 5m ({e})")),
+    }
+}
 
 pub struct BackupRestoreOptions {
     pub name: String,
@@ -31,80 +48,217 @@ pub struct BackupRestoreOptions {
     pub force_arg: Option<String>,
     /// Exit 0 = target empty, 1 = target holds data, anything else = error.
     pub empty_check: Option<CommandSpec>,
+    /// How long `empty_check` may run before it is stopped (with its process group).
+    pub empty_check_timeout: Duration,
     pub import: CommandSpec,
     pub scratch_dir: Option<PathBuf>,
     /// The exact command to rerun with `--force`, for the refusal message.
     pub rerun_hint: String,
 }
 
-/// Restores one backup into the target behind the import command.
-pub async fn restore(storage: &Storage, opts: &BackupRestoreOptions) -> Result<Manifest> {
-    let name = opts.name.as_str();
-    let manifest = read_manifest(storage, name).await?;
-    check_target(opts).await?;
+/// Where restored bytes go, for error messages that blame the right thing.
+enum Sink<'a> {
+    Scratch(&'a std::path::Path),
+    Importer,
+}
 
+impl Sink<'_> {
+    fn write_failed(&self, e: &std::io::Error) -> Error {
+        match self {
+            Sink::Scratch(path) => Error::io(format!("writing the scratch file {}", path.display()), clone_io(e)),
+            Sink::Importer => Error::Command(format!("the import command stopped reading: {e}")),
+        }
+    }
+}
+
+fn clone_io(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
+}
+
+/// What a backup without manifest is streamed as: its size, nothing to compare it with.
+fn unchecked(backup: &Backup) -> (Manifest, bool) {
+    match backup {
+        Backup::Committed(m) => (m.clone(), true),
+        Backup::Legacy(l) => (
+            Manifest {
+                format: FORMAT_VERSION,
+                name: l.name.clone(),
+                size: l.size,
+                sha256: String::new(),
+                created: l.created,
+                compression: Compression::None,
+                raw_size: l.size,
+                raw_sha256: String::new(),
+                exporter: Vec::new(),
+                tool: String::new(),
+                run: None,
+                data_etag: l.etag.clone(),
+                adopted: None,
+            },
+            false,
+        ),
+    }
+}
+
+/// Restores one backup into the target behind the import command.
+pub async fn restore(storage: &Storage, opts: &BackupRestoreOptions) -> Result<Backup> {
+    let name = opts.name.as_str();
+    let backup = read_backup(storage, name).await?;
+    check_target(opts).await?;
+    let (manifest, checked) = unchecked(&backup);
+    if !checked {
+        tracing::warn!(
+            "backup {name:?} has no manifest (a StackState backup): it is restored WITHOUT a checksum; \
+             `stackgraph-backup adopt {name}` records one"
+        );
+    }
     let import = match (&opts.force_arg, opts.force) {
         (Some(arg), true) => opts.import.with_arg(arg),
         _ => opts.import.clone(),
     };
     let mut interrupt = Interrupt::new()?;
     if import.uses_file() {
-        let scratch = scratch_dir(opts.scratch_dir.as_deref(), "sts-restore-")?;
-        let file = scratch.path().join(name);
-        tracing::info!(
-            "=== Downloading backup \"{name}\" ({}) to \"{}\"...",
-            human_bytes(manifest.size),
-            file.display()
-        );
-        let mut out = tokio::fs::File::create(&file)
-            .await
-            .map_err(|e| Error::io(format!("creating {}", file.display()), e))?;
-        let progress = Progress::start("downloaded");
-        let (size, sha256) = stream_out(storage, &manifest, &progress, &mut out, &mut interrupt, false).await?;
-        out.sync_all()
-            .await
-            .map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
-        drop(out);
-        check_sums(&manifest, size, &sha256)?;
-        tracing::info!(
-            "=== Backup verified (sha256 {sha256}); importing with `{}`...",
-            import.display()
-        );
-        let mut child = import.spawn(Some(&file), Stdio::null(), Stdio::from(std::io::stderr()))?;
-        finish(&import, "import command", &mut child, &mut interrupt).await?;
+        restore_via_file(storage, opts, &import, &manifest, checked, &mut interrupt).await?;
     } else {
-        verify_backup(storage, name).await?;
-        tracing::info!(
-            "=== Importing backup \"{name}\" with `{}` (streamed on stdin)...",
-            import.display()
-        );
-        let mut child = import.spawn(None, Stdio::piped(), Stdio::from(std::io::stderr()))?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let progress = Progress::start("imported");
-        let streamed = stream_out(storage, &manifest, &progress, &mut stdin, &mut interrupt, true).await;
-        let streamed = streamed.and_then(|(size, sha256)| check_sums(&manifest, size, &sha256));
-        if let Err(e) = streamed {
-            // The importer never saw the end of the stream; stop it before it can commit.
-            crate::command::kill(&mut child).await;
-            return Err(e);
-        }
-        drop(stdin);
-        finish(&import, "import command", &mut child, &mut interrupt).await?;
+        restore_via_stdin(storage, &import, &manifest, checked, &mut interrupt).await?;
     }
     tracing::info!(
         "=== Restored backup \"{name}\" ({} of data)",
         human_bytes(manifest.raw_size)
     );
-    Ok(manifest)
+    Ok(backup)
 }
 
-/// Runs `--empty-check` and applies the force rule.
+/// Downloads to a scratch file, checks it, then runs the importer on the file.
+async fn restore_via_file(
+    storage: &Storage,
+    opts: &BackupRestoreOptions,
+    import: &CommandSpec,
+    manifest: &Manifest,
+    checked: bool,
+    interrupt: &mut Interrupt,
+) -> Result<()> {
+    let name = manifest.name.as_str();
+    let scratch = scratch_dir(opts.scratch_dir.as_deref(), "sts-restore-")?;
+    let file = scratch.path().join(name);
+    tracing::info!(
+        "=== Downloading backup \"{name}\" ({}) to \"{}\"...",
+        human_bytes(manifest.size),
+        file.display()
+    );
+    let mut out = tokio::fs::File::create(&file)
+        .await
+        .map_err(|e| Error::io(format!("creating the scratch file {}", file.display()), e))?;
+    let progress = Progress::start("downloaded");
+    let sink = Sink::Scratch(&file);
+    let (size, sha256) = stream_out(storage, manifest, &progress, &mut out, &sink, interrupt, false).await?;
+    out.sync_all()
+        .await
+        .map_err(|e| Error::io(format!("writing the scratch file {}", file.display()), e))?;
+    drop(out);
+    if checked {
+        check_sums(manifest, size, &sha256)?;
+        tracing::info!(
+            "=== Backup verified (sha256 {sha256}); importing with `{}`...",
+            import.display()
+        );
+    } else {
+        tracing::info!(
+            "=== Backup downloaded ({size} bytes, no checksum); importing with `{}`...",
+            import.display()
+        );
+    }
+    let mut child = import.spawn(Some(&file), Stdio::null(), Stdio::from(std::io::stderr()))?;
+    finish(import, "import command", &mut child, interrupt).await
+}
+
+/// Verifies, then streams a second time into the importer's stdin, holding back the end.
+async fn restore_via_stdin(
+    storage: &Storage,
+    import: &CommandSpec,
+    manifest: &Manifest,
+    checked: bool,
+    interrupt: &mut Interrupt,
+) -> Result<()> {
+    let name = manifest.name.as_str();
+    if checked {
+        verify_backup(storage, name).await?;
+    }
+    tracing::info!(
+        "=== Importing backup \"{name}\" with `{}` (streamed on stdin)...",
+        import.display()
+    );
+    let mut child = import.spawn(None, Stdio::piped(), Stdio::from(std::io::stderr()))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let progress = Progress::start("imported");
+    let streamed = stream_out(
+        storage,
+        manifest,
+        &progress,
+        &mut stdin,
+        &Sink::Importer,
+        interrupt,
+        checked,
+    )
+    .await;
+    let streamed = streamed.and_then(|(size, sha256)| {
+        if checked {
+            check_sums(manifest, size, &sha256)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = streamed {
+        return Err(stop_importer(&mut child, e).await);
+    }
+    drop(stdin);
+    finish(import, "import command", &mut child, interrupt).await
+}
+
+/// Ends an import that cannot complete and says what it means for the target: the
+/// importer's own status when it quit first, and a partial-import warning when the
+/// storage went away mid-stream.
+async fn stop_importer(child: &mut Child, e: Error) -> Error {
+    // An importer that stopped reading has usually exited: report how.
+    let exited = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    // The importer never saw the end of the stream; stop it before it can commit.
+    crate::command::kill(child).await;
+    match (e, exited) {
+        (Error::Command(msg), Ok(Ok(status))) => {
+            Error::Command(format!("{msg} (the import command {})", describe_status(status)))
+        }
+        (Error::Storage(s), _) => Error::Command(format!(
+            "{s}; the import command was stopped before the end of the stream, so the target may hold a \
+             partial import: rerun the restore with --force once the storage is reachable"
+        )),
+        (e, _) => e,
+    }
+}
+
+/// Runs `--empty-check` and applies the force rule. The check gets a time limit, and on
+/// SIGTERM or timeout it is stopped with its whole process group.
 async fn check_target(opts: &BackupRestoreOptions) -> Result<()> {
     let Some(check) = &opts.empty_check else {
         return Ok(());
     };
     tracing::info!("=== Checking that the target is empty with `{}`...", check.display());
-    let status = check.run(None).await?;
+    let mut interrupt = Interrupt::new()?;
+    let mut child = check.spawn(None, Stdio::null(), Stdio::from(std::io::stderr()))?;
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|e| Error::Command(format!("waiting for --empty-check: {e}")))?,
+        err = interrupt.wait() => {
+            crate::command::kill(&mut child).await;
+            return Err(err);
+        }
+        () = tokio::time::sleep(opts.empty_check_timeout) => {
+            crate::command::kill(&mut child).await;
+            return Err(Error::Command(format!(
+                "--empty-check `{}` did not finish within {}s (--empty-check-timeout); it was stopped and nothing was changed",
+                check.display(),
+                opts.empty_check_timeout.as_secs()
+            )));
+        }
+    };
     match status.code() {
         Some(0) => {
             tracing::info!("target is empty");
@@ -127,32 +281,33 @@ async fn check_target(opts: &BackupRestoreOptions) -> Result<()> {
     }
 }
 
-/// Streams the stored object, decompressed, into `out`. With `hold_back`, the last chunk is
-/// written only after the stored bytes hashed to the manifest's checksum. Returns the size and
-/// SHA-256 of the stored bytes.
+/// Streams the stored object, decompressed, into `out`. With `hold_back`, at least the last
+/// full chunk is written only after the stored bytes hashed to the manifest's checksum.
+/// Returns the size and SHA-256 of the stored bytes.
 async fn stream_out<W: AsyncWrite + Unpin>(
     storage: &Storage,
     manifest: &Manifest,
     progress: &Progress,
     out: &mut W,
+    sink: &Sink<'_>,
     interrupt: &mut Interrupt,
     hold_back: bool,
 ) -> Result<(u64, String)> {
-    let stream = open_data(storage, manifest).await?;
+    let lost = Arc::new(AtomicBool::new(false));
+    let stream = Tracked::new(open_data(storage, manifest).await?, lost.clone());
     let stored = HashingReader::new(stream).with_progress(progress.counter());
+    let mut copy = Copy {
+        out,
+        sink,
+        interrupt,
+        hold_back,
+        manifest,
+        lost: &lost,
+    };
     match manifest.compression {
         Compression::None => {
             let mut reader = stored;
-            copy_chunks(
-                &mut reader,
-                out,
-                interrupt,
-                hold_back,
-                manifest,
-                |r| r.count(),
-                |r| r.sha_so_far(),
-            )
-            .await?;
+            copy.run(&mut reader, |r| r.count(), |r| r.sha_so_far()).await?;
             Ok(reader.finish())
         }
         Compression::Zstd => {
@@ -160,12 +315,8 @@ async fn stream_out<W: AsyncWrite + Unpin>(
             // when the decoder reports end of stream (trailing bytes fail to decode).
             let mut reader = ZstdDecoder::new(BufReader::with_capacity(256 * 1024, stored));
             reader.multiple_members(true);
-            copy_chunks(
+            copy.run(
                 &mut reader,
-                out,
-                interrupt,
-                hold_back,
-                manifest,
                 |r| r.get_ref().get_ref().count(),
                 |r| r.get_ref().get_ref().sha_so_far(),
             )
@@ -175,28 +326,61 @@ async fn stream_out<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn copy_chunks<R, W>(
-    reader: &mut R,
-    out: &mut W,
-    interrupt: &mut Interrupt,
+/// One copy of a backup stream into its destination.
+struct Copy<'a, W> {
+    out: &'a mut W,
+    sink: &'a Sink<'a>,
+    interrupt: &'a mut Interrupt,
     hold_back: bool,
-    manifest: &Manifest,
-    count: impl Fn(&R) -> u64,
-    sha: impl Fn(&R) -> String,
-) -> Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let name = &manifest.name;
-    let mut held: Vec<u8> = Vec::new();
-    loop {
+    manifest: &'a Manifest,
+    /// Set when the storage stream itself failed (not the decoder).
+    lost: &'a AtomicBool,
+}
+
+impl<W: AsyncWrite + Unpin> Copy<'_, W> {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        count: impl Fn(&R) -> u64,
+        sha: impl Fn(&R) -> String,
+    ) -> Result<()> {
+        let name = &self.manifest.name;
+        // Everything read but not yet written; all of it is written except the last full
+        // chunk, which waits for the verdict.
+        let mut held: Vec<u8> = Vec::new();
+        loop {
+            let chunk = self.read_chunk(reader).await?;
+            let eof = chunk.len() < CHUNK;
+            held.extend_from_slice(&chunk);
+            if eof {
+                break;
+            }
+            if held.len() > CHUNK {
+                let rest = held.split_off(held.len() - CHUNK);
+                self.write(&held).await?;
+                held = rest;
+            }
+        }
+        if self.hold_back
+            && (count(reader) != self.manifest.size || !sha(reader).eq_ignore_ascii_case(&self.manifest.sha256))
+        {
+            // The stored stream has been read to its end: judge it before the rest goes out.
+            return Err(Error::Integrity(format!(
+                "backup {name:?} changed while it was being restored; the import was stopped before the end"
+            )));
+        }
+        self.write(&held).await?;
+        self.out.flush().await.map_err(|e| self.sink.write_failed(&e))
+    }
+
+    /// Reads up to one chunk; shorter only at the end of the stream.
+    async fn read_chunk<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> Result<Vec<u8>> {
         let mut chunk = vec![0u8; CHUNK];
         let mut filled = 0;
         while filled < CHUNK {
             let n = tokio::select! {
-                n = reader.read(&mut chunk[filled..]) => n.map_err(|e| Error::Integrity(format!("backup {name:?}: reading or decompressing failed: {e}")))?,
-                err = interrupt.wait() => return Err(err),
+                n = reader.read(&mut chunk[filled..]) => n.map_err(|e| self.read_error(&e))?,
+                err = self.interrupt.wait() => return Err(err),
             };
             if n == 0 {
                 break;
@@ -204,35 +388,25 @@ where
             filled += n;
         }
         chunk.truncate(filled);
-        let eof = filled < CHUNK;
-        if !held.is_empty() {
-            write_all(out, &held, interrupt).await?;
-        }
-        held = chunk;
-        if eof {
-            break;
-        }
+        Ok(chunk)
     }
-    if hold_back {
-        // The stored stream has been read to its end: judge it before the last chunk goes out.
-        if count(reader) != manifest.size || sha(reader) != manifest.sha256 {
-            return Err(Error::Integrity(format!(
-                "backup {name:?} changed while it was being restored; the import was stopped before the end"
-            )));
-        }
-    }
-    if !held.is_empty() {
-        write_all(out, &held, interrupt).await?;
-    }
-    out.flush()
-        .await
-        .map_err(|e| Error::Command(format!("the import command stopped reading: {e}")))?;
-    Ok(())
-}
 
-async fn write_all<W: AsyncWrite + Unpin>(out: &mut W, data: &[u8], interrupt: &mut Interrupt) -> Result<()> {
-    tokio::select! {
-        w = out.write_all(data) => w.map_err(|e| Error::Command(format!("the import command stopped reading: {e}"))),
-        err = interrupt.wait() => Err(err),
+    fn read_error(&self, e: &std::io::Error) -> Error {
+        let name = &self.manifest.name;
+        if self.lost.load(Ordering::SeqCst) {
+            read_failed(name, e)
+        } else {
+            Error::Integrity(format!("backup {name:?}: decompressing failed: {e}"))
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            w = self.out.write_all(data) => w.map_err(|e| self.sink.write_failed(&e)),
+            err = self.interrupt.wait() => Err(err),
+        }
     }
 }

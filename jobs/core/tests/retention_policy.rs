@@ -26,6 +26,8 @@ fn obj(key: &str, modified: DateTime<Utc>) -> ObjectMeta {
         key: key.to_string(),
         size: 100,
         modified: Some(SystemTime::from(modified)),
+        etag: None,
+        run: None,
     }
 }
 

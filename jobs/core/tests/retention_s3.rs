@@ -274,7 +274,7 @@ async fn stale_multipart_uploads_are_aborted() {
     let storage = env.storage().await;
     let key = name(Utc::now());
     {
-        let mut upload = storage.start_upload(&key).await.unwrap();
+        let mut upload = storage.start_upload(&key, None).await.unwrap();
         upload.put_part(bytes::Bytes::from(vec![1u8; 1024])).await.unwrap();
         // The second part starts the multipart upload; dropping it leaves it pending.
         upload.put_part(bytes::Bytes::from(vec![2u8; 1024])).await.unwrap();

@@ -7,13 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sts_backup_core::adopt;
 use sts_backup_core::backup::{backup, BackupOptions};
-use sts_backup_core::catalogue;
+use sts_backup_core::catalogue::{self, Backup};
 use sts_backup_core::cli;
 use sts_backup_core::command::CommandSpec;
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
 use sts_backup_core::logging::LogFormat;
-use sts_backup_core::manifest::{Compression, Manifest};
+use sts_backup_core::manifest::Compression;
 use sts_backup_core::naming::{NameTemplate, DEFAULT_NAME_TEMPLATE};
 use sts_backup_core::progress::human_bytes;
 use sts_backup_core::restore::{self, BackupRestoreOptions};
@@ -52,6 +53,10 @@ enum Command {
     /// or as the scratch file `{file}`).
     #[command(after_help = EXIT_CODES_HELP)]
     Restore(RestoreArgs),
+    /// Give legacy StackState backups (no manifest) a manifest: read each once, record its
+    /// checksum and that it was adopted. Later restores are verified like any other.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Adopt(AdoptArgs),
     /// Copy this executable into DIR (how the chart injects it into the store's container).
     CopyTo {
         /// Target directory; the binary lands in DIR/stackgraph-backup.
@@ -117,6 +122,20 @@ struct VerifyArgs {
 }
 
 #[derive(Args)]
+struct AdoptArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// The backup to adopt.
+    #[arg(env = "BACKUP_NAME", required_unless_present = "all", conflicts_with = "all")]
+    name: Option<String>,
+
+    /// Adopt every legacy backup that `list` shows.
+    #[arg(long, env = "BACKUP_ADOPT_ALL")]
+    all: bool,
+}
+
+#[derive(Args)]
 struct RestoreArgs {
     #[command(flatten)]
     storage: StorageArgs,
@@ -138,6 +157,10 @@ struct RestoreArgs {
     /// into words like a shell would, but never run by one.
     #[arg(long, env = "RESTORE_EMPTY_CHECK", value_name = "CMD")]
     empty_check: Option<String>,
+
+    /// Stop --empty-check (and everything it started) after this long; nothing is changed.
+    #[arg(long, env = "RESTORE_EMPTY_CHECK_TIMEOUT", default_value = "5m", value_name = "DURATION", value_parser = restore::parse_timeout)]
+    empty_check_timeout: std::time::Duration,
 
     /// Directory for the scratch file of `{file}` imports (default: the system temp dir).
     #[arg(long, env = "BACKUP_SCRATCH_DIR", value_name = "DIR")]
@@ -193,7 +216,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::List(args) => {
             let storage = Storage::open(&args.storage).await?;
-            let backups = catalogue::list(&storage).await?;
+            let catalogue = catalogue::list(&storage).await?;
+            for b in &catalogue.broken {
+                tracing::warn!("backup {:?} cannot be restored: {}", b.name, b.reason);
+            }
+            let backups = catalogue.backups;
             let mut out = std::io::stdout().lock();
             match args.output {
                 ListFormat::Json => writeln!(out, "{}", list_json(&backups))?,
@@ -203,8 +230,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Verify(args) => {
             let storage = Storage::open(&args.storage).await?;
-            let m = catalogue::verify_backup(&storage, args.name.trim()).await?;
-            println!("verified {}: {} bytes, sha256 {}", m.name, m.size, m.sha256);
+            match catalogue::verify_backup(&storage, args.name.trim()).await? {
+                Backup::Committed(m) => println!("verified {}: {} bytes, sha256 {}", m.name, m.size, m.sha256),
+                Backup::Legacy(l) => println!("read {}: {} bytes, no checksum (a StackState backup)", l.name, l.size),
+            }
             Ok(())
         }
         Command::Restore(args) => {
@@ -219,12 +248,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 name: args.name.trim().to_string(),
                 force: args.force,
                 force_arg: args.force_arg.filter(|arg| !arg.is_empty()),
+                empty_check_timeout: args.empty_check_timeout,
                 scratch_dir: args.scratch_dir,
                 rerun_hint,
             };
             let storage = Storage::open(&args.storage).await?;
-            let m = restore::restore(&storage, &opts).await?;
-            println!("restored {}: {} bytes of data", m.name, m.raw_size);
+            match restore::restore(&storage, &opts).await? {
+                Backup::Committed(m) => println!("restored {}: {} bytes of data", m.name, m.raw_size),
+                Backup::Legacy(l) => println!("restored {}: {} bytes of data, no checksum", l.name, l.size),
+            }
+            Ok(())
+        }
+        Command::Adopt(args) => {
+            let storage = Storage::open(&args.storage).await?;
+            let now = chrono::Utc::now();
+            let adopted = match &args.name {
+                Some(name) => vec![adopt::adopt(&storage, name, now).await?],
+                None => adopt::adopt_all(&storage, now).await?,
+            };
+            for m in &adopted {
+                println!("adopted {}: {} bytes, sha256 {}", m.name, m.size, m.sha256);
+            }
+            if adopted.is_empty() {
+                println!("no legacy backups to adopt");
+            }
             Ok(())
         }
         Command::CopyTo { dir } => copy_to(&dir),
@@ -240,40 +287,59 @@ fn rerun_with_force() -> String {
     shell_words::join(argv)
 }
 
-fn list_json(backups: &[Manifest]) -> serde_json::Value {
+fn list_json(backups: &[Backup]) -> serde_json::Value {
     serde_json::Value::Array(
         backups
             .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "name": m.name,
-                    "size": m.size,
-                    "created": m.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    "sha256": m.sha256,
-                    "compression": m.compression,
-                    "raw_size": m.raw_size,
-                })
+            .map(|b| {
+                let created = b.created().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                match b {
+                    Backup::Committed(m) => serde_json::json!({
+                        "name": m.name,
+                        "size": m.size,
+                        "created": created,
+                        "sha256": m.sha256,
+                        "compression": m.compression,
+                        "raw_size": m.raw_size,
+                        "checksum": true,
+                        "adopted": m.adopted.is_some(),
+                    }),
+                    Backup::Legacy(l) => serde_json::json!({
+                        "name": l.name,
+                        "size": l.size,
+                        "created": created,
+                        "sha256": null,
+                        "compression": "none",
+                        "raw_size": l.size,
+                        "checksum": false,
+                        "adopted": false,
+                    }),
+                }
             })
             .collect(),
     )
 }
 
-fn print_table(out: &mut impl Write, backups: &[Manifest]) -> std::io::Result<()> {
-    let width = backups.iter().map(|m| m.name.len()).max().unwrap_or(4).max(4);
+fn print_table(out: &mut impl Write, backups: &[Backup]) -> std::io::Result<()> {
+    let width = backups.iter().map(|b| b.name().len()).max().unwrap_or(4).max(4);
     writeln!(
         out,
         "{:<width$}  {:>10}  {:<20}  {:<11}  SHA256",
         "NAME", "SIZE", "CREATED (UTC)", "COMPRESSION"
     )?;
-    for m in backups {
+    for b in backups {
+        let (compression, sha) = match b {
+            Backup::Committed(m) => (m.compression.to_string(), m.sha256.chars().take(12).collect()),
+            Backup::Legacy(_) => (Compression::None.to_string(), "(no checksum)".to_string()),
+        };
         writeln!(
             out,
             "{:<width$}  {:>10}  {:<20}  {:<11}  {}",
-            m.name,
-            human_bytes(m.size),
-            m.created.format("%Y-%m-%d %H:%M:%S").to_string(),
-            m.compression.to_string(),
-            &m.sha256[..12]
+            b.name(),
+            human_bytes(b.size()),
+            b.created().format("%Y-%m-%d %H:%M:%S").to_string(),
+            compression,
+            sha
         )?;
     }
     if backups.is_empty() {

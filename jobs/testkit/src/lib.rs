@@ -193,6 +193,70 @@ impl S3Server {
     }
 }
 
+/// SeaweedFS (`weed mini`): a second real S3 server, used because it honours conditional
+/// writes (`If-None-Match: *`), which `rclone serve s3` ignores. Every port is chosen free
+/// and bound to 127.0.0.1; telemetry, the admin UI and WebDAV are off.
+pub struct SeaweedServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    _server: Server,
+}
+
+impl SeaweedServer {
+    /// Starts the server with `bucket` created (the server's own start-up option).
+    pub fn start(bucket: &str) -> SeaweedServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"backup","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(tool("weed"));
+        cmd.arg("mini")
+            .arg(format!("-dir={}", dir.path().join("data").display()))
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                "-admin.ui=false",
+            ])
+            .args(["-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!("-s3.config={}", config.display()))
+            .arg(format!("-s3.port={port}"));
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+            "debug.port",
+            "s3.debug.port",
+        ] {
+            cmd.arg(format!("-{flag}={}", free_port()));
+        }
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let server = Server::spawn(cmd.current_dir(dir.path()).env("S3_BUCKET", bucket));
+        wait_for_port(port, "weed mini (S3)");
+        SeaweedServer {
+            port,
+            dir,
+            _server: server,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
 /// Runs a command to completion as `user` when we are root (PostgreSQL refuses to run as
 /// root), otherwise as ourselves.
 pub fn as_user(user: &str, program: &Path) -> Command {

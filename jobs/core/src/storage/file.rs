@@ -76,6 +76,8 @@ impl FileStore {
                 key: key.to_string(),
                 size: m.len(),
                 modified: m.modified().ok(),
+                etag: None,
+                run: None,
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io_error("stat", key, e)),
@@ -107,6 +109,8 @@ impl FileStore {
                     key: name,
                     size: meta.len(),
                     modified: meta.modified().ok(),
+                    etag: None,
+                    run: None,
                 });
             }
         }
@@ -213,7 +217,7 @@ impl FileStore {
 }
 
 /// A random 64-bit value for temp names, without pulling in an RNG crate.
-fn rand_nonce() -> u64 {
+pub(crate) fn rand_nonce() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -262,11 +266,9 @@ impl FileUpload {
         // hard_link fails when the target exists: a completed upload never replaces an object.
         link_no_replace(&self.temp, &target).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                StorageError::Failed {
+                StorageError::AlreadyExists {
                     location: self.store.location(),
-                    op: "complete",
                     key: self.key.clone(),
-                    detail: "an object with this key already exists".into(),
                 }
             } else {
                 self.store.io_error("complete", &self.key, e)

@@ -44,6 +44,13 @@ pub enum StorageError {
         key: String,
         limit: usize,
     },
+    /// A read of the stored bytes failed half-way (the server went away, the connection
+    /// dropped): a failure (exit 1), not a bad backup.
+    #[error("storage connection lost while reading {key:?}: {detail}")]
+    ConnectionLost { key: String, detail: String },
+    /// A create-only write found the key taken (another writer got there first).
+    #[error("{location}: {key:?} already exists")]
+    AlreadyExists { location: String, key: String },
     #[error("{location}: {op} {key:?} failed: {detail}")]
     Failed {
         location: String,
@@ -60,8 +67,13 @@ impl StorageError {
                 Exit::Invalid
             }
             StorageError::TooLarge { .. } => Exit::Integrity,
+            StorageError::AlreadyExists { .. } => Exit::Refused,
             _ => Exit::Failure,
         }
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, StorageError::AlreadyExists { .. })
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -77,7 +89,15 @@ pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
     pub modified: Option<SystemTime>,
+    /// The server's entity tag, quotes removed (S3; `None` for `file://`).
+    pub etag: Option<String>,
+    /// The run that wrote the object ([`RUN_METADATA`]); only `head` reads it.
+    pub run: Option<String>,
 }
+
+/// S3 user metadata naming the backup run that wrote a data object. It tells our objects
+/// from foreign ones (StackState's own backups) and a manifest's data from another run's.
+pub const RUN_METADATA: &str = "sts-backup-run";
 
 /// An upload that was started and never completed (S3 multipart, or a file backend temp file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +177,32 @@ impl Storage {
         }
     }
 
+    /// Writes a small object only if the key is free: `AlreadyExists` otherwise. Atomic on
+    /// `file://` and on S3 servers that honour `If-None-Match: *` (see
+    /// [`Storage::honours_conditional_writes`]); elsewhere the check is best effort.
+    pub async fn put_new(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        match self {
+            Storage::File(s) => s.put_bytes(key, data).await,
+            Storage::S3(s) => s.put_object(key, data, true, None).await.map(|_| ()),
+        }
+    }
+
+    /// Whether create-only writes are enforced by the server. S3 servers differ (AWS and
+    /// MinIO honour `If-None-Match: *`, `rclone serve s3` ignores it), so this writes a probe
+    /// object twice and looks at the answer. `file://` always is.
+    pub async fn honours_conditional_writes(&self) -> StorageResult<bool> {
+        match self {
+            Storage::File(_) => Ok(true),
+            Storage::S3(s) => s.probe_conditional_writes().await,
+        }
+    }
+
+    /// Whether data objects carry the run that wrote them ([`RUN_METADATA`]). Only S3 has
+    /// object metadata; a `file://` directory is written by this tool alone.
+    pub fn records_runs(&self) -> bool {
+        matches!(self, Storage::S3(_))
+    }
+
     /// Writes a small object whole; never replaces an existing object on the file backend.
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> StorageResult<()> {
         match self {
@@ -172,11 +218,13 @@ impl Storage {
         }
     }
 
-    /// Starts an upload that becomes visible under `key` only on [`Upload::complete`].
-    pub async fn start_upload(&self, key: &str) -> StorageResult<Upload> {
+    /// Starts an upload that becomes visible under `key` only on [`Upload::complete`], which
+    /// never replaces an existing object where the server enforces it. `run` is recorded as
+    /// [`RUN_METADATA`] on S3.
+    pub async fn start_upload(&self, key: &str, run: Option<&str>) -> StorageResult<Upload> {
         match self {
             Storage::File(s) => Ok(Upload::File(s.start_upload(key).await?)),
-            Storage::S3(s) => Ok(Upload::S3(s.start_upload(key))),
+            Storage::S3(s) => Ok(Upload::S3(s.start_upload(key, run))),
         }
     }
 
@@ -243,6 +291,11 @@ impl Storage {
             Storage::S3(s) => s.part_size(),
         }
     }
+}
+
+/// A random 64-bit value (run ids, temp names), without pulling in an RNG crate.
+pub fn random_id() -> u64 {
+    file::rand_nonce()
 }
 
 /// An upload in progress. Dropping it without `complete` or `abort` leaves a pending upload

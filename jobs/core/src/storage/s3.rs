@@ -23,7 +23,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::task::JoinSet;
 
 use super::config::{Addressing, S3Config, Sse, Timeouts};
-use super::{ByteStream, DeleteFailure, ObjectMeta, PendingUpload, StorageError, StorageResult};
+use super::{ByteStream, DeleteFailure, ObjectMeta, PendingUpload, StorageError, StorageResult, RUN_METADATA};
+
+/// An entity tag without the quotes HTTP puts around it.
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 
@@ -211,6 +216,12 @@ impl S3Store {
                 location,
                 detail: code.unwrap_or_else(|| "HTTP 403".into()),
             },
+            (_, Some("PreconditionFailed" | "ConditionalRequestConflict"), _) | (_, _, Some(412)) => {
+                StorageError::AlreadyExists {
+                    location,
+                    key: key.to_string(),
+                }
+            }
             (_, Some("NoSuchKey" | "NotFound" | "NoSuchUpload"), _) | (_, _, Some(404)) => StorageError::NotFound {
                 location,
                 key: key.to_string(),
@@ -260,6 +271,8 @@ impl S3Store {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 modified: out.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                etag: out.e_tag().map(unquote),
+                run: out.metadata().and_then(|m| m.get(RUN_METADATA)).cloned(),
             })),
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(other) => Err(other),
@@ -292,6 +305,8 @@ impl S3Store {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     modified: obj.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                    etag: obj.e_tag().map(unquote),
+                    run: None,
                 });
             }
         }
@@ -322,16 +337,40 @@ impl S3Store {
     }
 
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        self.put_object(key, data, false, None).await
+    }
+
+    /// PutObject; `create_only` sends `If-None-Match: *`, `run` tags the object.
+    pub async fn put_object(&self, key: &str, data: Bytes, create_only: bool, run: Option<&str>) -> StorageResult<()> {
         let activity = Activity::new();
-        let sent = self
+        let mut put = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .set_server_side_encryption(self.sse.clone())
-            .body(watched_body(data, &activity))
-            .send();
-        self.streamed("put", key, &activity, sent).await.map(|_| ())
+            .body(watched_body(data, &activity));
+        if create_only {
+            put = put.if_none_match("*");
+        }
+        if let Some(run) = run {
+            put = put.metadata(RUN_METADATA, run);
+        }
+        self.streamed("put", key, &activity, put.send()).await.map(|_| ())
+    }
+
+    /// Writes a probe object, then writes it again create-only: a server that honours
+    /// `If-None-Match: *` refuses the second write. The probe is removed either way.
+    pub async fn probe_conditional_writes(&self) -> StorageResult<bool> {
+        let key = format!(".sts-backup-probe-{:016x}", super::file::rand_nonce());
+        self.put_object(&key, Bytes::from_static(b"probe"), false, None).await?;
+        let second = self.put_object(&key, Bytes::from_static(b"probe"), true, None).await;
+        let _ = self.delete_batch(std::slice::from_ref(&key)).await;
+        match second {
+            Err(StorageError::AlreadyExists { .. }) => Ok(true),
+            Ok(()) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
@@ -350,10 +389,11 @@ impl S3Store {
         }))
     }
 
-    pub fn start_upload(&self, key: &str) -> S3Upload {
+    pub fn start_upload(&self, key: &str, run: Option<&str>) -> S3Upload {
         S3Upload {
             store: self.clone(),
             key: key.to_string(),
+            run: run.map(str::to_string),
             upload_id: None,
             first: None,
             next_part: 1,
@@ -455,6 +495,7 @@ impl S3Store {
 pub struct S3Upload {
     store: S3Store,
     key: String,
+    run: Option<String>,
     upload_id: Option<String>,
     first: Option<Bytes>,
     next_part: i32,
@@ -479,6 +520,11 @@ impl S3Upload {
                         .bucket(&self.store.bucket)
                         .key(self.store.full_key(&self.key))
                         .set_server_side_encryption(self.store.sse.clone())
+                        .set_metadata(
+                            self.run
+                                .as_ref()
+                                .map(|run| [(RUN_METADATA.to_string(), run.clone())].into()),
+                        )
                         .customize()
                         .interceptor(super::compat::InitiateMultipartUploadRoot)
                         .send();
@@ -553,7 +599,7 @@ impl S3Upload {
     pub async fn complete(mut self) -> StorageResult<()> {
         let Some(upload_id) = self.upload_id.clone() else {
             let data = self.first.take().unwrap_or_default();
-            return self.store.put_bytes(&self.key, data).await;
+            return self.store.put_object(&self.key, data, true, self.run.as_deref()).await;
         };
         let result = self.finish(&upload_id).await;
         if result.is_err() {
@@ -575,6 +621,7 @@ impl S3Upload {
             .bucket(&self.store.bucket)
             .key(self.store.full_key(&self.key))
             .upload_id(upload_id)
+            .if_none_match("*")
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send();
         let limit = self.store.timeouts.request + Duration::from_secs(self.sent_bytes / ASSEMBLY_BYTES_PER_SECOND);

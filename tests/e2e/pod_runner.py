@@ -49,7 +49,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "chart"))
-import test_chart as chart  # noqa: E402 - helpers shared with the chart tests
+import chartlib as chart  # noqa: E402 - helpers shared with the chart tests (tests/chart/chartlib.py)
 
 ROOT = HERE.parents[1]
 VALUES = HERE / "values"
@@ -66,9 +66,6 @@ POD_TIMEOUT = 180
 
 WORK = Path(tempfile.mkdtemp(prefix="sts-e2e."))
 WORK.chmod(0o755)  # pod users (65532, 65534) must reach their volumes below it
-# test_chart made its own temp dir at import; its helpers (start_storage) write below WORK.
-shutil.rmtree(chart.WORK, ignore_errors=True)
-chart.WORK = WORK
 
 POD_NUMBERS = itertools.count(1)
 # an absolute path at the start of a value or after a space, `=`, quote or comma
@@ -163,7 +160,7 @@ def render(value_files, sets_json=None):
     extra = []
     for key, value in (sets_json or {}).items():
         extra += ["--set-json", f"{key}={json.dumps(value)}"]
-    return chart.render(values=[VALUES / f for f in value_files], release=RELEASE, extra=extra, keep=False)
+    return chart.helm_template(values=[VALUES / f for f in value_files], release=RELEASE, extra=extra)
 
 
 def job_template_configmap(rendered):
@@ -300,7 +297,7 @@ class Node:
     # --- env and paths
     def resolve_env(self, c):
         """Env as the kubelet builds it: configMapKeyRef values become literal values (with `$`
-        escaped, since referenced values are never expanded), then test_chart.resolve_env resolves
+        escaped, since referenced values are never expanded), then chartlib.resolve_env resolves
         secretKeyRef and expands $(VAR) in order."""
         entries = []
         for e in c.get("env", []):
@@ -719,7 +716,7 @@ def cycle(results, mode, store):
     r = render(common, sets)
     r_old = render(common + ["old-backup.yaml"], sets)
     port = chart.free_port()
-    storage, _ = chart.start_storage(r, mode.storage_dir(), port)
+    storage, _ = chart.start_storage(r, mode.storage_dir(), port, WORK)
     track(storage)
     images = [
         (r"sts-backup/jobs:.+", Image(SYSTEM_PATH, {"/usr/local/bin": JOBS_BIN})),

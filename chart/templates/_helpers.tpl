@@ -103,33 +103,6 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- include "sts-backup.image" (list .Values.backup.stackGraph.image "") }}
 {{- end }}
 
-{{/* Name of the storage service (Service, Deployment, PVC, generated Secret): <release>-minio. */}}
-{{- define "sts-backup.storage.fullname" -}}
-{{- if .Values.minio.fullnameOverride }}
-{{- .Values.minio.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-minio" (.Release.Name | trunc 57 | trimSuffix "-") }}
-{{- end }}
-{{- end }}
-
-{{/* Secret holding the storage credentials: minio.existingSecret or the generated one. */}}
-{{- define "sts-backup.secretName" -}}
-{{- default (include "sts-backup.storage.fullname" .) .Values.minio.existingSecret }}
-{{- end }}
-
-{{/* S3 endpoint of the storage service, as the jobs and Elasticsearch reach it. */}}
-{{- define "sts-backup.storage.endpoint" -}}
-{{- printf "http://%s:9000" (include "sts-backup.storage.fullname" .) }}
-{{- end }}
-
-{{/* Storage mode, by the reference precedence: s3gateway > azuregateway > local. */}}
-{{- define "sts-backup.storage.mode" -}}
-{{- if .Values.minio.s3gateway.enabled }}s3gateway
-{{- else if .Values.minio.azuregateway.enabled }}azuregateway
-{{- else }}local
-{{- end }}
-{{- end }}
-
 {{/* "true" when the StackGraph export/import command (a list) writes or reads a {file}. */}}
 {{- define "sts-backup.usesFile" -}}
 {{- if contains "{file}" (join " " .) }}true{{ end }}

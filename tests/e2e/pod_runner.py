@@ -17,9 +17,9 @@ and runs their containers, init containers first, as local processes:
   files get the Kubernetes owners and modes (Secret defaultMode, emptyDir 0777), and the working
   directory is not writable (a stand-in for readOnlyRootFilesystem).
 
-The storage service runs the way the chart renders it (rclone engine) in all three modes: local
-path, S3 gateway in front of a second rclone S3 server, Azure gateway in front of Azurite. In
-each mode and for each store (PostgreSQL: pg_dump/pg_restore streamed, under a key prefix,
+The storage service runs the way the chart renders it with the default engine (`auto`: rclone
+serve s3 here) in all three modes: local path, S3 gateway in front of a second rclone S3 server,
+Azure gateway in front of Azurite; the helm test pod runs first against it. In each mode and for each store (PostgreSQL: pg_dump/pg_restore streamed, under a key prefix,
 uncompressed; etcd: snapshot through the scratch `{file}`, zstd): backup -> second, older backup ->
 list -> prune (retention CronJob) -> restore, with the data checked against the backed-up state and
 the objects checked in the backend itself (not through the gateway); then a restore into the
@@ -185,7 +185,9 @@ def filled_job(rendered, key, **placeholders):
 
 
 def pod_template(obj):
-    """The Pod template a CronJob or Job would create."""
+    """The Pod template a CronJob or Job would create (a bare Pod, e.g. the helm test, is its own)."""
+    if obj["kind"] == "Pod":
+        return {"metadata": obj["metadata"], "spec": obj["spec"]}
     if obj["kind"] == "CronJob":
         return obj["spec"]["jobTemplate"]["spec"]["template"]
     if obj["kind"] == "Job":
@@ -720,7 +722,9 @@ def cycle(results, mode, store):
     track(storage)
     images = [
         (r"sts-backup/jobs:.+", Image(SYSTEM_PATH, {"/usr/local/bin": JOBS_BIN})),
-        (r"docker\.io/rclone/rclone:.+", Image(str(Path(shutil.which("rclone")).parent))),
+        # the rclone image: rclone, and a /bin/sh with the usual tools (busybox in the real image)
+        (r"docker\.io/rclone/rclone:.+", Image(f"{Path(shutil.which('rclone')).parent}:{SYSTEM_PATH}",
+                                               {"/bin": Path("/bin")})),
         (store.image, Image(store.tool_path())),
     ]
     pods_dir = WORK / "pods" / tag.replace("/", "-")
@@ -822,7 +826,16 @@ def cycle(results, mode, store):
         restore(True, "restore-forced").expect(0)
         assert store.digest("target") == state["v1"]
 
-    steps = [("backup (CronJob pod: copy-binary init + export, bucket created)", step_backup),
+    def step_helm_test():
+        dep = r.one("Deployment")
+        assert dep["metadata"]["labels"]["sts-backup.io/storage-engine"] == "rclone", "the default engine"
+        pod = node.run_pod(pod_template(r.one("Pod", "test")), "helm-test").expect(0)
+        targets = r.one("Pod", "test")["spec"]["containers"][0]["env"][1]["value"].split()
+        for target in targets:
+            assert f"helm test: {target}: list, put, get, delete ok" in pod.main.stdout, pod.main.stdout
+
+    steps = [("helm test pod against the default engine (rclone serve s3)", step_helm_test),
+             ("backup (CronJob pod: copy-binary init + export, bucket created)", step_backup),
              ("second backup, dated 2020 (CronJob pod of a render without retention)", step_old_backup),
              ("list (Job from the ConfigMap, -o json)", step_list),
              ("prune (retention CronJob pod: days = 30, keeps the newest)", step_prune),

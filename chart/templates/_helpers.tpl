@@ -137,3 +137,22 @@ Nothing is ever run by a shell; any `$` left over is refused by the validation.
 {{- $sg := .Values.backup.stackGraph }}
 {{- if or $sg.scheduled.enabled $sg.restore.enabled }}true{{ end }}
 {{- end }}
+
+{{/*
+activeDeadlineSeconds of a StackGraph backup or restore Job: the explicit value, else
+1800 s + backup.stackGraph.expectedSize / deadlineThroughputMiBps.
+Usage: include "sts-backup.stackGraph.deadline" (list . $explicit)
+*/}}
+{{- define "sts-backup.stackGraph.deadline" -}}
+{{- $root := index . 0 }}
+{{- $explicit := index . 1 }}
+{{- if not (kindIs "invalid" $explicit) }}
+{{- $explicit }}
+{{- else }}
+{{- $sg := $root.Values.backup.stackGraph }}
+{{- $size := toString $sg.expectedSize }}
+{{- $number := regexFind "^[0-9]+" $size | atoi }}
+{{- $unitMiB := get (dict "Mi" 1 "Gi" 1024 "Ti" 1048576) (trimPrefix (toString $number) $size) }}
+{{- add 1800 (div (mul $number $unitMiB) (int $sg.deadlineThroughputMiBps)) }}
+{{- end }}
+{{- end }}

@@ -19,6 +19,9 @@ metadata:
     {{- include "sts-backup.componentLabels" (list .root .component) | nindent 4 }}
 spec:
   backoffLimit: 0
+  {{- with .deadline }}
+  activeDeadlineSeconds: {{ . }}
+  {{- end }}
   template:
     {{- if .graph }}
     {{- include "sts-backup.graphPodTemplate" . | nindent 4 }}
@@ -35,7 +38,8 @@ spec:
 {{- define "sts-backup.jobTemplate.stackgraphRestore" -}}
 {{- $env := include "sts-backup.stackGraph.restoreEnv" . }}
 {{- $cmd := .Values.backup.stackGraph.importCommand }}
-{{- include "sts-backup.jobTemplate" (dict "root" . "graph" true "component" "stackgraph-restore" "name" "restore" "args" (concat (list "restore" "--") $cmd) "env" $env "command" $cmd) }}
+{{- $deadline := include "sts-backup.stackGraph.deadline" (list . .Values.backup.stackGraph.restore.activeDeadlineSeconds) }}
+{{- include "sts-backup.jobTemplate" (dict "root" . "graph" true "component" "stackgraph-restore" "name" "restore" "args" (concat (list "restore" "--") $cmd) "env" $env "command" $cmd "deadline" $deadline) }}
 {{- end }}
 
 {{- define "sts-backup.jobTemplate.elasticsearchList" -}}

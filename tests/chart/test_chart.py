@@ -551,6 +551,26 @@ def restore_and_scheduled_switch_independently():
         r.one("Deployment")  # the storage service is always there when backup.enabled
 
 
+@test
+def every_stackgraph_job_has_a_deadline_that_fits_the_backup_size():
+    def deadlines(**sets):
+        r = render(sets=set_(**sets))
+        spec = lambda cj: r.one("CronJob", cj)["spec"]["jobTemplate"]["spec"]  # noqa: E731
+        restore = r.job_templates()["job-stackgraph-restore.json"]["spec"]
+        return (spec("stackgraph-backup").get("activeDeadlineSeconds"), spec("stackgraph-retention").get("activeDeadlineSeconds"),
+                restore.get("activeDeadlineSeconds"))
+    # 1800 s + 100 GiB at 10 MiB/s
+    assert deadlines() == (1800 + 102400 // 10, 1800, 1800 + 102400 // 10)
+    assert deadlines(**{"backup.stackGraph.expectedSize": "2Ti", "backup.stackGraph.deadlineThroughputMiBps": "50"}) == \
+        (1800 + 2 * 1048576 // 50, 1800, 1800 + 2 * 1048576 // 50)
+    assert deadlines(**{"backup.stackGraph.expectedSize": "500Mi"}) == (1850, 1800, 1850)
+    assert deadlines(**{"backup.stackGraph.scheduled.activeDeadlineSeconds": "600",
+                        "backup.stackGraph.restore.activeDeadlineSeconds": "700",
+                        "backup.stackGraph.scheduled.retentionJob.activeDeadlineSeconds": "300"}) == (600, 300, 700)
+    render_fails("expectedSize", sets=set_(**{"backup.stackGraph.expectedSize": "100GB"}))
+    render_fails("deadlineThroughputMiBps", sets=set_(**{"backup.stackGraph.deadlineThroughputMiBps": "0"}))
+
+
 # ------------------------------------------------------------------------------------------
 # storage service
 

@@ -19,8 +19,9 @@ and runs their containers, init containers first, as local processes:
 
 The storage service runs the way the chart renders it with the default engine (`auto`: rclone
 serve s3 here) in all three modes: local path, S3 gateway in front of a second rclone S3 server,
-Azure gateway in front of Azurite; the helm test pod runs first against it. In each mode and for each store (PostgreSQL: pg_dump/pg_restore streamed, under a key prefix,
-uncompressed; etcd: snapshot through the scratch `{file}`, zstd): backup -> second, older backup ->
+Azure gateway in front of Azurite; the helm test pod runs first against it. In each mode and
+for each store (PostgreSQL: pg_dump/pg_restore streamed, under a key prefix, uncompressed; etcd:
+snapshot through the scratch `{file}`, zstd): backup -> second, older backup ->
 list -> prune (retention CronJob) -> restore, with the data checked against the backed-up state and
 the objects checked in the backend itself (not through the gateway); then a restore into the
 now non-empty target without force must exit 3 and leave it untouched, and (PostgreSQL) a forced

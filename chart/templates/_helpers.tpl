@@ -109,11 +109,66 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{/*
-backupNameTemplate as a strftime template: the StackState form `$(date +FORMAT)` becomes FORMAT.
-Nothing is ever run by a shell; any `$` left over is refused by the validation.
+backupNameTemplate as a strftime template: surrounding whitespace trimmed and the StackState form
+`$(date +FORMAT)` / `$(date -u +FORMAT)` (FORMAT optionally quoted) replaced by FORMAT, as the
+binary does. Nothing is ever run by a shell; "sts-backup.nameTemplateProblem" refuses the rest.
 */}}
 {{- define "sts-backup.backupNameTemplate" -}}
-{{- regexReplaceAll "\\$\\(date \\+([^)]*)\\)" .Values.backup.stackGraph.scheduled.backupNameTemplate "${1}" }}
+{{- $t := .Values.backup.stackGraph.scheduled.backupNameTemplate | toString | trim }}
+{{- regexReplaceAll "\\$\\(\\s*date (?:-u )?\\+['\"]*([^)]*?)['\"]*\\s*\\)" $t "${1}" }}
+{{- end }}
+
+{{/*
+Why the translated name template would be refused by `stackgraph-backup` (empty when it is
+accepted), by the binary's rules (jobs/core/src/naming.rs): literal text of letters, digits and
+._+:=@,- only; strftime fields that never render a space, '/' or '%'; a name that cannot start
+with '.', contain '..', end in .manifest.json or exceed 200 bytes. tests/chart/name_templates.tsv
+holds the cases both must agree on.
+*/}}
+{{- define "sts-backup.nameTemplateProblem" -}}
+{{- $format := . }}
+{{- /* longest rendering of each accepted field (the binary renders at 1970, 2021-12-29 and 2099) */}}
+{{- $width := dict "Y" 4 "C" 2 "y" 2 "m" 2 "b" 3 "h" 3 "B" 9 "d" 2 "a" 3 "A" 9 "w" 1 "u" 1 "U" 2 "W" 2 "G" 4 "g" 2 "V" 2 "j" 3 "F" 10 "H" 2 "I" 2 "M" 2 "S" 2 "P" 2 "p" 2 "T" 8 "R" 5 "X" 8 "s" 10 "f" 9 "z" 5 "Z" 3 "+" 35 "e" 2 "k" 2 "l" 2 }}
+{{- $tokens := regexFindAll "%[-_0]?(?:\\.?[0-9]?f|:{1,3}z|#z|[a-zA-Z+%])|%.?|[^%]+" $format -1 }}
+{{- $length := 0 }}
+{{- $problem := "" }}
+{{- if not $format }}
+{{- $problem = "is empty" }}
+{{- else if or (contains "$" $format) (contains "`" $format) }}
+{{- $problem = "has shell syntax: only $(date +FORMAT) is understood (translated, never run by a shell)" }}
+{{- end }}
+{{- range $tokens }}
+{{- if $problem }}
+{{- else if not (hasPrefix "%" .) }}
+{{- if not (regexMatch "^[A-Za-z0-9._+:=@,-]*$" .) }}
+{{- $problem = printf "contains %q (allowed are letters, digits and ._+:=@,-)" (regexReplaceAll "[A-Za-z0-9._+:=@,-]" . "") }}
+{{- end }}
+{{- $length = add $length (len .) }}
+{{- else if not (regexMatch "^%[-_0]?(?:\\.?[0-9]?f|:{1,3}z|#z|[a-zA-Z+%])$" .) }}
+{{- $problem = printf "is not a valid strftime template (%q)" . }}
+{{- else }}
+{{- $spec := regexReplaceAll "^%[-_0]?" . "" }}
+{{- $key := regexReplaceAll "^[.0-9:#]+" $spec "" }}
+{{- if or (hasPrefix "%_" .) (and (has $spec (list "e" "k" "l")) (not (regexMatch "^%[-0]" .))) }}
+{{- $problem = printf "has a space-padded field (%s) that renders a space at some times; use zero-padded fields such as %%Y%%m%%d-%%H%%M%%S" . }}
+{{- else if not (hasKey $width $key) }}
+{{- $problem = printf "has the field %s, which renders characters a name cannot hold (a space, '/', '%%' or a line break)" . }}
+{{- else }}
+{{- $length = add $length (add (get $width $key) (ternary 1 0 (hasPrefix "." $spec))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $problem }}
+{{- else if hasPrefix "." $format }}
+{{- $problem = "renders a name starting with '.'" }}
+{{- else if contains ".." $format }}
+{{- $problem = "renders a name containing '..'" }}
+{{- else if hasSuffix ".manifest.json" $format }}
+{{- $problem = "renders a name ending in .manifest.json (the commit marker of a backup)" }}
+{{- else if gt $length 200 }}
+{{- $problem = printf "can render names of %d bytes; at most 200 are allowed" $length }}
+{{- end }}
+{{- $problem }}
 {{- end }}
 
 {{/* BACKUP_STORAGE of the StackGraph jobs: s3://<bucket>[/<prefix>]. */}}

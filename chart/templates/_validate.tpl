@@ -93,8 +93,8 @@ because a wrong cron dialect silently runs backups at the wrong time.
 {{- $messages = append $messages . }}
 {{- end }}
 {{- end }}
-{{- if contains "$" (include "sts-backup.backupNameTemplate" .) }}
-{{- $messages = append $messages (printf "backup.stackGraph.scheduled.backupNameTemplate: %q: only the shell form $(date +FORMAT) is understood (it is translated, never run by a shell); write a strftime template such as sts-backup-%%Y%%m%%d-%%H%%M.graph." $sg.scheduled.backupNameTemplate) }}
+{{- with include "sts-backup.nameTemplateProblem" (include "sts-backup.backupNameTemplate" .) }}
+{{- $messages = append $messages (printf "backup.stackGraph.scheduled.backupNameTemplate: %q %s; write a strftime template such as sts-backup-%%Y%%m%%d-%%H%%M.graph." $sg.scheduled.backupNameTemplate .) }}
 {{- end }}
 {{- end }}
 {{- if and (include "sts-backup.stackGraph.graphImageUsed" .) (or (empty $sg.exportCommand) (empty $sg.importCommand)) }}

@@ -374,6 +374,53 @@ def stackstate_name_template_is_translated_not_shell_evaluated():
     assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE"] == "plain-%Y%m%d.graph"
 
 
+NAME_TEMPLATES = Path(__file__).resolve().parent / "name_templates.tsv"
+
+
+def name_template_rows():
+    rows = []
+    for line in NAME_TEMPLATES.read_text().splitlines():
+        if line and not line.startswith("#"):
+            verdict, template = line.split("\t", 1)
+            assert verdict in ("accept", "refuse"), line
+            rows.append((verdict, template))
+    return rows
+
+
+def binary_verdict(template):
+    """What `stackgraph-backup backup --name-template` says of a template: accept (exit 0) or refuse (exit 2)."""
+    store = Path(tempfile.mkdtemp(dir=WORK, prefix="names."))
+    proc = subprocess.run([str(ROOT / "target" / "debug" / "stackgraph-backup"), "backup", "--storage", f"file://{store}",
+                           "--name-template", template, "--", "sh", "-c", "printf x"],
+                          env={"PATH": os.environ["PATH"], "HOME": str(WORK)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode in (0, 2), (template, proc.returncode, proc.stderr)
+    return "accept" if proc.returncode == 0 else "refuse"
+
+
+def chart_verdict(template):
+    values = WORK / "name-template.yaml"
+    values.write_text(yaml.safe_dump({"backup": {"stackGraph": {"scheduled": {"backupNameTemplate": template}}}}))
+    proc = subprocess.run(helm_args(values=[values], sets=set_()), capture_output=True, text=True)
+    if proc.returncode == 0:
+        return "accept"
+    assert "backup.stackGraph.scheduled.backupNameTemplate" in proc.stderr or "backupNameTemplate" in proc.stderr, \
+        (template, proc.stderr)
+    return "refuse"
+
+
+@test
+def chart_and_binary_judge_name_templates_alike():
+    """One table (tests/chart/name_templates.tsv): the chart's render and the binary must both give its verdict."""
+    rows = name_template_rows()
+    assert len(rows) >= 30 and {v for v, _ in rows} == {"accept", "refuse"}
+    wrong = []
+    for verdict, template in rows:
+        got = (chart_verdict(template), binary_verdict(template))
+        if got != (verdict, verdict):
+            wrong.append(f"{template!r}: table {verdict}, chart {got[0]}, binary {got[1]}")
+    assert not wrong, "\n".join(wrong)
+
+
 @test
 def retention_cronjob_uses_the_same_retention_values():
     r = render(sets=set_(backup__stackGraph__scheduled__backupRetentionTimeDelta="days = 7",
@@ -1144,9 +1191,9 @@ def fail_wrong_cron_dialects():
 
 @test
 def fail_shell_name_template():
-    render_fails("only the shell form $(date +FORMAT) is understood",
+    render_fails("has shell syntax: only $(date +FORMAT) is understood",
                  sets=set_(backup__stackGraph__scheduled__backupNameTemplate="sts-$(hostname)-%Y.graph"))
-    render_fails("only the shell form $(date +FORMAT) is understood",
+    render_fails("has shell syntax: only $(date +FORMAT) is understood",
                  sets=set_(backup__stackGraph__scheduled__backupNameTemplate="sts-${HOME}.graph"))
 
 

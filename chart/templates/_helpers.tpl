@@ -103,44 +103,72 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- include "sts-backup.image" (list .Values.backup.stackGraph.image "") }}
 {{- end }}
 
-{{/* Name of the storage service (Service, Deployment, PVC, generated Secret): <release>-minio. */}}
-{{- define "sts-backup.minio.fullname" -}}
-{{- if .Values.minio.fullnameOverride }}
-{{- .Values.minio.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-minio" (.Release.Name | trunc 57 | trimSuffix "-") }}
-{{- end }}
-{{- end }}
-
-{{/* Secret holding the storage credentials: minio.existingSecret or the generated one. */}}
-{{- define "sts-backup.secretName" -}}
-{{- default (include "sts-backup.minio.fullname" .) .Values.minio.existingSecret }}
-{{- end }}
-
-{{/* S3 endpoint of the storage service, as the jobs and Elasticsearch reach it. */}}
-{{- define "sts-backup.minio.endpoint" -}}
-{{- printf "http://%s:9000" (include "sts-backup.minio.fullname" .) }}
-{{- end }}
-
-{{/* Storage mode, by the reference precedence: s3gateway > azuregateway > local. */}}
-{{- define "sts-backup.minio.mode" -}}
-{{- if .Values.minio.s3gateway.enabled }}s3gateway
-{{- else if .Values.minio.azuregateway.enabled }}azuregateway
-{{- else }}local
-{{- end }}
-{{- end }}
-
 {{/* "true" when the StackGraph export/import command (a list) writes or reads a {file}. */}}
 {{- define "sts-backup.usesFile" -}}
 {{- if contains "{file}" (join " " .) }}true{{ end }}
 {{- end }}
 
 {{/*
-backupNameTemplate as a strftime template: the StackState form `$(date +FORMAT)` becomes FORMAT.
-Nothing is ever run by a shell; any `$` left over is refused by the validation.
+backupNameTemplate as a strftime template: surrounding whitespace trimmed and the StackState form
+`$(date +FORMAT)` / `$(date -u +FORMAT)` (FORMAT optionally quoted) replaced by FORMAT, as the
+binary does. Nothing is ever run by a shell; "sts-backup.nameTemplateProblem" refuses the rest.
 */}}
 {{- define "sts-backup.backupNameTemplate" -}}
-{{- regexReplaceAll "\\$\\(date \\+([^)]*)\\)" .Values.backup.stackGraph.scheduled.backupNameTemplate "${1}" }}
+{{- $t := .Values.backup.stackGraph.scheduled.backupNameTemplate | toString | trim }}
+{{- regexReplaceAll "\\$\\(\\s*date (?:-u )?\\+['\"]*([^)]*?)['\"]*\\s*\\)" $t "${1}" }}
+{{- end }}
+
+{{/*
+Why the translated name template would be refused by `stackgraph-backup` (empty when it is
+accepted), by the binary's rules (jobs/core/src/naming.rs): literal text of letters, digits and
+._+:=@,- only; strftime fields that never render a space, '/' or '%'; a name that cannot start
+with '.', contain '..', end in .manifest.json or exceed 200 bytes. tests/chart/name_templates.tsv
+holds the cases both must agree on.
+*/}}
+{{- define "sts-backup.nameTemplateProblem" -}}
+{{- $format := . }}
+{{- /* longest rendering of each accepted field (the binary renders at 1970, 2021-12-29 and 2099) */}}
+{{- $width := dict "Y" 4 "C" 2 "y" 2 "m" 2 "b" 3 "h" 3 "B" 9 "d" 2 "a" 3 "A" 9 "w" 1 "u" 1 "U" 2 "W" 2 "G" 4 "g" 2 "V" 2 "j" 3 "F" 10 "H" 2 "I" 2 "M" 2 "S" 2 "P" 2 "p" 2 "T" 8 "R" 5 "X" 8 "s" 10 "f" 9 "z" 5 "Z" 3 "+" 35 "e" 2 "k" 2 "l" 2 }}
+{{- $tokens := regexFindAll "%[-_0]?(?:\\.?[0-9]?f|:{1,3}z|#z|[a-zA-Z+%])|%.?|[^%]+" $format -1 }}
+{{- $length := 0 }}
+{{- $problem := "" }}
+{{- if not $format }}
+{{- $problem = "is empty" }}
+{{- else if or (contains "$" $format) (contains "`" $format) }}
+{{- $problem = "has shell syntax: only $(date +FORMAT) is understood (translated, never run by a shell)" }}
+{{- end }}
+{{- range $tokens }}
+{{- if $problem }}
+{{- else if not (hasPrefix "%" .) }}
+{{- if not (regexMatch "^[A-Za-z0-9._+:=@,-]*$" .) }}
+{{- $problem = printf "contains %q (allowed are letters, digits and ._+:=@,-)" (regexReplaceAll "[A-Za-z0-9._+:=@,-]" . "") }}
+{{- end }}
+{{- $length = add $length (len .) }}
+{{- else if not (regexMatch "^%[-_0]?(?:\\.?[0-9]?f|:{1,3}z|#z|[a-zA-Z+%])$" .) }}
+{{- $problem = printf "is not a valid strftime template (%q)" . }}
+{{- else }}
+{{- $spec := regexReplaceAll "^%[-_0]?" . "" }}
+{{- $key := regexReplaceAll "^[.0-9:#]+" $spec "" }}
+{{- if or (hasPrefix "%_" .) (and (has $spec (list "e" "k" "l")) (not (regexMatch "^%[-0]" .))) }}
+{{- $problem = printf "has a space-padded field (%s) that renders a space at some times; use zero-padded fields such as %%Y%%m%%d-%%H%%M%%S" . }}
+{{- else if not (hasKey $width $key) }}
+{{- $problem = printf "has the field %s, which renders characters a name cannot hold (a space, '/', '%%' or a line break)" . }}
+{{- else }}
+{{- $length = add $length (add (get $width $key) (ternary 1 0 (hasPrefix "." $spec))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $problem }}
+{{- else if hasPrefix "." $format }}
+{{- $problem = "renders a name starting with '.'" }}
+{{- else if contains ".." $format }}
+{{- $problem = "renders a name containing '..'" }}
+{{- else if hasSuffix ".manifest.json" $format }}
+{{- $problem = "renders a name ending in .manifest.json (the commit marker of a backup)" }}
+{{- else if gt $length 200 }}
+{{- $problem = printf "can render names of %d bytes; at most 200 are allowed" $length }}
+{{- end }}
+{{- $problem }}
 {{- end }}
 
 {{/* BACKUP_STORAGE of the StackGraph jobs: s3://<bucket>[/<prefix>]. */}}
@@ -163,4 +191,23 @@ Nothing is ever run by a shell; any `$` left over is refused by the validation.
 {{- define "sts-backup.stackGraph.graphImageUsed" -}}
 {{- $sg := .Values.backup.stackGraph }}
 {{- if or $sg.scheduled.enabled $sg.restore.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+activeDeadlineSeconds of a StackGraph backup or restore Job: the explicit value, else
+1800 s + backup.stackGraph.expectedSize / deadlineThroughputMiBps.
+Usage: include "sts-backup.stackGraph.deadline" (list . $explicit)
+*/}}
+{{- define "sts-backup.stackGraph.deadline" -}}
+{{- $root := index . 0 }}
+{{- $explicit := index . 1 }}
+{{- if not (kindIs "invalid" $explicit) }}
+{{- $explicit }}
+{{- else }}
+{{- $sg := $root.Values.backup.stackGraph }}
+{{- $size := toString $sg.expectedSize }}
+{{- $number := regexFind "^[0-9]+" $size | atoi }}
+{{- $unitMiB := get (dict "Mi" 1 "Gi" 1024 "Ti" 1048576) (trimPrefix (toString $number) $size) }}
+{{- add 1800 (div (mul $number $unitMiB) (int $sg.deadlineThroughputMiBps)) }}
+{{- end }}
 {{- end }}

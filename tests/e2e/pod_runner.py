@@ -17,10 +17,11 @@ and runs their containers, init containers first, as local processes:
   files get the Kubernetes owners and modes (Secret defaultMode, emptyDir 0777), and the working
   directory is not writable (a stand-in for readOnlyRootFilesystem).
 
-The storage service runs the way the chart renders it (rclone engine) in all three modes: local
-path, S3 gateway in front of a second rclone S3 server, Azure gateway in front of Azurite. In
-each mode and for each store (PostgreSQL: pg_dump/pg_restore streamed, under a key prefix,
-uncompressed; etcd: snapshot through the scratch `{file}`, zstd): backup -> second, older backup ->
+The storage service runs the way the chart renders it with the default engine (`auto`: rclone
+serve s3 here) in all three modes: local path, S3 gateway in front of a second rclone S3 server,
+Azure gateway in front of Azurite; the helm test pod runs first against it. In each mode and
+for each store (PostgreSQL: pg_dump/pg_restore streamed, under a key prefix, uncompressed; etcd:
+snapshot through the scratch `{file}`, zstd): backup -> second, older backup ->
 list -> prune (retention CronJob) -> restore, with the data checked against the backed-up state and
 the objects checked in the backend itself (not through the gateway); then a restore into the
 now non-empty target without force must exit 3 and leave it untouched, and (PostgreSQL) a forced
@@ -49,7 +50,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "chart"))
-import test_chart as chart  # noqa: E402 - helpers shared with the chart tests
+import chartlib as chart  # noqa: E402 - helpers shared with the chart tests (tests/chart/chartlib.py)
 
 ROOT = HERE.parents[1]
 VALUES = HERE / "values"
@@ -66,9 +67,6 @@ POD_TIMEOUT = 180
 
 WORK = Path(tempfile.mkdtemp(prefix="sts-e2e."))
 WORK.chmod(0o755)  # pod users (65532, 65534) must reach their volumes below it
-# test_chart made its own temp dir at import; its helpers (start_storage) write below WORK.
-shutil.rmtree(chart.WORK, ignore_errors=True)
-chart.WORK = WORK
 
 POD_NUMBERS = itertools.count(1)
 # an absolute path at the start of a value or after a space, `=`, quote or comma
@@ -163,7 +161,7 @@ def render(value_files, sets_json=None):
     extra = []
     for key, value in (sets_json or {}).items():
         extra += ["--set-json", f"{key}={json.dumps(value)}"]
-    return chart.render(values=[VALUES / f for f in value_files], release=RELEASE, extra=extra, keep=False)
+    return chart.helm_template(values=[VALUES / f for f in value_files], release=RELEASE, extra=extra)
 
 
 def job_template_configmap(rendered):
@@ -188,7 +186,9 @@ def filled_job(rendered, key, **placeholders):
 
 
 def pod_template(obj):
-    """The Pod template a CronJob or Job would create."""
+    """The Pod template a CronJob or Job would create (a bare Pod, e.g. the helm test, is its own)."""
+    if obj["kind"] == "Pod":
+        return {"metadata": obj["metadata"], "spec": obj["spec"]}
     if obj["kind"] == "CronJob":
         return obj["spec"]["jobTemplate"]["spec"]["template"]
     if obj["kind"] == "Job":
@@ -300,7 +300,7 @@ class Node:
     # --- env and paths
     def resolve_env(self, c):
         """Env as the kubelet builds it: configMapKeyRef values become literal values (with `$`
-        escaped, since referenced values are never expanded), then test_chart.resolve_env resolves
+        escaped, since referenced values are never expanded), then chartlib.resolve_env resolves
         secretKeyRef and expands $(VAR) in order."""
         entries = []
         for e in c.get("env", []):
@@ -719,11 +719,13 @@ def cycle(results, mode, store):
     r = render(common, sets)
     r_old = render(common + ["old-backup.yaml"], sets)
     port = chart.free_port()
-    storage, _ = chart.start_storage(r, mode.storage_dir(), port)
+    storage, _ = chart.start_storage(r, mode.storage_dir(), port, WORK)
     track(storage)
     images = [
         (r"sts-backup/jobs:.+", Image(SYSTEM_PATH, {"/usr/local/bin": JOBS_BIN})),
-        (r"docker\.io/rclone/rclone:.+", Image(str(Path(shutil.which("rclone")).parent))),
+        # the rclone image: rclone, and a /bin/sh with the usual tools (busybox in the real image)
+        (r"docker\.io/rclone/rclone:.+", Image(f"{Path(shutil.which('rclone')).parent}:{SYSTEM_PATH}",
+                                               {"/bin": Path("/bin")})),
         (store.image, Image(store.tool_path())),
     ]
     pods_dir = WORK / "pods" / tag.replace("/", "-")
@@ -825,7 +827,16 @@ def cycle(results, mode, store):
         restore(True, "restore-forced").expect(0)
         assert store.digest("target") == state["v1"]
 
-    steps = [("backup (CronJob pod: copy-binary init + export, bucket created)", step_backup),
+    def step_helm_test():
+        dep = r.one("Deployment")
+        assert dep["metadata"]["labels"]["sts-backup.io/storage-engine"] == "rclone", "the default engine"
+        pod = node.run_pod(pod_template(r.one("Pod", "test")), "helm-test").expect(0)
+        targets = r.one("Pod", "test")["spec"]["containers"][0]["env"][1]["value"].split()
+        for target in targets:
+            assert f"helm test: {target}: list, put, get, delete ok" in pod.main.stdout, pod.main.stdout
+
+    steps = [("helm test pod against the default engine (rclone serve s3)", step_helm_test),
+             ("backup (CronJob pod: copy-binary init + export, bucket created)", step_backup),
              ("second backup, dated 2020 (CronJob pod of a render without retention)", step_old_backup),
              ("list (Job from the ConfigMap, -o json)", step_list),
              ("prune (retention CronJob pod: days = 30, keeps the newest)", step_prune),

@@ -1,0 +1,182 @@
+{{/*
+Env of the job containers, one helper per job kind, all built from the storage and logging env
+every job binary reads (docs/interfaces.md lists the variables).
+*/}}
+
+{{/* Env of every job binary: the storage service and logging. */}}
+{{- define "sts-backup.storageEnv" -}}
+- name: S3_ENDPOINT
+  value: {{ include "sts-backup.storage.endpoint" . | quote }}
+- name: S3_REGION
+  value: {{ .Values.backup.s3Region | quote }}
+- name: S3_ADDRESSING
+  value: "path"
+- name: S3_CREDENTIALS_DIR
+  value: {{ include "sts-backup.credentialsDir" . | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: RUST_LOG
+  value: {{ .Values.logLevel | quote }}
+{{- end }}
+
+{{/* Env of every StackGraph job: the storage location of the backups. */}}
+{{- define "sts-backup.stackGraph.env" -}}
+- name: BACKUP_STORAGE
+  value: {{ include "sts-backup.stackGraph.storageUrl" . | quote }}
+{{ include "sts-backup.storageEnv" . | trim }}
+{{- end }}
+
+{{/* Retention env, read by `stackgraph-backup backup` (prunes after an upload) and `retention-pruner`. */}}
+{{- define "sts-backup.stackGraph.retentionEnv" -}}
+{{- $s := .Values.backup.stackGraph.scheduled }}
+- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_PARSE_REGEXP
+  value: {{ $s.backupNameParseRegexp | quote }}
+- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_DATETIME_PARSE_FORMAT
+  value: {{ $s.backupDatetimeParseFormat | quote }}
+{{- with $s.backupRetentionTimeDelta }}
+- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA
+  value: {{ . | quote }}
+{{- end }}
+- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_MIN_KEEP
+  value: {{ $s.backupRetentionMinKeep | toString | quote }}
+{{- range $rule := list "last" "daily" "weekly" "monthly" }}
+{{- $n := index $s.backupRetentionKeep $rule }}
+{{- if not (kindIs "invalid" $n) }}
+- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_{{ upper $rule }}
+  value: {{ $n | toString | quote }}
+{{- end }}
+{{- end }}
+- name: BACKUP_ABORT_UPLOADS_OLDER_THAN
+  value: {{ $s.abortUploadsOlderThan | quote }}
+{{- end }}
+
+{{/* Env of the StackGraph backup container. */}}
+{{- define "sts-backup.stackGraph.backupEnv" -}}
+{{- $sg := .Values.backup.stackGraph }}
+{{ include "sts-backup.stackGraph.env" . | trim }}
+- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE
+  value: {{ include "sts-backup.backupNameTemplate" . | quote }}
+{{- /* Scheduled backups create their bucket when missing, as the reference's init job did. */}}
+- name: BACKUP_CREATE_BUCKET
+  value: "true"
+{{- with $sg.compress }}
+- name: BACKUP_COMPRESS
+  value: {{ . | quote }}
+{{- end }}
+{{ include "sts-backup.stackGraph.retentionEnv" . | trim }}
+{{- end }}
+
+{{/* Env of the retention CronJob. */}}
+{{- define "sts-backup.stackGraph.retentionJobEnv" -}}
+{{ include "sts-backup.stackGraph.env" . | trim }}
+{{ include "sts-backup.stackGraph.retentionEnv" . | trim }}
+- name: BACKUP_PRUNE_DRY_RUN
+  value: {{ .Values.backup.stackGraph.scheduled.retentionJob.dryRun | toString | quote }}
+{{- end }}
+
+{{- define "sts-backup.stackGraph.restoreEnv" -}}
+{{- $r := .Values.backup.stackGraph.restore }}
+{{ include "sts-backup.stackGraph.env" . | trim }}
+- name: BACKUP_NAME
+  value: "__BACKUP_NAME__"
+- name: RESTORE_FORCE
+  value: "__FORCE__"
+{{- with $r.forceArg }}
+- name: RESTORE_FORCE_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- with $r.emptyCheck }}
+- name: RESTORE_EMPTY_CHECK
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Env of every Elasticsearch job. */}}
+{{- define "sts-backup.es.env" -}}
+{{- $es := .Values.backup.elasticsearch }}
+{{ include "sts-backup.storageEnv" . | trim }}
+- name: ELASTICSEARCH_ENDPOINT
+  value: {{ $es.endpoint | quote }}
+- name: BACKUP_ELASTICSEARCH_SNAPSHOT_REPOSITORY_NAME
+  value: {{ $es.snapshotRepositoryName | quote }}
+- name: BACKUP_ELASTICSEARCH_BUCKET_NAME
+  value: {{ $es.bucketName | quote }}
+{{- with $es.s3Prefix }}
+- name: BACKUP_ELASTICSEARCH_S3_PREFIX
+  value: {{ . | quote }}
+{{- end }}
+- name: ES_S3_CREDENTIALS
+  value: {{ $es.s3Credentials | quote }}
+- name: ES_S3_CLIENT
+  value: {{ $es.s3Client | quote }}
+- name: BACKUP_ELASTICSEARCH_SCHEDULED_INDICES
+  value: {{ $es.scheduled.indices | quote }}
+{{- if $es.auth.existingSecret }}
+{{- if $es.auth.username }}
+- name: ES_USERNAME
+  value: {{ $es.auth.username | quote }}
+- name: ES_PASSWORD_FILE
+  value: {{ printf "/etc/sts-backup/es-auth/%s" $es.auth.passwordKey | quote }}
+{{- else }}
+- name: ES_API_KEY_FILE
+  value: {{ printf "/etc/sts-backup/es-auth/%s" $es.auth.apiKeyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if $es.tls.caSecret }}
+- name: ES_CA_BUNDLE
+  value: {{ printf "/etc/sts-backup/es-ca/%s" $es.tls.caKey | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "sts-backup.es.registerEnv" -}}
+{{- $es := .Values.backup.elasticsearch }}
+{{- $s := $es.scheduled }}
+{{ include "sts-backup.es.env" . | trim }}
+{{- if $s.enabled }}
+- name: BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_POLICY_NAME
+  value: {{ $s.snapshotPolicyName | quote }}
+- name: BACKUP_ELASTICSEARCH_SCHEDULED_SCHEDULE
+  value: {{ $s.schedule | quote }}
+- name: BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_NAME_TEMPLATE
+  value: {{ $s.snapshotNameTemplate | quote }}
+- name: BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_EXPIRE_AFTER
+  value: {{ $s.snapshotRetentionExpireAfter | quote }}
+- name: BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_MIN_COUNT
+  value: {{ $s.snapshotRetentionMinCount | toString | quote }}
+- name: BACKUP_ELASTICSEARCH_SCHEDULED_SNAPSHOT_RETENTION_MAX_COUNT
+  value: {{ $s.snapshotRetentionMaxCount | toString | quote }}
+{{- end }}
+- name: ES_CREATE_BUCKET
+  value: {{ $s.enabled | toString | quote }}
+- name: ES_NO_POLICY
+  value: {{ not $s.enabled | toString | quote }}
+- name: ES_EXECUTE_NOW
+  value: {{ and $s.enabled $es.register.executeNow | toString | quote }}
+- name: ES_READONLY
+  value: {{ $es.register.readonly | toString | quote }}
+{{- end }}
+
+{{/* Env of the `stackgraph list` Job template; the restore script fills in the output format. */}}
+{{- define "sts-backup.stackGraph.listEnv" -}}
+{{ include "sts-backup.stackGraph.env" . | trim }}
+- name: OUTPUT_FORMAT
+  value: "__OUTPUT_FORMAT__"
+{{- end }}
+
+{{/* Env of the `elasticsearch list` Job template. */}}
+{{- define "sts-backup.es.listEnv" -}}
+{{ include "sts-backup.es.env" . | trim }}
+- name: OUTPUT_FORMAT
+  value: "__OUTPUT_FORMAT__"
+{{- end }}
+
+{{/* Env of the `elasticsearch restore` Job template; the placeholders are filled by the restore script. */}}
+{{- define "sts-backup.es.restoreEnv" -}}
+{{ include "sts-backup.es.env" . | trim }}
+- name: SNAPSHOT_NAME
+  value: "__SNAPSHOT_NAME__"
+- name: INDICES_TO_RESTORE
+  value: "__INDICES__"
+- name: RESTORE_FORCE
+  value: "__FORCE__"
+{{- end }}

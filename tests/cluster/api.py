@@ -82,6 +82,10 @@ class Api:
         self._emit(res.key, stored, event)
         return stored
 
+    def put(self, res, obj):
+        """A system component's write (scheduler binding, kubelet status): no validation, no RBAC."""
+        return self._write(res, obj, "MODIFIED")
+
     def get(self, res, namespace, name):
         obj = self.store.get(res.key, namespace if res.namespaced else None, name)
         if obj is None:

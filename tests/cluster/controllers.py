@@ -188,13 +188,14 @@ class Controllers:
                                    "ownerReferences": [owner_ref(d)]},
                       "spec": {"replicas": replicas, "selector": selector, "template": template}}
                 current = api.create(REPLICASETS, ns, rs, "Ignore")
-            for r in owned + [current]:
+            sets = {r["metadata"]["uid"]: r for r in owned + [current]}.values()
+            for r in sets:
                 want = replicas if r["metadata"]["name"] == current["metadata"]["name"] else 0
                 if r["spec"].get("replicas") != want:
                     r = copy.deepcopy(r)
                     r["spec"]["replicas"] = want
                     api.update(REPLICASETS, ns, r["metadata"]["name"], r)
-            pods = [p for r in owned + [current] for p in _owned(api, PODS, ns, r["metadata"]["uid"])]
+            pods = [p for r in sets for p in _owned(api, PODS, ns, r["metadata"]["uid"])]
             live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
             ready = sum(1 for p in live if _ready(p))
             status = {"observedGeneration": meta.get("generation", 1), "replicas": len(pods),

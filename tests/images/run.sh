@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the jobs image (issue 7) on a machine that reaches no container registry.
 #
-# The builder and distroless base images cannot be pulled here, so this tests what the image
+# The builder base image cannot be pulled here, so this tests what the image
 # is made of instead:
 #   1. the static release build (images/build-static.sh, the same script the Dockerfile runs);
 #   2. each binary is fully static (no PT_INTERP, no dynamic section); sizes are printed;
@@ -175,7 +175,7 @@ make_rootfs() {
   # Like a pod's: cluster DNS, a namespace search list, ndots:5.
   printf 'nameserver 127.0.0.1\nsearch %s svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:2\n' \
     "${DNS_SEARCH}" >"${ROOTFS}/etc/resolv.conf"
-  # The public roots, as in distroless; the test CA is not among them (yet).
+  # The public roots, as in the image (Debian ca-certificates); the test CA is not among them (yet).
   cp /etc/ssl/certs/ca-certificates.crt "${ROOTFS}/etc/ssl/certs/ca-certificates.crt"
   cp "${WORK}/pki/ca.pem" "${ROOTFS}/etc/test-ca.pem"
   # What every container runtime provides: /dev/null (children get stdin from it) and /proc
@@ -405,10 +405,10 @@ check_lint() {
 a named USER|s/^USER 65532:65532/USER nonroot/|must be numeric
 a shell-form ENTRYPOINT|s/^ENTRYPOINT \[.*/ENTRYPOINT \/usr\/local\/bin\/stackgraph-backup/|shell-form
 a missing revision label|s/org.opencontainers.image.revision=/org.opencontainers.image.commit=/|revision missing
-an untagged base image|s/^ARG RUNTIME_IMAGE=.*/ARG RUNTIME_IMAGE=gcr.io\/distroless\/static-debian12/|no tag and no digest
+an untagged base image|s/^ARG RUST_IMAGE=.*/ARG RUST_IMAGE=docker.io\/library\/rust/|no tag and no digest
 a shell-form smoke test|s/^RUN \["\/usr\/local\/bin\/stackgraph-backup", "--version"\]/RUN \/usr\/local\/bin\/stackgraph-backup --version/|smoke test
 a misspelt instruction|s/^USER /USR /|unknown instruction USR
-binaries copied elsewhere|s/^COPY --from=builder \/out\/ \/usr\/local\/bin\//COPY --from=builder \/out\/ \/opt\//|nothing is copied to /usr/local/bin/
+binaries copied elsewhere|s/^COPY --from=artifacts \/dist\/bin\/ \/usr\/local\/bin\//COPY --from=artifacts \/dist\/bin\/ \/opt\//|nothing is copied to /usr/local/bin/
 EOF
   if out="$(cd "${STS_ROOT}" && shellcheck -x images/build-static.sh tests/images/run.sh 2>&1)"; then
     pass "lint: shellcheck images/build-static.sh tests/images/run.sh"

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sts_backup_core::restore;
+use sts_backup_core::catalogue;
 use sts_backup_core::storage::{Storage, StorageArgs};
 
 use crate::config::{Config, ElasticsearchConfig, StoreConfig};
@@ -223,7 +223,7 @@ fn start_verification(watch: &StoreWatch, at: DateTime<Utc>) {
     let slot = watch.verify.clone();
     let verifying = watch.verifying.clone();
     tokio::spawn(async move {
-        let outcome = restore::verify(&storage, &newest.name).await;
+        let outcome = catalogue::verify_backup(&storage, &newest.name).await;
         let result = match outcome {
             Ok(_) => Some(Verification {
                 at,

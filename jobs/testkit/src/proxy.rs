@@ -94,7 +94,15 @@ fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_afte
         return;
     };
     let up = counters.clone();
-    thread::spawn(move || pump(client_r, server, |n| up.upstream.fetch_add(n, Ordering::Relaxed), None, &up));
+    thread::spawn(move || {
+        pump(
+            client_r,
+            server,
+            |n| up.upstream.fetch_add(n, Ordering::Relaxed),
+            None,
+            &up,
+        )
+    });
     thread::spawn(move || {
         pump(
             server_r,
@@ -165,7 +173,13 @@ mod tests {
 
     #[test]
     fn counts_and_cuts() {
-        let proxy = Proxy::start(sender(1 << 20), Faults { cut_after: Some(1000), cuts: 1 });
+        let proxy = Proxy::start(
+            sender(1 << 20),
+            Faults {
+                cut_after: Some(1000),
+                cuts: 1,
+            },
+        );
         assert_eq!(fetch(proxy.port), 1000, "the first connection is cut after 1000 bytes");
         assert_eq!(fetch(proxy.port), 1 << 20, "later ones pass whole");
         assert_eq!(proxy.cuts(), 1);

@@ -27,7 +27,10 @@ fn main() {
             c.connections.load(Ordering::Relaxed)
         );
         let tmp = format!("{stats}.tmp");
-        if std::fs::write(&tmp, line).and_then(|()| std::fs::rename(&tmp, stats)).is_err() {
+        if std::fs::write(&tmp, line)
+            .and_then(|()| std::fs::rename(&tmp, stats))
+            .is_err()
+        {
             eprintln!("tcp-proxy: cannot write {stats}");
             std::process::exit(1);
         }

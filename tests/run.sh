@@ -8,7 +8,7 @@ set -o errexit -o nounset -o pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")"/.. && pwd -P)"
 
 # Each suite is a function below; they run in this order.
-readonly SUITES=(rust-lint rust-tests scripts chart cluster e2e images bench)
+readonly SUITES=(rust-lint rust-tests scripts chart monitor cluster e2e images bench)
 
 log() { printf '\n=== %s\n' "$*" >&2; }
 
@@ -24,6 +24,7 @@ suite_rust-tests() {
 suite_scripts() { "${ROOT}/tests/scripts/run.sh"; }
 suite_chart() { "${ROOT}/tests/chart/run.sh"; }
 suite_cluster() { "${ROOT}/tests/cluster/run.sh"; }
+suite_monitor() { "${ROOT}/tests/monitor/run.sh"; }
 suite_e2e() { "${ROOT}/tests/e2e/run.sh"; }
 suite_images() { "${ROOT}/tests/images/run.sh"; }
 suite_bench() { "${ROOT}/tests/bench/run.sh"; }

@@ -5,6 +5,8 @@
 //! Tools come from `tests/install-tools.sh`; a missing tool fails the test with a message
 //! saying so, rather than skipping it.
 
+pub mod proxy;
+
 use std::ffi::OsStr;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,188 @@
+//! A TCP proxy between a client and a real server, for what a network does to a transfer:
+//! it counts the bytes each way (so a test can prove a restore read the object once) and can
+//! cut connections after a number of bytes from the server (so a test can prove a transfer
+//! resumes where it broke, instead of starting over).
+//!
+//! Blocking threads, one pair per connection: tests move at most a few GiB through it.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+/// What the proxy does to traffic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Cut a connection once it has carried this many bytes from the server...
+    pub cut_after: Option<u64>,
+    /// ... this many times in all (then pass everything).
+    pub cuts: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Bytes from the server to clients.
+    pub downstream: AtomicU64,
+    /// Bytes from clients to the server.
+    pub upstream: AtomicU64,
+    /// Connections cut so far.
+    pub cut: AtomicU64,
+    /// Connections accepted so far.
+    pub connections: AtomicU64,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    pub counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Listens on a free 127.0.0.1 port and forwards to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16, faults: Faults) -> Proxy {
+        Self::start_on(0, upstream, faults)
+    }
+
+    pub fn start_on(port: u16, upstream: u16, faults: Faults) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy: cannot listen");
+        let port = listener.local_addr().expect("proxy: local address").port();
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (counters.clone(), stop.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                c.connections.fetch_add(1, Ordering::Relaxed);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let cut_here = faults.cut_after.filter(|_| c.cut.load(Ordering::Relaxed) < faults.cuts);
+                relay(client, server, c.clone(), cut_here);
+            }
+        });
+        Proxy { port, counters, stop }
+    }
+
+    pub fn downstream(&self) -> u64 {
+        self.counters.downstream.load(Ordering::Relaxed)
+    }
+
+    pub fn upstream(&self) -> u64 {
+        self.counters.upstream.load(Ordering::Relaxed)
+    }
+
+    pub fn cuts(&self) -> u64 {
+        self.counters.cut.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_after: Option<u64>) {
+    let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up = counters.clone();
+    thread::spawn(move || {
+        pump(
+            client_r,
+            server,
+            |n| up.upstream.fetch_add(n, Ordering::Relaxed),
+            None,
+            &up,
+        )
+    });
+    thread::spawn(move || {
+        pump(
+            server_r,
+            client,
+            |n| counters.downstream.fetch_add(n, Ordering::Relaxed),
+            cut_after,
+            &counters,
+        )
+    });
+}
+
+/// Copies `from` to `to`, counting; with `cut_after`, drops both ends after that many bytes.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    count: impl Fn(u64) -> u64,
+    cut_after: Option<u64>,
+    counters: &Counters,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut carried = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let allowed = match cut_after {
+            Some(limit) => n.min(usize::try_from(limit.saturating_sub(carried)).unwrap_or(usize::MAX)),
+            None => n,
+        };
+        // Counted before it is written, so a client that has read it sees it counted.
+        carried += allowed as u64;
+        count(allowed as u64);
+        if allowed > 0 && to.write_all(&buf[..allowed]).is_err() {
+            break;
+        }
+        if cut_after.is_some_and(|limit| carried >= limit) {
+            counters.cut.fetch_add(1, Ordering::Relaxed);
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that sends `n` bytes to each client, then closes.
+    fn sender(n: usize) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for mut c in listener.incoming().flatten() {
+                let _ = c.write_all(&vec![7u8; n]);
+            }
+        });
+        port
+    }
+
+    fn fetch(port: u16) -> usize {
+        let mut got = Vec::new();
+        let _ = TcpStream::connect(("127.0.0.1", port)).unwrap().read_to_end(&mut got);
+        got.len()
+    }
+
+    #[test]
+    fn counts_and_cuts() {
+        let proxy = Proxy::start(
+            sender(1 << 20),
+            Faults {
+                cut_after: Some(1000),
+                cuts: 1,
+            },
+        );
+        assert_eq!(fetch(proxy.port), 1000, "the first connection is cut after 1000 bytes");
+        assert_eq!(fetch(proxy.port), 1 << 20, "later ones pass whole");
+        assert_eq!(proxy.cuts(), 1);
+        assert_eq!(proxy.downstream(), 1000 + (1 << 20));
+    }
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Chart tests: helm lint --strict of every example, render assertions, every `fail` path,
-# kubernetes-validate --strict for Kubernetes 1.28-1.34, and the rclone engine run as rendered
-# in all three modes (local path, S3 gateway to a second rclone, Azure gateway to Azurite).
+# kubernetes-validate --strict for Kubernetes 1.28-1.34, the install/upgrade engine choice with the
+# real helm against a stub API endpoint, and the rclone engine, the helm test pod, the multipart
+# cleanup and the README's engine switch run as rendered in all three modes (local path, S3 gateway
+# to a second rclone, Azure gateway to Azurite), with stackgraph-backup (built here) as the client.
 # Ends with "chart: N passed, M failed"; exits non-zero on any failure.
 #
 # Usage: tests/chart/run.sh        (after tests/install-tools.sh)
@@ -22,7 +24,9 @@ require() {
 main() {
   # shellcheck source=/dev/null  # tests/env.sh, checked on its own
   source "${HERE}/../env.sh"
-  require helm kubernetes-validate rclone azurite-blob curl
+  require cargo helm kubernetes-validate rclone azurite-blob curl
+  # the name-template table and the engine switch run the binary
+  (cd "${STS_ROOT}" && cargo build --quiet --locked -p stackgraph-backup)
   "${STS_ROOT}/.tools/venv/bin/python" "${HERE}/test_chart.py" "$@"
 }
 

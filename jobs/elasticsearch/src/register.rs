@@ -23,7 +23,9 @@ use sts_backup_core::storage::{Addressing, Storage, StorageArgs, StorageError};
 use crate::client::{ClusterInfo, EsClient};
 use crate::error::{Context, Error, Result};
 use crate::retry::{retry, Attempt, Backoff, GaveUp};
-use crate::validate::{validate_cron, validate_expire_after, validate_retention, validate_snapshot_name, IndexPattern};
+use crate::validate::{
+    validate_cron, validate_expire_after, validate_name, validate_retention, validate_snapshot_name, IndexPattern,
+};
 
 /// The object that records which cluster writes to a repository location.
 pub const OWNER_MARKER: &str = "sts-backup-owner.json";
@@ -88,15 +90,8 @@ impl RegisterOptions {
 
     /// Every check that needs no network. Errors name the flag (exit 2).
     pub fn validate(&self) -> Result<()> {
-        if self.repository.is_empty()
-            || self.repository.starts_with('_')
-            || self.repository.contains(['/', ' ', ',', '*'])
-        {
-            return Err(Error::invalid(format!(
-                "--repository: {:?} is not a valid repository name",
-                self.repository
-            )));
-        }
+        validate_name("--repository", &self.repository)?;
+        validate_name("--policy", &self.policy)?;
         sts_backup_core::storage::StorageUrl::parse(&format!("s3://{}", self.bucket))
             .map_err(|e| Error::invalid(format!("--bucket: {}", e.to_string().trim_start_matches("--storage: "))))?;
         if let Some(p) = self.base_path() {
@@ -127,12 +122,6 @@ impl RegisterOptions {
             ));
         }
         if self.policy_wanted() {
-            if self.policy.is_empty() || self.policy.starts_with('_') || self.policy.contains(['/', ' ', ',']) {
-                return Err(Error::invalid(format!(
-                    "--policy: {:?} is not a valid policy id",
-                    self.policy
-                )));
-            }
             validate_cron(&self.schedule)?;
             validate_snapshot_name(&self.snapshot_name)?;
             IndexPattern::parse(&self.indices, "--indices")?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use sts_backup_core::storage::{Addressing, Storage, StorageArgs, StorageError};
+use sts_backup_core::storage::{Addressing, S3Keys, Sse, Storage, StorageArgs, StorageError};
 
 use crate::client::{ClusterInfo, EsClient};
 use crate::error::{Context, Error, Result};
@@ -221,42 +221,17 @@ fn endpoint_parts(endpoint: &str) -> Result<(String, String)> {
     Ok((scheme.to_string(), host.to_string()))
 }
 
+/// SSE-S3 or none (the core's one SSE rule); SSE-KMS is refused there.
 fn sse_enabled(sse: &str) -> Result<bool> {
-    match sse {
-        "" | "none" => Ok(false),
-        "AES256" | "aes256" => Ok(true),
-        s if s.to_ascii_lowercase().contains("kms") => Err(Error::invalid(format!(
-            "--sse: {s:?} (SSE-KMS) is not supported by Elasticsearch S3 repositories (ETags are not MD5); use AES256"
-        ))),
-        s => Err(Error::invalid(format!("--sse: {s:?} is not one of none, AES256"))),
-    }
+    Ok(Sse::parse(sse).map_err(|e| Error::invalid(e.to_string()))? == Sse::Aes256)
 }
 
-/// The S3 keys for `--credentials inline`: the credentials directory, else the AWS env.
+/// The S3 keys for `--credentials inline`, read by the core's one credentials reader (the
+/// credentials directory, else the AWS env; trimmed and checked there).
 fn inline_keys(args: &StorageArgs) -> Result<(String, String)> {
-    let read = |name: &str| -> Result<String> {
-        let dir = args.credentials_dir.as_ref().expect("checked");
-        let path = dir.join(name);
-        let v = std::fs::read_to_string(&path)
-            .map_err(|e| Error::invalid(format!("--credentials-dir: cannot read {}: {e}", path.display())))?;
-        let v = v.trim().to_string();
-        if v.is_empty() {
-            return Err(Error::invalid(format!(
-                "--credentials-dir: {} is empty",
-                path.display()
-            )));
-        }
-        Ok(v)
-    };
-    if args.credentials_dir.is_some() {
-        return Ok((read("accesskey")?, read("secretkey")?));
-    }
-    match (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(a), Ok(s)) if !a.is_empty() && !s.is_empty() => Ok((a, s)),
-        _ => Err(Error::invalid(
+    match S3Keys::read(args.credentials_dir.as_deref()).map_err(|e| Error::invalid(e.to_string()))? {
+        Some(keys) => Ok((keys.access_key_id, keys.secret_access_key)),
+        None => Err(Error::invalid(
             "--credentials: inline needs the S3 keys from --credentials-dir or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
         )),
     }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use sts_backup_core::cli;
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
 use sts_backup_core::logging::{self, LogFormat};
 use sts_backup_core::storage::{Addressing, StorageArgs};
@@ -465,46 +466,21 @@ fn report_error(err: &Error) -> Exit {
 }
 
 fn main() -> ExitCode {
+    // The core's one start-up: one-line usage errors (exit 2), logging, the runtime. Errors
+    // of this crate carry their exit code, so they are reported here without downcasting.
     let command = Cli::command().after_help(format!("{EXIT_CODES_HELP}\n\n{AFTER_HELP}"));
-    let parsed = command
-        .try_get_matches_from(std::env::args_os())
-        .and_then(|m| Cli::from_arg_matches(&m));
-    let cli = match parsed {
+    let cli: Cli = match cli::parse_from(command, std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                let _ = e.print();
-                return if e.exit_code() == 0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                };
-            }
-            // One line naming the flag, exit 2.
-            let text = e.render().to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error: invalid usage");
-            eprintln!("{line}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return report_error(&Error::failed(format!("starting the async runtime: {e}"))).into(),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report_error(&e).into(),
-    }
+    let log_format = cli.log_format;
+    cli::run(log_format, || async move {
+        Ok(match run(cli).await {
+            Ok(()) => Exit::Ok,
+            Err(e) => report_error(&e),
+        })
+    })
+    .into()
 }
 
 #[cfg(test)]

@@ -179,4 +179,10 @@ every job binary reads (docs/interfaces.md lists the variables).
   value: "__INDICES__"
 - name: RESTORE_FORCE
   value: "__FORCE__"
+- name: RESTORE_LATEST
+  value: "__LATEST__"
+- name: RESTORE_ALLOW_PARTIAL
+  value: "__ALLOW_PARTIAL__"
+- name: RESTORE_RENAME_TO
+  value: "__RENAME_TO__"
 {{- end }}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Restores an Elasticsearch snapshot through a one-shot Job made from the
-# chart's job-elasticsearch-restore.json template. Without -force the job
-# refuses (exit 3) when open indices would be overwritten; with -force the
-# writer deployments are scaled to 0, the job deletes the conflicting indices
-# and restores, and the deployments are scaled back (also on failure/Ctrl-C).
+# chart's job-elasticsearch-restore.json template. The job checks everything
+# before it changes anything and refuses (exit 3) when existing indices would
+# be overwritten; with -force the writer deployments are scaled to 0, the job
+# closes (or, for data stream backing indices, deletes) the conflicting
+# indices and restores, and the deployments are scaled back (also on
+# failure/Ctrl-C). --rename-to restores beside the live indices instead.
 #
-# Usage: scripts/restore/restore-elasticsearch-snapshot.sh NAME [INDICES]
-#          [-force] [-n NAMESPACE] [--context CONTEXT] [--keep]
+# Usage: scripts/restore/restore-elasticsearch-snapshot.sh NAME|--latest [INDICES]
+#          [-force] [--allow-partial] [--rename-to PATTERN]
+#          [-n NAMESPACE] [--context CONTEXT] [--keep]
 
 set -o errexit
 set -o nounset
@@ -21,49 +24,102 @@ readonly DEFAULT_SELECTOR='observability.suse.com/scalable-during-es-restore=tru
 usage() {
   cat <<USAGE
 Usage: ${0##*/} NAME [INDICES] [-force] [-n NAMESPACE] [--context CONTEXT] [--keep]
+       ${0##*/} --latest [INDICES] [-force] [...]
+       either form also takes [--allow-partial] [--rename-to PATTERN]
 
 Restores the Elasticsearch snapshot NAME (see list-elasticsearch-snapshots.sh)
 by running a one-shot Job from the sts-backup chart's job templates (needs
 backup.elasticsearch.restore.enabled). INDICES is an optional comma-separated
-list of indices or patterns (default: the configured pattern).
+list of indices or patterns (default: the configured pattern). Nothing is
+changed before every check has passed (snapshot state and version, indices
+present, templates of its data streams).
 
-  -force, --force          delete the open indices the snapshot would overwrite;
-                           the deployments matching the ConfigMap's
-                           elasticsearch-scale-down-selector are scaled to 0
-                           meanwhile and back to their previous replica counts
+      --latest             restore the newest SUCCESS snapshot (no NAME)
+  -force, --force          overwrite the existing indices the snapshot holds:
+                           open indices are closed (the restore reopens them),
+                           data streams are rolled over and their conflicting
+                           backing indices deleted; the deployments matching
+                           the ConfigMap's elasticsearch-scale-down-selector
+                           are scaled to 0 meanwhile and back afterwards
+      --allow-partial      restore a PARTIAL snapshot: only its indices whose
+                           shards all succeeded (the others are listed)
+      --rename-to PATTERN  restore beside the live indices, {} standing for
+                           the original name (e.g. restored-{}); never
+                           overwrites, needs no -force, scales nothing down
   -n, --namespace NS       namespace of the sts-backup release (default: current)
       --context CONTEXT    kubeconfig context (default: current)
       --keep               keep the Job afterwards, for debugging
   -h, --help               this help
 
-Exit codes: 0 restored, 1 failure (also: any shard failed), 2 usage error or
-invalid NAME/INDICES, 3 not restored because open indices would be
-overwritten (use -force), 130/143 interrupted.
+Exit codes: 0 restored, 1 failure (also: any shard failed, or no progress
+for RESTORE_NO_PROGRESS_TIMEOUT), 2 usage error or invalid NAME/INDICES,
+3 refused for safety and nothing changed (existing indices would be
+overwritten: use -force or --rename-to; or the snapshot is FAILED, PARTIAL
+without --allow-partial, or from an incompatible version), 130/143 interrupted.
 USAGE
 }
 
+# Takes this script's own flags (--latest, --allow-partial, --rename-to) out of
+# the arguments; the rest goes to lib::parse_args.
+parse_restore_flags() {
+  LATEST=false ALLOW_PARTIAL=false RENAME_TO="" REST=()
+  while (($# > 0)); do
+    case $1 in
+      -latest | --latest) LATEST=true ;;
+      -allow-partial | --allow-partial) ALLOW_PARTIAL=true ;;
+      --rename-to | --rename-to=*)
+        if [[ $1 == *=* ]]; then
+          RENAME_TO=${1#*=}
+        else
+          (($# >= 2)) || lib::usage_error "--rename-to needs a value"
+          RENAME_TO=$2
+          shift
+        fi
+        # The job judges the name; only a pattern without {} is caught here.
+        [[ ${RENAME_TO} == *'{}'* ]] \
+          || lib::usage_error "--rename-to needs a PATTERN with {} for the original name, e.g. restored-{}" ;;
+      --) REST+=("$@"); break ;;
+      *) REST+=("$1") ;;
+    esac
+    shift
+  done
+}
+
 main() {
-  lib::parse_args "force" "$@"
-  ((${#ARGS[@]} >= 1 && ${#ARGS[@]} <= 2)) \
-    || lib::usage_error "expected NAME [INDICES], got ${#ARGS[@]} arguments"
-  local name=${ARGS[0]} indices=${ARGS[1]:-} selector="" manifest message what
-  lib::validate_snapshot_name "${name}" || exit 2
+  parse_restore_flags "$@"
+  lib::parse_args "force" "${REST[@]}"
+  # shellcheck disable=SC2034  # read by lib::rerun_command: repeat this script's own flags too
+  ORIG_ARGS=("$@")
+  local name="" indices="" selector="" manifest message what
+  if [[ ${LATEST} == true ]]; then
+    ((${#ARGS[@]} <= 1)) || lib::usage_error "with --latest, expected only [INDICES], got ${#ARGS[@]} arguments"
+    indices=${ARGS[0]:-}
+    what="the latest snapshot"
+  else
+    ((${#ARGS[@]} >= 1 && ${#ARGS[@]} <= 2)) \
+      || lib::usage_error "expected NAME [INDICES] or --latest [INDICES], got ${#ARGS[@]} arguments"
+    name=${ARGS[0]} indices=${ARGS[1]:-}
+    lib::validate_snapshot_name "${name}" || exit 2
+    what="snapshot ${name}"
+  fi
   lib::validate_indices "${indices}" || exit 2
-  what="snapshot ${name} (indices: ${indices:-the configured pattern})"
+  what+=" (indices: ${indices:-the configured pattern}${RENAME_TO:+, renamed to ${RENAME_TO}})"
   lib::init
   lib::load_template job-elasticsearch-restore.json backup.elasticsearch.restore.enabled
-  if [[ ${FORCE} == true ]]; then
+  # Renamed restores overwrite nothing: the writers keep running.
+  if [[ ${FORCE} == true && -z ${RENAME_TO} ]]; then
     selector=$(lib::scale_selector elasticsearch-scale-down-selector "${DEFAULT_SELECTOR}")
   fi
   JOB_NAME=$(lib::job_name elasticsearch-restore)
   manifest=$(lib::render_template "${TEMPLATE}" JOB_NAME="${JOB_NAME}" \
-    SNAPSHOT_NAME="${name}" INDICES="${indices}" FORCE="${FORCE}")
+    SNAPSHOT_NAME="${name}" INDICES="${indices}" FORCE="${FORCE}" \
+    LATEST="${LATEST}" ALLOW_PARTIAL="${ALLOW_PARTIAL}" RENAME_TO="${RENAME_TO}")
   [[ -z ${selector} ]] || lib::scale_down "${selector}"
   lib::create_job "${manifest}"
   lib::run_job restore
   case ${JOB_RC} in
     0) message="Restored Elasticsearch ${what}." ;;
-    3) message="Not restored: open indices would be overwritten (listed above). To delete them and restore, rerun: $(lib::rerun_command -force)" ;;
+    3) message="Not restored, nothing changed: refused for safety (reason above). If existing indices would be overwritten, rerun with -force (closes them; deletes only data stream backing indices): $(lib::rerun_command -force) or restore beside them with --rename-to restored-{}" ;;
     *) message="Restore of Elasticsearch ${what} failed (exit ${JOB_RC}), see the log above. $(lib::debug_hint restore)" ;;
   esac
   lib::finish "${JOB_RC}" "${message}"

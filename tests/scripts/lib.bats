@@ -58,7 +58,7 @@ json_roundtrip() {
   run manifest_get 'm["metadata"]["name"]'
   assert_output '"job-1"'
   run manifest_get 'len(m["spec"]["template"]["spec"]["containers"][0]["env"])'
-  assert_output '5'
+  assert_output '8'
 }
 
 @test "render_template does not rescan inserted text for placeholders" {

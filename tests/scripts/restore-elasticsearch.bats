@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # restore-elasticsearch-snapshot.sh against the stub kubectl: job env, the
-# refusal without -force, scale down/up of the writers with -force.
+# refusal without -force, scale down/up of the writers with -force, and the
+# pass-through of --latest, --allow-partial and --rename-to.
 # shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
 
 setup() {
@@ -60,7 +61,7 @@ assert_scaled_back() {
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${SNAP}" 'sts*'
   assert_failure 3
   assert_output 'refusing: open indices would be overwritten: sts_topology, sts_k8s_logs'
-  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored: open indices would be overwritten (listed above). To delete them and restore, rerun: ${RESTORE}/${SCRIPT} -n sts ${SNAP} sts\\* -force"
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored, nothing changed: refused for safety (reason above). If existing indices would be overwritten, rerun with -force (closes them; deletes only data stream backing indices): ${RESTORE}/${SCRIPT} -n sts ${SNAP} sts\\* -force or restore beside them with --rename-to restored-{}"
   assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
   refute_verb scale
 }
@@ -95,7 +96,7 @@ assert_scaled_back() {
   phases 'pod-1 Failed 3'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${SNAP}" --force
   assert_failure 3
-  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored: open indices would be overwritten (listed above). To delete them and restore, rerun: ${RESTORE}/${SCRIPT} -n sts ${SNAP} --force"
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored, nothing changed: refused for safety (reason above). If existing indices would be overwritten, rerun with -force (closes them; deletes only data stream backing indices): ${RESTORE}/${SCRIPT} -n sts ${SNAP} --force or restore beside them with --rename-to restored-{}"
   assert_scaled_back
 }
 
@@ -140,4 +141,52 @@ assert_scaled_back() {
   assert_output "\"${snap}\""
   run manifest_get 'env("restore", "INDICES_TO_RESTORE")'
   assert_output "\"${indices}\""
+}
+
+@test "without the new flags the job gets latest false, allow-partial false, no rename" {
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${SNAP}"
+  assert_success
+  run manifest_get 'env("restore", "RESTORE_LATEST"), env("restore", "RESTORE_ALLOW_PARTIAL"), env("restore", "RESTORE_RENAME_TO")'
+  assert_output '["false", "false", ""]'
+}
+
+@test "--latest [INDICES]: no NAME, the job gets RESTORE_LATEST and an empty SNAPSHOT_NAME" {
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --latest 'sts_topology*'
+  assert_success
+  run manifest_get 'env("restore", "SNAPSHOT_NAME"), env("restore", "INDICES_TO_RESTORE"), env("restore", "RESTORE_LATEST")'
+  assert_output '["", "sts_topology*", "true"]'
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored Elasticsearch the latest snapshot (indices: sts_topology*)."
+  run --separate-stderr "${RESTORE}/${SCRIPT}" --latest "${SNAP}" 'sts*'
+  assert_failure 2
+  [[ ${stderr} == *'with --latest, expected only [INDICES], got 2 arguments'* ]] || fail "${stderr}"
+}
+
+@test "--allow-partial and --rename-to are passed through; a rename scales nothing down" {
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${SNAP}" --allow-partial --rename-to 'restored-{}' -force
+  assert_success
+  run manifest_get 'env("restore", "RESTORE_ALLOW_PARTIAL"), env("restore", "RESTORE_RENAME_TO"), env("restore", "RESTORE_FORCE")'
+  assert_output '["true", "restored-{}", "true"]'
+  refute_verb scale
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored Elasticsearch snapshot ${SNAP} (indices: the configured pattern, renamed to restored-{})."
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${SNAP}" --rename-to=copy-{}
+  assert_success
+  run manifest_get 2 'env("restore", "RESTORE_RENAME_TO")'
+  assert_output '"copy-{}"'
+}
+
+@test "--rename-to without {} or without a value is a usage error before anything happens" {
+  run --separate-stderr "${RESTORE}/${SCRIPT}" "${SNAP}" --rename-to restored
+  assert_failure 2
+  [[ ${stderr} == *'--rename-to needs a PATTERN with {}'* ]] || fail "${stderr}"
+  run --separate-stderr "${RESTORE}/${SCRIPT}" "${SNAP}" --rename-to
+  assert_failure 2
+  [[ ! -s ${STUB_DIR}/calls ]]
+}
+
+@test "the rerun hint after a failure repeats --latest, --allow-partial and --rename-to" {
+  phases 'pod-1 Failed 1'
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --latest --allow-partial --rename-to 'r-{}'
+  assert_failure 1
+  [[ $(tail -n 1 <<<"${stderr}") == *"rerun: ${RESTORE}/${SCRIPT} -n sts --latest --allow-partial --rename-to r-\\{\\} --keep" ]] \
+    || fail "$(tail -n 1 <<<"${stderr}")"
 }

@@ -729,34 +729,6 @@ impl EsClient {
         .map(drop)
     }
 
-    /// `_restore?wait_for_completion=true`: (indices, (total, successful, failed) shards).
-    pub async fn restore_blocking(
-        &self,
-        repo: &str,
-        snapshot: &str,
-        body: &Value,
-    ) -> std::result::Result<(Vec<String>, (u64, u64, u64)), ApiError> {
-        let resp = self
-            .post(
-                &["_snapshot", repo, snapshot, "_restore"],
-                &[("wait_for_completion", "true")],
-                Some(body),
-            )
-            .await?;
-        let n = |k: &str| resp.pointer(&format!("/snapshot/shards/{k}")).and_then(Value::as_u64);
-        let (Some(t), Some(s), Some(f)) = (n("total"), n("successful"), n("failed")) else {
-            return Err(protocol(
-                "POST",
-                "/_snapshot/_restore",
-                &"no shard counts in the answer",
-            ));
-        };
-        Ok((
-            resp.pointer("/snapshot/indices").map(strings).unwrap_or_default(),
-            (t, s, f),
-        ))
-    }
-
     // ---- indices and data streams ---------------------------------------------------------
 
     /// `GET _cat/indices?expand_wildcards=all`: every index with its state and primaries.

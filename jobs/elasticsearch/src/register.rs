@@ -18,12 +18,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use sts_backup_core::storage::{Addressing, Storage, StorageArgs, StorageError};
+use sts_backup_core::storage::{Addressing, S3Keys, Sse, Storage, StorageArgs, StorageError};
 
 use crate::client::{ClusterInfo, EsClient};
 use crate::error::{Context, Error, Result};
 use crate::retry::{retry, Attempt, Backoff, GaveUp};
-use crate::validate::{validate_cron, validate_expire_after, validate_retention, validate_snapshot_name, IndexPattern};
+use crate::validate::{
+    validate_cron, validate_expire_after, validate_name, validate_retention, validate_snapshot_name, IndexPattern,
+};
 
 /// The object that records which cluster writes to a repository location.
 pub const OWNER_MARKER: &str = "sts-backup-owner.json";
@@ -88,15 +90,8 @@ impl RegisterOptions {
 
     /// Every check that needs no network. Errors name the flag (exit 2).
     pub fn validate(&self) -> Result<()> {
-        if self.repository.is_empty()
-            || self.repository.starts_with('_')
-            || self.repository.contains(['/', ' ', ',', '*'])
-        {
-            return Err(Error::invalid(format!(
-                "--repository: {:?} is not a valid repository name",
-                self.repository
-            )));
-        }
+        validate_name("--repository", &self.repository)?;
+        validate_name("--policy", &self.policy)?;
         sts_backup_core::storage::StorageUrl::parse(&format!("s3://{}", self.bucket))
             .map_err(|e| Error::invalid(format!("--bucket: {}", e.to_string().trim_start_matches("--storage: "))))?;
         if let Some(p) = self.base_path() {
@@ -127,12 +122,6 @@ impl RegisterOptions {
             ));
         }
         if self.policy_wanted() {
-            if self.policy.is_empty() || self.policy.starts_with('_') || self.policy.contains(['/', ' ', ',']) {
-                return Err(Error::invalid(format!(
-                    "--policy: {:?} is not a valid policy id",
-                    self.policy
-                )));
-            }
             validate_cron(&self.schedule)?;
             validate_snapshot_name(&self.snapshot_name)?;
             IndexPattern::parse(&self.indices, "--indices")?;
@@ -232,42 +221,17 @@ fn endpoint_parts(endpoint: &str) -> Result<(String, String)> {
     Ok((scheme.to_string(), host.to_string()))
 }
 
+/// SSE-S3 or none (the core's one SSE rule); SSE-KMS is refused there.
 fn sse_enabled(sse: &str) -> Result<bool> {
-    match sse {
-        "" | "none" => Ok(false),
-        "AES256" | "aes256" => Ok(true),
-        s if s.to_ascii_lowercase().contains("kms") => Err(Error::invalid(format!(
-            "--sse: {s:?} (SSE-KMS) is not supported by Elasticsearch S3 repositories (ETags are not MD5); use AES256"
-        ))),
-        s => Err(Error::invalid(format!("--sse: {s:?} is not one of none, AES256"))),
-    }
+    Ok(Sse::parse(sse).map_err(|e| Error::invalid(e.to_string()))? == Sse::Aes256)
 }
 
-/// The S3 keys for `--credentials inline`: the credentials directory, else the AWS env.
+/// The S3 keys for `--credentials inline`, read by the core's one credentials reader (the
+/// credentials directory, else the AWS env; trimmed and checked there).
 fn inline_keys(args: &StorageArgs) -> Result<(String, String)> {
-    let read = |name: &str| -> Result<String> {
-        let dir = args.credentials_dir.as_ref().expect("checked");
-        let path = dir.join(name);
-        let v = std::fs::read_to_string(&path)
-            .map_err(|e| Error::invalid(format!("--credentials-dir: cannot read {}: {e}", path.display())))?;
-        let v = v.trim().to_string();
-        if v.is_empty() {
-            return Err(Error::invalid(format!(
-                "--credentials-dir: {} is empty",
-                path.display()
-            )));
-        }
-        Ok(v)
-    };
-    if args.credentials_dir.is_some() {
-        return Ok((read("accesskey")?, read("secretkey")?));
-    }
-    match (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(a), Ok(s)) if !a.is_empty() && !s.is_empty() => Ok((a, s)),
-        _ => Err(Error::invalid(
+    match S3Keys::read(args.credentials_dir.as_deref()).map_err(|e| Error::invalid(e.to_string()))? {
+        Some(keys) => Ok((keys.access_key_id, keys.secret_access_key)),
+        None => Err(Error::invalid(
             "--credentials: inline needs the S3 keys from --credentials-dir or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
         )),
     }

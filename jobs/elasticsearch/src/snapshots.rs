@@ -1,8 +1,11 @@
 //! The snapshot catalogue: what `list` shows, run inside the one-shot pods the restore
 //! scripts start.
 
-use crate::client::{ApiError, EsClient, SnapshotInfo};
+use sts_backup_core::progress::human_bytes;
+
+use crate::client::{version_parts, ApiError, EsClient, SnapshotInfo};
 use crate::error::{Error, Result};
+use crate::validate::validate_name;
 
 /// One snapshot, as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -15,6 +18,12 @@ pub struct SnapshotRow {
     pub shards_total: u64,
     pub shards_successful: u64,
     pub shards_failed: u64,
+    /// Sum of the indices' sizes in the snapshot (`index_details`).
+    pub size_bytes: u64,
+    /// Whether `restore` accepts it (SUCCESS, written by a version this cluster reads).
+    pub restorable: bool,
+    /// `yes`, or why not / on which condition.
+    pub restorable_note: String,
     #[serde(skip)]
     pub start_millis: i64,
 }
@@ -39,9 +48,44 @@ fn millis_to_iso(ms: Option<i64>) -> Option<String> {
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
+/// Whether a snapshot can be restored into a cluster of `cluster_version`, and the note
+/// `list` shows. The same rules as `restore`'s checks.
+pub fn restorability(info: &SnapshotInfo, cluster_version: &str) -> (bool, String) {
+    if version_problem(info, cluster_version).is_some() {
+        return (
+            false,
+            format!("no (written by {})", info.version.as_deref().unwrap_or("?")),
+        );
+    }
+    match info.state() {
+        "SUCCESS" => (true, "yes".into()),
+        "PARTIAL" => (false, "partial (--allow-partial)".into()),
+        "IN_PROGRESS" => (false, "no (in progress)".into()),
+        other => (false, format!("no ({other})")),
+    }
+}
+
+/// Why a cluster of `cluster_version` cannot restore the snapshot, if it cannot: a cluster
+/// restores snapshots of its own major version and the one before, never from a newer one.
+pub fn version_problem(info: &SnapshotInfo, cluster_version: &str) -> Option<&'static str> {
+    let snap = version_parts(info.version.as_deref()?);
+    let here = version_parts(cluster_version);
+    if snap > here {
+        Some("it is newer")
+    } else if snap.0 + 1 < here.0 {
+        Some("more than one major version older")
+    } else {
+        None
+    }
+}
+
 impl SnapshotRow {
-    fn from_info(info: &SnapshotInfo) -> SnapshotRow {
+    fn from_info(info: &SnapshotInfo, cluster_version: &str) -> SnapshotRow {
+        let (restorable, restorable_note) = restorability(info, cluster_version);
         SnapshotRow {
+            size_bytes: info.index_details.values().map(|d| d.size_in_bytes).sum(),
+            restorable,
+            restorable_note,
             name: info.snapshot.clone(),
             state: info.state().to_string(),
             start_time: millis_to_iso(info.start_time_in_millis).or_else(|| info.start_time.clone()),
@@ -69,18 +113,30 @@ pub async fn snapshots(client: &EsClient, repo: &str) -> Result<Vec<SnapshotInfo
     Ok(infos)
 }
 
-/// The rows `list` shows, oldest first.
+/// The rows `list` shows, oldest first, judged against the cluster's version.
 pub async fn list_snapshots(client: &EsClient, repo: &str) -> Result<Vec<SnapshotRow>> {
+    validate_name("--repository", repo)?;
+    let cluster = client.info().await?;
     Ok(snapshots(client, repo)
         .await?
         .iter()
-        .map(SnapshotRow::from_info)
+        .map(|i| SnapshotRow::from_info(i, &cluster.version))
         .collect())
 }
 
 /// The table `list` prints.
 pub fn format_table(rows: &[SnapshotRow]) -> String {
-    let header = ["NAME", "STATE", "START", "END", "INDICES", "SHARDS_OK", "SHARDS_FAILED"];
+    let header = [
+        "NAME",
+        "STATE",
+        "START",
+        "END",
+        "INDICES",
+        "SHARDS_OK",
+        "SHARDS_FAILED",
+        "SIZE",
+        "RESTORABLE",
+    ];
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -92,6 +148,8 @@ pub fn format_table(rows: &[SnapshotRow]) -> String {
                 r.indices.to_string(),
                 r.shards_successful.to_string(),
                 r.shards_failed.to_string(),
+                human_bytes(r.size_bytes),
+                r.restorable_note.clone(),
             ]
         })
         .collect();
@@ -133,10 +191,24 @@ mod tests {
             "start_time_in_millis": 2000, "end_time_in_millis": 3000, "indices": ["x"],
             "shards": {"total": 1, "successful": 1, "failed": 0}}))
         .unwrap();
-        let a = SnapshotRow::from_info(&info);
+        let a = SnapshotRow::from_info(&info, "8.13.4");
+        assert!(a.restorable);
         assert_eq!(a.start_time.as_deref(), Some("1970-01-01T00:00:02Z"));
         let table = format_table(&[a]);
         assert!(table.starts_with("NAME"));
         assert!(table.contains("SUCCESS"));
+        let partial = SnapshotInfo {
+            state: Some("PARTIAL".into()),
+            ..info.clone()
+        };
+        assert_eq!(
+            restorability(&partial, "8.13.4"),
+            (false, "partial (--allow-partial)".into())
+        );
+        let newer = SnapshotInfo {
+            version: Some("9.0.0".into()),
+            ..info
+        };
+        assert_eq!(restorability(&newer, "8.13.4"), (false, "no (written by 9.0.0)".into()));
     }
 }

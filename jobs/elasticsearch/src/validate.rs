@@ -150,6 +150,37 @@ fn quartz_special(
 
 const FORBIDDEN_NAME_CHARS: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ',', '#', ' ', ':'];
 
+/// The longest repository, policy or snapshot name Elasticsearch accepts, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Checks a repository, SLM policy or snapshot name the way Elasticsearch does before it
+/// creates one (`MetadataCreateIndexService`/`SnapshotsService` rules): not empty, not `.`
+/// or `..`, lowercase, none of `\ / * ? " < > | , # :`, no whitespace or control
+/// characters, not starting with `_`, `-` or `+`, at most 255 bytes. `flag` names the
+/// argument in the message (exit 2).
+pub fn validate_name(flag: &str, name: &str) -> Result<()> {
+    check_name(name).map_err(|why| Error::invalid(format!("{flag}: {name:?} {why}")))
+}
+
+fn check_name(name: &str) -> Check {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("must not be '.' or '..'".into());
+    }
+    if name.starts_with(['_', '-', '+']) {
+        return Err("must not start with '_', '-' or '+'".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!("is {} bytes long; the limit is {MAX_NAME_BYTES}", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace()) {
+        return Err(format!("must not contain whitespace ({c:?})"));
+    }
+    check_static(name)
+}
+
 /// Checks a snapshot name template: a plain lowercase name or an Elasticsearch date-math
 /// expression such as `<sts-backup-{now{yyyyMMdd-HHmm}}>` or `<snap-{now/d}>`.
 pub fn validate_snapshot_name(name: &str) -> Result<()> {
@@ -466,6 +497,51 @@ mod tests {
         ] {
             assert!(check_snapshot_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn resource_names() {
+        for ok in [
+            "sts-backup",
+            "auto-sts-backup",
+            "sts-backup-20261120-0300-ppss8nx40yk",
+            "a.b",
+            "x",
+        ] {
+            check_name(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let long = "a".repeat(256);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "Upper",
+            "a/b",
+            "a\\b",
+            "a*",
+            "a?",
+            "a\"b",
+            "a<b",
+            "a>b",
+            "a|b",
+            "a,b",
+            "a#b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "_x",
+            "-x",
+            "+x",
+            "a:b",
+            long.as_str(),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        check_name(&"a".repeat(255)).unwrap();
+        assert!(validate_name("--repository", "..")
+            .unwrap_err()
+            .to_string()
+            .starts_with("--repository: \"..\" must not be"));
     }
 
     #[test]

@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use sts_backup_core::cli;
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
 use sts_backup_core::logging::{self, LogFormat};
 use sts_backup_core::storage::{Addressing, StorageArgs};
 use sts_backup_elasticsearch::snapshots::format_table;
+use sts_backup_elasticsearch::validate::validate_name;
 use sts_backup_elasticsearch::{
-    list_snapshots, register, restore, CredentialsMode, Error, EsAuth, EsClient, EsConfig, IndexPattern,
-    RegisterOptions, RestoreOptions,
+    list_snapshots, register, restore, CredentialsMode, Error, EsAuth, EsClient, EsConfig, RegisterOptions,
+    RestoreOptions,
 };
 
 const AFTER_HELP: &str = "\
@@ -101,7 +103,8 @@ enum Command {
     Register(Box<RegisterArgs>),
     /// List the snapshots in the repository (newest last).
     List(ListArgs),
-    /// Restore a snapshot (never the internal indices; never over open indices without --force).
+    /// Restore a snapshot, after every check has passed (never the internal indices; never
+    /// over existing indices without --force, which closes rather than deletes where it can).
     Restore(RestoreArgs),
 }
 
@@ -235,16 +238,21 @@ enum OutputFormat {
 
 #[derive(Debug, Args)]
 struct ListArgs {
-    /// Output: a table, or one line of JSON (an array).
+    /// Output: a table (with size and whether each snapshot can be restored), or one line of
+    /// JSON (an array).
     #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 struct RestoreArgs {
-    /// Snapshot to restore (see `list`).
+    /// Snapshot to restore (see `list`); or --latest.
     #[arg(env = "SNAPSHOT_NAME")]
-    snapshot: String,
+    snapshot: Option<String>,
+
+    /// Restore the newest SUCCESS snapshot of the repository.
+    #[arg(long, env = "RESTORE_LATEST")]
+    latest: bool,
 
     /// Indices to restore (comma-separated patterns; empty = the configured pattern).
     #[arg(long, env = "INDICES_TO_RESTORE")]
@@ -254,9 +262,37 @@ struct RestoreArgs {
     #[arg(long, env = "BACKUP_ELASTICSEARCH_SCHEDULED_INDICES", default_value = "sts*")]
     default_indices: String,
 
-    /// Roll over data streams and delete the open indices the restore would overwrite.
+    /// Overwrite what the restore conflicts with: close open indices, roll over data streams
+    /// and delete their conflicting backing indices (and indices whose shard count differs).
     #[arg(long, env = "RESTORE_FORCE")]
     force: bool,
+
+    /// Restore a PARTIAL snapshot: only its indices whose shards all succeeded (the others
+    /// are left out and listed).
+    #[arg(long, env = "RESTORE_ALLOW_PARTIAL")]
+    allow_partial: bool,
+
+    /// Restore beside the live indices under new names, `{}` being the original name (e.g.
+    /// restored-{}); never overwrites, needs no --force.
+    #[arg(long, env = "RESTORE_RENAME_TO", value_name = "PATTERN")]
+    rename_to: Option<String>,
+
+    /// Fail (exit 1) when the restore makes no progress for this long; it keeps running in
+    /// Elasticsearch.
+    #[arg(long, env = "RESTORE_NO_PROGRESS_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    no_progress_timeout: Duration,
+
+    /// How often to poll the running restore.
+    #[arg(long, env = "RESTORE_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+
+    /// How often to log a progress line while the restore runs (at most 10s).
+    #[arg(long, env = "STS_PROGRESS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    progress_interval: Duration,
+
+    /// Output of the final report: text lines, or one line of JSON.
+    #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
 }
 
 fn client(es: &EsArgs) -> Result<EsClient, Error> {
@@ -350,23 +386,54 @@ async fn run_list(es: &EsArgs, args: ListArgs) -> Result<(), Error> {
     Ok(())
 }
 
-async fn run_restore(es: &EsArgs, args: RestoreArgs) -> Result<(), Error> {
+fn restore_options(es: &EsArgs, args: &RestoreArgs) -> Result<RestoreOptions, Error> {
     let indices = args
         .indices
+        .clone()
         .filter(|i| !i.trim().is_empty())
-        .unwrap_or(args.default_indices);
+        .unwrap_or_else(|| args.default_indices.clone());
+    for (flag, d) in [
+        ("--no-progress-timeout", args.no_progress_timeout),
+        ("--poll-interval", args.poll_interval),
+        ("--progress-interval", args.progress_interval),
+    ] {
+        if d.is_zero() {
+            return Err(Error::invalid(format!("{flag}: must be more than 0")));
+        }
+    }
+    if args.progress_interval > Duration::from_secs(10) {
+        return Err(Error::invalid("--progress-interval: at most 10s"));
+    }
     let opts = RestoreOptions {
         repository: es.repository.clone(),
-        snapshot: args.snapshot,
+        snapshot: args.snapshot.clone().filter(|s| !s.is_empty()),
+        latest: args.latest,
         indices,
         force: args.force,
+        allow_partial: args.allow_partial,
+        rename_to: args.rename_to.clone().filter(|s| !s.is_empty()),
+        poll_interval: args.poll_interval,
+        progress_interval: args.progress_interval,
+        no_progress_timeout: args.no_progress_timeout,
         delete_timeout: Duration::from_secs(30),
     };
-    IndexPattern::parse(&opts.indices, "--indices")?;
+    opts.validate()?;
+    Ok(opts)
+}
+
+async fn run_restore(es: &EsArgs, args: RestoreArgs) -> Result<(), Error> {
+    let opts = restore_options(es, &args)?;
     let client = client(es)?;
     client.wait_ready(es.wait_timeout).await?;
     let report = restore(&client, &opts).await?;
-    print_lines(&report.lines());
+    match args.output {
+        OutputFormat::Json => {
+            let json =
+                serde_json::to_string(&report).map_err(|e| Error::failed(format!("encoding the report: {e}")))?;
+            print_lines(&[json]);
+        }
+        OutputFormat::Table => print_lines(&report.lines()),
+    }
     match report.failure() {
         Some(e) => Err(e),
         None => Ok(()),
@@ -374,6 +441,8 @@ async fn run_restore(es: &EsArgs, args: RestoreArgs) -> Result<(), Error> {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    // Every subcommand talks to this repository: check its name before any request.
+    validate_name("--repository", &cli.es.repository)?;
     match cli.command {
         Command::Register(args) => run_register(&cli.es, *args).await,
         Command::List(args) => run_list(&cli.es, args).await,
@@ -397,46 +466,21 @@ fn report_error(err: &Error) -> Exit {
 }
 
 fn main() -> ExitCode {
+    // The core's one start-up: one-line usage errors (exit 2), logging, the runtime. Errors
+    // of this crate carry their exit code, so they are reported here without downcasting.
     let command = Cli::command().after_help(format!("{EXIT_CODES_HELP}\n\n{AFTER_HELP}"));
-    let parsed = command
-        .try_get_matches_from(std::env::args_os())
-        .and_then(|m| Cli::from_arg_matches(&m));
-    let cli = match parsed {
+    let cli: Cli = match cli::parse_from(command, std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                let _ = e.print();
-                return if e.exit_code() == 0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                };
-            }
-            // One line naming the flag, exit 2.
-            let text = e.render().to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error: invalid usage");
-            eprintln!("{line}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return report_error(&Error::failed(format!("starting the async runtime: {e}"))).into(),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report_error(&e).into(),
-    }
+    let log_format = cli.log_format;
+    cli::run(log_format, || async move {
+        Ok(match run(cli).await {
+            Ok(()) => Exit::Ok,
+            Err(e) => report_error(&e),
+        })
+    })
+    .into()
 }
 
 #[cfg(test)]

@@ -365,6 +365,74 @@ fn invalid_input_exits_2_naming_the_flag_before_any_request() {
     assert!(es.requests().is_empty(), "{:#?}", es.requests());
 }
 
+/// Issue 10 item 8: repository, policy and snapshot names are checked like Elasticsearch
+/// does, before any request, in every subcommand; nothing reaches the fake or the bucket.
+#[test]
+fn bad_names_exit_2_before_any_request_in_every_subcommand() {
+    let s3 = S3::start();
+    s3.server.create_bucket(BUCKET);
+    let es = fake_with_keystore(FakeOptions::default());
+    let long = "a".repeat(256);
+    let bad = [
+        "..",
+        ".",
+        "Upper",
+        "a/b",
+        "a\\b",
+        "a*",
+        "a?",
+        "a\"b",
+        "a<b",
+        "a>b",
+        "a|b",
+        "a,b",
+        "a#b",
+        "a b",
+        "_x",
+        "-x",
+        "+x",
+        long.as_str(),
+    ];
+    for name in bad {
+        let repo = format!("--repository={name}");
+        let policy = format!("--policy={name}");
+        for sub in [
+            vec!["register", repo.as_str()],
+            vec!["list", repo.as_str()],
+            vec!["restore", "snap", repo.as_str()],
+            vec!["register", policy.as_str()],
+            vec!["restore", "--", name],
+        ] {
+            let run = run_bin(&sub, &base_env(&es, &s3));
+            assert_eq!(run.code, 2, "{sub:?}: {}", run.all());
+            let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+            assert_eq!(errors.len(), 1, "{sub:?}: {}", run.stderr);
+            let flag = if sub.iter().any(|a| a.starts_with("--policy")) {
+                "--policy"
+            } else if sub.iter().any(|a| a.starts_with("--repository")) {
+                "--repository"
+            } else {
+                "SNAPSHOT"
+            };
+            assert!(
+                errors[0].starts_with(&format!("error: {flag}: ")),
+                "{sub:?}: {}",
+                errors[0]
+            );
+        }
+    }
+    assert!(es.requests().is_empty(), "{:#?}", es.requests());
+    let objects: Vec<_> = std::fs::read_dir(s3.server.dir.path().join(BUCKET)).unwrap().collect();
+    assert!(objects.is_empty(), "nothing written to the bucket: {objects:?}");
+    // The negative control: a valid name does reach the fake.
+    let run = run_bin(
+        &["register", "--repository", "sts-backup.2", "--no-policy"],
+        &base_env(&es, &s3),
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(!es.requests().is_empty());
+}
+
 #[test]
 fn execute_now_waits_for_the_snapshot() {
     let s3 = S3::start();

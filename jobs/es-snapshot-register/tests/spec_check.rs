@@ -54,6 +54,39 @@ fn accepts_what_the_job_sends() {
         "cat.indices"
     );
     assert_eq!(check("HEAD", "/sts_topology", &[], None).unwrap(), "indices.exists");
+    // The guarded async restore (issue 14).
+    assert_eq!(
+        check(
+            "POST",
+            "/_snapshot/r/s/_restore",
+            &["wait_for_completion"],
+            Some(
+                json!({"indices": "a,b", "include_global_state": false, "partial": false,
+                "rename_pattern": "(.+)", "rename_replacement": "restored-$1"})
+            )
+        )
+        .unwrap(),
+        "snapshot.restore"
+    );
+    assert_eq!(
+        check("GET", "/_snapshot/r/_all", &["index_details"], None).unwrap(),
+        "snapshot.get"
+    );
+    assert_eq!(check("POST", "/sts_a/_close", &[], None).unwrap(), "indices.close");
+    assert_eq!(check("POST", "/sts_a/_open", &[], None).unwrap(), "indices.open");
+    assert_eq!(
+        check("GET", "/_cat/shards/sts_a,sts_b", &["format", "h"], None).unwrap(),
+        "cat.shards"
+    );
+    assert_eq!(
+        check("GET", "/sts_a,sts_b/_recovery", &[], None).unwrap(),
+        "indices.recovery"
+    );
+    assert_eq!(
+        check("GET", "/_index_template", &[], None).unwrap(),
+        "indices.get_index_template"
+    );
+    assert!(check("POST", "/_snapshot/r/s/_restore", &[], Some(json!({"rename_to": "x"}))).is_err());
     assert_eq!(check("GET", "/", &[], None).unwrap(), "info");
 }
 

@@ -16,7 +16,6 @@
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,8 +56,18 @@ pub struct FakeOptions {
     pub broken_nodes: Vec<String>,
     /// How long a snapshot stays IN_PROGRESS.
     pub snapshot_delay: Duration,
-    /// Shards that fail in every restore.
+    /// Shards that fail in every restore (the last ones of the restored indices).
     pub restore_failed_shards: u64,
+    /// How many `_recovery` polls an async restore takes to finish.
+    pub restore_polls: u32,
+    /// An async restore that never progresses.
+    pub restore_stall: bool,
+    /// Drop the connection (no response) on this many `_cat/shards` polls after a restore
+    /// started, as a restarted proxy or node would.
+    pub drop_polls: u32,
+    /// Refuse every restore after the request checks pass, with this reason (e.g. the disk
+    /// watermark), as Elasticsearch does when the cluster cannot take it.
+    pub reject_restore: Option<String>,
     /// Listen on this port (to start a fake "late" on a port a client already uses).
     pub port: Option<u16>,
     /// Serve HTTPS with this certificate chain and key (PEM files).
@@ -78,6 +87,10 @@ impl Default for FakeOptions {
             broken_nodes: Vec::new(),
             snapshot_delay: Duration::from_millis(600),
             restore_failed_shards: 0,
+            restore_polls: 2,
+            restore_stall: false,
+            drop_polls: 0,
+            reject_restore: None,
             port: None,
             tls: None,
         }
@@ -87,6 +100,19 @@ impl Default for FakeOptions {
 #[derive(Debug, Clone)]
 struct IndexState {
     open: bool,
+    shards: u64,
+    /// While a restore recovers it: (polls left, polls in all, failed shards, bytes).
+    restoring: Option<(u32, u32, u64, u64)>,
+}
+
+impl IndexState {
+    fn open(open: bool) -> Self {
+        IndexState {
+            open,
+            shards: 1,
+            restoring: None,
+        }
+    }
 }
 
 struct State {
@@ -103,6 +129,9 @@ struct State {
     keystore_active: HashMap<String, (String, String)>,
     /// Snapshots not (yet) in the bucket: in progress or failed. (repo, name) → info.
     running: BTreeMap<(String, String), Value>,
+    /// Composable index templates: name → (patterns, data stream).
+    templates: BTreeMap<String, (Vec<String>, bool)>,
+    drops_left: u32,
     seq: u64,
 }
 
@@ -317,6 +346,8 @@ impl FakeEs {
             keystore_pending: keystore.clone(),
             keystore_active: keystore,
             running: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            drops_left: 0,
             seq: 0,
         }));
         spec::spec(); // load once before serving
@@ -411,14 +442,55 @@ impl FakeEs {
             .lock()
             .unwrap()
             .indices
-            .insert(name.into(), IndexState { open });
+            .insert(name.into(), IndexState::open(open));
+    }
+
+    /// An index with `shards` primary shards.
+    pub fn add_index_shards(&self, name: &str, open: bool, shards: u64) {
+        let mut idx = IndexState::open(open);
+        idx.shards = shards;
+        self.state.lock().unwrap().indices.insert(name.into(), idx);
+    }
+
+    /// A composable index template (`data_stream: {}` when `data_stream`).
+    pub fn add_index_template(&self, name: &str, patterns: &[&str], data_stream: bool) {
+        self.state.lock().unwrap().templates.insert(
+            name.into(),
+            (patterns.iter().map(|p| p.to_string()).collect(), data_stream),
+        );
+    }
+
+    /// The requests that change indices or data: delete, close, open, rollover, restore.
+    pub fn destructive_requests(&self) -> Vec<Logged> {
+        self.requests()
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r.endpoint.as_str(),
+                    "indices.delete" | "indices.close" | "indices.open" | "indices.rollover" | "snapshot.restore"
+                )
+            })
+            .collect()
+    }
+
+    /// Asserts that nothing was deleted, closed, opened, rolled over or restored.
+    pub fn assert_untouched(&self) {
+        let changed = self.destructive_requests();
+        assert!(
+            changed.is_empty(),
+            "requests that change the cluster reached the fake: {:?}",
+            changed
+                .iter()
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect::<Vec<_>>()
+        );
     }
 
     /// A data stream with the given backing indices (the last is the write index).
     pub fn add_data_stream(&self, name: &str, backing: &[&str]) {
         let mut st = self.state.lock().unwrap();
         for b in backing {
-            st.indices.insert(b.to_string(), IndexState { open: true });
+            st.indices.insert(b.to_string(), IndexState::open(true));
         }
         st.data_streams
             .insert(name.into(), backing.iter().map(|s| s.to_string()).collect());
@@ -440,6 +512,20 @@ impl FakeEs {
 
     /// Puts a finished snapshot into the repository's bucket, as if this cluster had taken it.
     pub fn seed_snapshot(&self, repo: &str, name: &str, start_ms: i64, indices: &[&str], data_streams: &[&str]) {
+        self.seed_snapshot_with(repo, name, start_ms, indices, data_streams, |_| {});
+    }
+
+    /// [`seed_snapshot`](Self::seed_snapshot), with `edit` changing the stored snapshot info
+    /// (state, failures, version, index details) first.
+    pub fn seed_snapshot_with(
+        &self,
+        repo: &str,
+        name: &str,
+        start_ms: i64,
+        indices: &[&str],
+        data_streams: &[&str],
+        edit: impl FnOnce(&mut Value),
+    ) {
         let (settings, keystore, version) = {
             let st = self.state.lock().unwrap();
             (
@@ -453,14 +539,25 @@ impl FakeEs {
                 st.opts.version,
             )
         };
-        let info = json!({
+        let details: Map<String, Value> = indices
+            .iter()
+            .map(|i| {
+                (
+                    i.to_string(),
+                    json!({"shard_count": 1, "size_in_bytes": 1_048_576, "max_segments_per_shard": 1}),
+                )
+            })
+            .collect();
+        let mut info = json!({
             "snapshot": name, "uuid": random_id(start_ms as u64, 22), "repository": repo, "version": version,
             "indices": indices, "data_streams": data_streams, "include_global_state": false,
             "metadata": {"policy": "auto-sts-backup"}, "state": "SUCCESS",
             "start_time": iso(start_ms), "start_time_in_millis": start_ms,
             "end_time": iso(start_ms + 4000), "end_time_in_millis": start_ms + 4000, "duration_in_millis": 4000,
-            "failures": [], "shards": {"total": indices.len(), "failed": 0, "successful": indices.len()}, "feature_states": []
+            "failures": [], "shards": {"total": indices.len(), "failed": 0, "successful": indices.len()}, "feature_states": [],
+            "index_details": details
         });
+        edit(&mut info);
         self.rt
             .as_ref()
             .unwrap()
@@ -580,7 +677,8 @@ async fn append_snapshot(storage: &Storage, info: Value) -> Result<(), String> {
     Ok(())
 }
 
-async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Answers one request; an `Err` makes hyper drop the connection without a response.
+async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let method = req.method().to_string();
     let head = method == "HEAD";
     let path = req.uri().path().to_string();
@@ -660,6 +758,16 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
             return Ok(reply(s, &b, head));
         }
     };
+    if endpoint == "cat.shards" {
+        let mut st = state.lock().unwrap();
+        if st.drops_left > 0 {
+            st.drops_left -= 1;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the fake drops this connection",
+            ));
+        }
+    }
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let (status, out) = dispatch(&state, &endpoint, &segments, &q, body).await;
     Ok(reply(status, &out, head))
@@ -701,7 +809,15 @@ async fn dispatch(
         }
         "snapshot.get_repository" => {
             let st = state.lock().unwrap();
-            let name = &seg[1];
+            let Some(name) = seg.get(1) else {
+                // `GET _snapshot`: every repository (what a `..` name collapses to).
+                let all: Map<String, Value> = st
+                    .repos
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::Object(v.clone())))
+                    .collect();
+                return (200, Value::Object(all));
+            };
             match st.repos.get(name) {
                 None => es_error(404, "repository_missing_exception", &format!("[{name}] missing")),
                 Some(r) => {
@@ -774,7 +890,7 @@ async fn dispatch(
             (200, json!({"acknowledged": true}))
         }
         "slm.execute_lifecycle" => execute_policy(state, &seg[2]).await,
-        "snapshot.get" => get_snapshots(state, &seg[1], &seg[2]).await,
+        "snapshot.get" => get_snapshots(state, &seg[1], &seg[2], q("index_details").as_deref() == Some("true")).await,
         "snapshot.restore" => {
             restore(
                 state,
@@ -790,7 +906,7 @@ async fn dispatch(
             let rows: Vec<Value> = st
                 .indices
                 .iter()
-                .map(|(k, v)| json!({"index": k, "status": if v.open { "open" } else { "close" }}))
+                .map(|(k, v)| json!({"index": k, "status": if v.open { "open" } else { "close" }, "pri": v.shards.to_string()}))
                 .collect();
             if q("format").as_deref() == Some("json") {
                 (200, Value::Array(rows))
@@ -827,7 +943,7 @@ async fn dispatch(
             };
             let gen = backing.len() + 1;
             let new_index = format!(".ds-{alias}-{}-{gen:06}", chrono::Utc::now().format("%Y.%m.%d"));
-            st.indices.insert(new_index.clone(), IndexState { open: true });
+            st.indices.insert(new_index.clone(), IndexState::open(true));
             st.data_streams.get_mut(&alias).unwrap().push(new_index.clone());
             (
                 200,
@@ -868,6 +984,24 @@ async fn dispatch(
             }
             (200, json!({"acknowledged": true}))
         }
+        "indices.close" | "indices.open" => open_close(state, &seg[0], endpoint == "indices.open"),
+        "indices.get_index_template" => {
+            let st = state.lock().unwrap();
+            let list: Vec<Value> = st
+                .templates
+                .iter()
+                .map(|(name, (patterns, ds))| {
+                    let mut t = json!({"index_patterns": patterns, "composed_of": []});
+                    if *ds {
+                        t["data_stream"] = json!({"hidden": false, "allow_custom_routing": false});
+                    }
+                    json!({"name": name, "index_template": t})
+                })
+                .collect();
+            (200, json!({"index_templates": list}))
+        }
+        "cat.shards" => cat_shards(state, seg.get(2).map_or("*", String::as_str), q("format")),
+        "indices.recovery" => recovery(state, &seg[0]),
         "indices.exists" => {
             let st = state.lock().unwrap();
             if seg[0].split(',').all(|n| st.indices.contains_key(n)) {
@@ -1134,11 +1268,19 @@ async fn all_snapshots(state: &Shared, repo: &str) -> Result<Vec<Value>, (u16, V
     Ok(snaps)
 }
 
-async fn get_snapshots(state: &Shared, repo: &str, which: &str) -> (u16, Value) {
-    let snaps = match all_snapshots(state, repo).await {
+async fn get_snapshots(state: &Shared, repo: &str, which: &str, index_details: bool) -> (u16, Value) {
+    let mut snaps = match all_snapshots(state, repo).await {
         Ok(s) => s,
         Err(e) => return e,
     };
+    // `index_details` is only in the answer when asked for (7.13+).
+    if !index_details {
+        for s in &mut snaps {
+            if let Some(o) = s.as_object_mut() {
+                o.remove("index_details");
+            }
+        }
+    }
     if which == "_all" || which == "*" {
         let n = snaps.len();
         return (200, json!({"snapshots": snaps, "total": n, "remaining": 0}));
@@ -1154,82 +1296,314 @@ async fn get_snapshots(state: &Shared, repo: &str, which: &str) -> (u16, Value) 
     (200, json!({"snapshots": found, "total": 1, "remaining": 0}))
 }
 
+/// `POST <index>/_close` and `_open`: a missing index is 404; the write index of a data
+/// stream cannot be closed (close index API docs).
+fn open_close(state: &Shared, expr: &str, open: bool) -> (u16, Value) {
+    let mut st = state.lock().unwrap();
+    for name in expr.split(',') {
+        if !st.indices.contains_key(name) {
+            return es_error(404, "index_not_found_exception", &format!("no such index [{name}]"));
+        }
+        if !open {
+            if let Some((ds, _)) = st
+                .data_streams
+                .iter()
+                .find(|(_, b)| b.last().map(String::as_str) == Some(name))
+            {
+                return es_error(
+                    400,
+                    "illegal_argument_exception",
+                    &format!("index [{name}] is the write index for data stream [{ds}] and cannot be closed"),
+                );
+            }
+        }
+    }
+    for name in expr.split(',') {
+        st.indices.get_mut(name).unwrap().open = open;
+    }
+    if open {
+        (200, json!({"acknowledged": true, "shards_acknowledged": true}))
+    } else {
+        let indices: Map<String, Value> = expr
+            .split(',')
+            .map(|n| (n.to_string(), json!({"closed": true})))
+            .collect();
+        (
+            200,
+            json!({"acknowledged": true, "shards_acknowledged": true, "indices": indices}),
+        )
+    }
+}
+
+fn names_for(st: &State, expr: &str) -> Result<Vec<String>, (u16, Value)> {
+    let mut out = Vec::new();
+    for term in expr.split(',') {
+        if term.contains('*') {
+            out.extend(st.indices.keys().filter(|i| glob(term, i)).cloned());
+        } else if st.indices.contains_key(term) {
+            out.push(term.to_string());
+        } else {
+            return Err(es_error(
+                404,
+                "index_not_found_exception",
+                &format!("no such index [{term}]"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `GET _cat/shards/<indices>?format=json`: primaries and replicas of a one-node cluster
+/// (replicas stay UNASSIGNED), restoring primaries INITIALIZING until their recovery is done,
+/// failed ones UNASSIGNED with `ALLOCATION_FAILED`.
+fn cat_shards(state: &Shared, expr: &str, format: Option<String>) -> (u16, Value) {
+    let st = state.lock().unwrap();
+    if format.as_deref() != Some("json") {
+        return (200, Value::String("text output not implemented in the fake".into()));
+    }
+    let names = match names_for(&st, expr) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
+    let mut rows = Vec::new();
+    for name in names {
+        let idx = &st.indices[&name];
+        for shard in 0..idx.shards {
+            let (state, reason) = match idx.restoring {
+                Some((left, _, failed, _)) if left == 0 && shard >= idx.shards - failed => {
+                    ("UNASSIGNED", Some("ALLOCATION_FAILED"))
+                }
+                Some((left, _, _, _)) if left > 0 => ("INITIALIZING", None),
+                _ => ("STARTED", None),
+            };
+            rows.push(
+                json!({"index": name, "shard": shard.to_string(), "prirep": "p", "state": state,
+                "unassigned.reason": reason}),
+            );
+            rows.push(
+                json!({"index": name, "shard": shard.to_string(), "prirep": "r", "state": "UNASSIGNED",
+                "unassigned.reason": "INDEX_CREATED"}),
+            );
+        }
+    }
+    (200, Value::Array(rows))
+}
+
+/// `GET <indices>/_recovery`: one SNAPSHOT recovery per restoring primary; every call moves
+/// the restores one step on (unless the fake stalls them).
+fn recovery(state: &Shared, expr: &str) -> (u16, Value) {
+    let mut st = state.lock().unwrap();
+    let names = match names_for(&st, expr) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
+    let stall = st.opts.restore_stall;
+    let mut out = Map::new();
+    for name in names {
+        let idx = st.indices.get_mut(&name).unwrap();
+        let Some((left, all, failed, bytes)) = idx.restoring.as_mut() else {
+            out.insert(name, json!({"shards": []}));
+            continue;
+        };
+        if !stall && *left > 0 {
+            *left -= 1;
+        }
+        let done = u64::from(*all - *left);
+        let per_shard = *bytes / idx.shards.max(1);
+        let shards: Vec<Value> = (0..idx.shards)
+            .filter(|s| *left > 0 || *s < idx.shards - *failed)
+            .map(|s| {
+                let recovered = per_shard * done / u64::from((*all).max(1));
+                json!({"id": s, "type": "SNAPSHOT", "stage": if *left == 0 { "DONE" } else { "INDEX" }, "primary": true,
+                    "index": {"size": {"total_in_bytes": per_shard, "recovered_in_bytes": recovered, "reused_in_bytes": 0,
+                        "percent": format!("{:.1}%", recovered as f64 * 100.0 / per_shard.max(1) as f64)}}})
+            })
+            .collect();
+        out.insert(name, json!({"shards": shards}));
+    }
+    (200, Value::Object(out))
+}
+
+fn restore_error(repo: &str, name: &str, uuid: &str, why: &str) -> (u16, Value) {
+    es_error(
+        500,
+        "snapshot_restore_exception",
+        &format!("[{repo}:{name}/{uuid}] {why}"),
+    )
+}
+
+/// (name in the snapshot, name in the cluster) pairs.
+type Renames = Vec<(String, String)>;
+
+/// What a restore request selects: (data streams, indices), each with its target name.
+fn restore_targets(info: &Value, body: &Value) -> Result<(Renames, Renames), String> {
+    let pattern = match &body["indices"] {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+        _ => "*".into(),
+    };
+    let rename = match (body["rename_pattern"].as_str(), body["rename_replacement"].as_str()) {
+        (Some(p), Some(r)) => Some((regex::Regex::new(p).map_err(|e| e.to_string())?, r.to_string())),
+        _ => None,
+    };
+    let apply = |n: &str| match &rename {
+        Some((re, r)) => re.replace_all(n, r.as_str()).into_owned(),
+        None => n.to_string(),
+    };
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    };
+    let streams: Vec<(String, String)> = strings(&info["data_streams"])
+        .into_iter()
+        .filter(|d| expr_matches(&pattern, d, false))
+        .map(|d| (d.clone(), apply(&d)))
+        .collect();
+    let targets = strings(&info["indices"])
+        .into_iter()
+        .filter_map(|i| {
+            // Backing indices are renamed through their data stream's name (RestoreService).
+            if let Some((d, _)) = streams.iter().find(|(d, _)| i.starts_with(&format!(".ds-{d}-"))) {
+                let _ = d;
+                return Some((i.clone(), format!(".ds-{}", apply(&i[4..]))));
+            }
+            expr_matches(&pattern, &i, false).then(|| (i.clone(), apply(&i)))
+        })
+        .collect();
+    Ok((streams, targets))
+}
+
+/// `POST _snapshot/<repo>/<snapshot>/_restore`, checked like RestoreService: the snapshot's
+/// state and version, `partial`, open or differently sharded existing indices.
 async fn restore(state: &Shared, repo: &str, name: &str, body: Value, wait: Option<String>) -> (u16, Value) {
     let snaps = match all_snapshots(state, repo).await {
         Ok(s) => s,
         Err(e) => return e,
     };
-    let Some(info) = snaps
-        .into_iter()
-        .find(|s| s["snapshot"] == name && s["state"] == "SUCCESS")
-    else {
+    let Some(info) = snaps.into_iter().find(|s| s["snapshot"] == name) else {
         return es_error(
             404,
             "snapshot_missing_exception",
             &format!("[{repo}:{name}] is missing"),
         );
     };
-    let pattern = match &body["indices"] {
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
-        _ => "*".into(),
+    let uuid = info["uuid"].as_str().unwrap_or("").to_string();
+    let snap_state = info["state"].as_str().unwrap_or("");
+    if !matches!(snap_state, "SUCCESS" | "PARTIAL") {
+        return restore_error(repo, name, &uuid, &format!("unsupported snapshot state [{snap_state}]"));
+    }
+    let (streams, targets) = match restore_targets(&info, &body) {
+        Ok(t) => t,
+        Err(e) => return es_error(400, "illegal_argument_exception", &e),
     };
-    let snap_indices: Vec<String> = info["indices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    let streams: Vec<String> = info["data_streams"]
+    let mut st = state.lock().unwrap();
+    let snap_version = info["version"].as_str().unwrap_or("0");
+    let parts = |v: &str| v.split('.').map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
+    if parts(snap_version) > parts(st.opts.version) {
+        return restore_error(repo, name, &uuid, &format!(
+            "the snapshot was created with Elasticsearch version [{snap_version}] which is higher than the version of this node [{}]",
+            st.opts.version
+        ));
+    }
+    // `partial: false` (the default) refuses indices that were not fully snapshotted; with
+    // `partial: true` their missing shards would be recreated empty (restore API docs).
+    let failed: Vec<String> = info["failures"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|v| v.as_str())
-        .filter(|d| expr_matches(&pattern, d, false))
-        .map(str::to_string)
+        .filter_map(|f| f["index"].as_str().map(str::to_string))
         .collect();
-    let targets: Vec<String> = snap_indices
-        .iter()
-        .filter(|i| expr_matches(&pattern, i, false) || streams.iter().any(|d| i.starts_with(&format!(".ds-{d}-"))))
-        .cloned()
-        .collect();
-    let mut st = state.lock().unwrap();
-    let uuid = info["uuid"].as_str().unwrap_or("");
-    for t in &targets {
-        if st.indices.get(t).is_some_and(|i| i.open) {
-            return es_error(
-                500,
-                "snapshot_restore_exception",
-                &format!(
-                    "[{repo}:{name}/{uuid}] cannot restore index [{t}] because an open index with same name already exists in the \
-                     cluster. Either close or delete the existing index or restore the index under a different name by providing a \
-                     rename pattern and replacement name"
-                ),
+    if body["partial"] != json!(true) {
+        if let Some((i, _)) = targets.iter().find(|(i, _)| failed.contains(i)) {
+            return restore_error(
+                repo,
+                name,
+                &uuid,
+                &format!("index [{i}] wasn't fully snapshotted - cannot restore"),
             );
         }
     }
-    for t in &targets {
-        st.indices.insert(t.clone(), IndexState { open: true });
+    let shard_count = |i: &str| info["index_details"][i]["shard_count"].as_u64().unwrap_or(1);
+    for (i, t) in &targets {
+        match st.indices.get(t) {
+            Some(idx) if idx.open => {
+                return restore_error(
+                    repo,
+                    name,
+                    &uuid,
+                    &format!(
+                "cannot restore index [{t}] because an open index with same name already exists in the cluster. Either \
+                 close or delete the existing index or restore the index under a different name by providing a rename \
+                 pattern and replacement name"),
+                )
+            }
+            Some(idx) if idx.shards != shard_count(i) => {
+                return restore_error(
+                    repo,
+                    name,
+                    &uuid,
+                    &format!(
+                        "cannot restore index [{t}] with [{}] shards from a snapshot of index [{i}] with [{}] shards",
+                        idx.shards,
+                        shard_count(i)
+                    ),
+                )
+            }
+            _ => {}
+        }
     }
-    for d in &streams {
+    if let Some(why) = st.opts.reject_restore.clone() {
+        return restore_error(repo, name, &uuid, &why);
+    }
+    let failed_shards = st.opts.restore_failed_shards;
+    let polls = if wait.as_deref() == Some("true") {
+        0
+    } else {
+        st.opts.restore_polls
+    };
+    for (i, t) in &targets {
+        let shards = shard_count(i);
+        let bytes = info["index_details"][i.as_str()]["size_in_bytes"]
+            .as_u64()
+            .unwrap_or(1_048_576);
+        let fail = if targets.iter().position(|(x, _)| x == i) == Some(targets.len() - 1) {
+            failed_shards.min(shards)
+        } else {
+            0
+        };
+        st.indices.insert(
+            t.clone(),
+            IndexState {
+                open: true,
+                shards,
+                restoring: Some((polls, polls, fail, bytes)),
+            },
+        );
+    }
+    for (d, renamed) in &streams {
         let mut backing: Vec<String> = targets
             .iter()
-            .filter(|t| t.starts_with(&format!(".ds-{d}-")))
-            .cloned()
+            .filter(|(i, _)| i.starts_with(&format!(".ds-{d}-")))
+            .map(|(_, t)| t.clone())
             .collect();
-        let entry = st.data_streams.entry(d.clone()).or_default();
+        let entry = st.data_streams.entry(renamed.clone()).or_default();
         backing.retain(|b| !entry.contains(b));
         entry.extend(backing);
         entry.sort();
     }
     if wait.as_deref() != Some("true") {
+        st.drops_left = st.opts.drop_polls;
         return (200, json!({"accepted": true}));
     }
     let total = targets.len() as u64;
-    let failed = st.opts.restore_failed_shards.min(total);
+    let failed = failed_shards.min(total);
     (
         200,
-        json!({"snapshot": {"snapshot": name, "indices": targets, "shards": {"total": total, "failed": failed, "successful": total - failed}}}),
+        json!({"snapshot": {"snapshot": name, "indices": targets.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(),
+            "shards": {"total": total, "failed": failed, "successful": total - failed}}}),
     )
 }
 
@@ -1317,6 +1691,29 @@ pub fn fake_with_keystore(mut opts: FakeOptions) -> FakeEs {
         sts_backup_testkit::SECRET_KEY.into(),
     )];
     FakeEs::start(opts)
+}
+
+/// The snapshot [`registered`] seeds, and its data stream's backing index.
+pub const SNAP: &str = "sts-backup-20261120-0300-ppss8nx40yk";
+pub const DS_INDEX: &str = ".ds-sts_k8s_logs-2026.11.20-000001";
+
+/// A registered repository (restore-only, keystore keys) holding [`SNAP`]: a regular index,
+/// an internal index and the data stream `sts_k8s_logs`. The request log starts empty.
+pub fn registered(opts: FakeOptions) -> (S3, FakeEs) {
+    let s3 = S3::start();
+    s3.server.create_bucket(BUCKET);
+    let es = fake_with_keystore(opts);
+    let run = run_bin(&["register", "--no-policy"], &base_env(&es, &s3));
+    assert_eq!(run.code, 0, "{}", run.all());
+    es.seed_snapshot(
+        "sts-backup",
+        SNAP,
+        1_763_607_600_000,
+        &["sts_topology_1", ".slm-history-7-000001", DS_INDEX],
+        &["sts_k8s_logs"],
+    );
+    es.clear_log();
+    (s3, es)
 }
 
 /// Asserts the secrets never show up in a run's output.

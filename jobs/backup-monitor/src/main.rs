@@ -14,8 +14,8 @@ use sts_backup_core::cli;
 use sts_backup_core::logging::LogFormat;
 use sts_backup_core::storage::StorageArgs;
 use sts_backup_core::Exit;
+use sts_backup_elasticsearch::ConnectionArgs;
 use sts_backup_monitor::config::Config;
-use sts_backup_monitor::elasticsearch::{EsArgs, EsClient};
 use sts_backup_monitor::metrics;
 use sts_backup_monitor::monitor::Monitor;
 use sts_backup_monitor::server::{self, Published};
@@ -46,11 +46,7 @@ struct Cli {
     storage: StorageArgs,
 
     #[command(flatten)]
-    es: EsArgs,
-
-    /// Timeout of each request to Elasticsearch.
-    #[arg(long, env = "ES_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
-    es_request_timeout: Duration,
+    es: ConnectionArgs,
 
     /// Shifts the monitor's clock (e.g. `26h`), to rehearse what it will report later.
     #[arg(long, env = "MONITOR_CLOCK_OFFSET", value_parser = humantime::parse_duration, global = true, hide = true)]
@@ -121,7 +117,8 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
     let es = match &config.elasticsearch {
         Some(_) => Some(
-            EsClient::new(&cli.es, cli.es_request_timeout)
+            cli.es
+                .client()
                 .map_err(|e| sts_backup_core::Error::invalid(e.to_string()))?,
         ),
         None => None,

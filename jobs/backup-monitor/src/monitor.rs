@@ -14,7 +14,9 @@ use sts_backup_core::catalogue;
 use sts_backup_core::storage::{Storage, StorageArgs};
 
 use crate::config::{Config, ElasticsearchConfig, StoreConfig};
-use crate::elasticsearch::{EsClient, EsState};
+use sts_backup_elasticsearch::EsClient;
+
+use crate::elasticsearch::{self, EsState};
 use crate::schedule::{judge, Dialect, Due, Schedule};
 use crate::stores::{self, Catalogue};
 
@@ -135,6 +137,12 @@ impl Monitor {
             started: now,
             clock_offset,
         })
+    }
+
+    /// Counts a store with no backup as overdue for starts after `since` (default: when the
+    /// monitor started), e.g. when it took over from a monitor that ran before.
+    pub fn watch_since(&mut self, since: DateTime<Utc>) {
+        self.started = since;
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -271,7 +279,7 @@ async fn observe_es(
         state: None,
         due: None,
     };
-    match client.observe(&config.repository, &config.policy).await {
+    match elasticsearch::observe(client, &config.repository, &config.policy).await {
         Ok(state) => {
             status.due = state
                 .schedule
@@ -280,7 +288,7 @@ async fn observe_es(
                 .map(|s| judge(&s, config.grace, state.last_success, started, at));
             status.state = Some(state);
         }
-        Err(e) => status.error = Some(e.to_string()),
+        Err(e) => status.error = Some(e),
     }
     status
 }

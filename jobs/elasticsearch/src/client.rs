@@ -660,6 +660,30 @@ impl EsClient {
             .and_then(|v| v.get(id).and_then(|p| p.get("policy")).cloned()))
     }
 
+    /// `GET _slm/policy/<id>`: the whole entry (policy, `last_success`, `last_failure`,
+    /// `next_execution_millis`, stats), or `None`.
+    pub async fn get_policy_entry(&self, id: &str) -> Result<Option<Value>> {
+        Ok(self
+            .get_opt(&["_slm", "policy", id], &[])
+            .await?
+            .and_then(|v| v.get(id).cloned()))
+    }
+
+    /// `GET _slm/status`: SLM's operation mode (`RUNNING`, `STOPPING`, `STOPPED`).
+    pub async fn slm_status(&self) -> std::result::Result<String, ApiError> {
+        let body = self.get(&["_slm", "status"], &[]).await?;
+        Ok(body
+            .get("operation_mode")
+            .and_then(Value::as_str)
+            .unwrap_or("UNKNOWN")
+            .to_string())
+    }
+
+    /// `GET _slm/stats`: SLM's counters, overall and per policy.
+    pub async fn slm_stats(&self) -> std::result::Result<Value, ApiError> {
+        self.get(&["_slm", "stats"], &[]).await
+    }
+
     pub async fn put_policy(&self, id: &str, body: &Value) -> std::result::Result<(), ApiError> {
         self.put(&["_slm", "policy", id], &[], Some(body)).await.map(drop)
     }

@@ -4,6 +4,7 @@
 //! as text or JSON).
 //!
 //! - [`client`]: the typed REST client (one method per Elasticsearch call) and [`ApiError`];
+//! - [`connection`]: the connection flags every binary shares;
 //! - [`error`]: the crate's error type, which knows its exit code;
 //! - [`retry`]: the one backoff loop behind every wait and poll;
 //! - [`validate`]: names, Quartz cron, date math, retention and index patterns, checked
@@ -14,6 +15,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr, clippy::too_many_lines)]
 
 pub mod client;
+pub mod connection;
 pub mod error;
 pub mod register;
 pub mod restore;
@@ -22,6 +24,7 @@ pub mod snapshots;
 pub mod validate;
 
 pub use client::{ApiError, ClusterInfo, EsAuth, EsClient, EsConfig};
+pub use connection::ConnectionArgs;
 pub use error::{Error, Result};
 pub use register::{register, CredentialsMode, RegisterOptions, RegisterReport, OWNER_MARKER};
 pub use restore::{restore, RestoreOptions, RestoreReport};

@@ -15,7 +15,7 @@ use sts_backup_core::storage::{Addressing, StorageArgs};
 use sts_backup_elasticsearch::snapshots::format_table;
 use sts_backup_elasticsearch::validate::validate_name;
 use sts_backup_elasticsearch::{
-    list_snapshots, register, restore, CredentialsMode, Error, EsAuth, EsClient, EsConfig, RegisterOptions,
+    list_snapshots, register, restore, ConnectionArgs, CredentialsMode, Error, EsClient, RegisterOptions,
     RestoreOptions,
 };
 
@@ -50,14 +50,8 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct EsArgs {
-    /// Elasticsearch URL (a bare host:port gets http://).
-    #[arg(
-        long,
-        env = "ELASTICSEARCH_ENDPOINT",
-        default_value = "http://localhost:9200",
-        global = true
-    )]
-    es_url: String,
+    #[command(flatten)]
+    connection: ConnectionArgs,
 
     /// Snapshot repository name.
     #[arg(
@@ -67,22 +61,6 @@ struct EsArgs {
         global = true
     )]
     repository: String,
-
-    /// Elasticsearch user for basic auth (password from ES_PASSWORD or ES_PASSWORD_FILE).
-    #[arg(long, env = "ES_USERNAME", global = true)]
-    es_username: Option<String>,
-
-    /// File holding the Elasticsearch password.
-    #[arg(long, env = "ES_PASSWORD_FILE", value_name = "FILE", global = true)]
-    es_password_file: Option<PathBuf>,
-
-    /// File holding the Elasticsearch API key.
-    #[arg(long, env = "ES_API_KEY_FILE", value_name = "FILE", global = true)]
-    es_api_key_file: Option<PathBuf>,
-
-    /// PEM bundle of extra CA certificates for TLS to Elasticsearch.
-    #[arg(long, env = "ES_CA_BUNDLE", value_name = "FILE", global = true)]
-    es_ca_bundle: Option<PathBuf>,
 
     /// How long to wait for Elasticsearch (and, for register, the bucket) to answer, with
     /// retries and backoff.
@@ -296,19 +274,7 @@ struct RestoreArgs {
 }
 
 fn client(es: &EsArgs) -> Result<EsClient, Error> {
-    let env = |k: &str| std::env::var(k).ok();
-    let auth = EsAuth::from_sources(
-        es.es_username.clone(),
-        env("ES_PASSWORD"),
-        es.es_password_file.clone(),
-        env("ES_API_KEY"),
-        es.es_api_key_file.clone(),
-    )?;
-    EsClient::new(&EsConfig {
-        url: es.es_url.clone(),
-        auth,
-        ca_bundle: es.es_ca_bundle.clone(),
-    })
+    es.connection.client()
 }
 
 /// Writes report lines to stdout.

@@ -133,6 +133,20 @@ struct State {
     templates: BTreeMap<String, (Vec<String>, bool)>,
     drops_left: u32,
     seq: u64,
+    /// SLM's operation mode (`RUNNING`, `STOPPED`) and per-policy record.
+    slm_mode: String,
+    slm: BTreeMap<String, SlmRecord>,
+}
+
+/// What SLM remembers of a policy's runs: `GET _slm/stats` counters and the policy's
+/// `last_success` / `last_failure`.
+#[derive(Debug, Clone, Default)]
+struct SlmRecord {
+    taken: u64,
+    failed: u64,
+    deleted: u64,
+    last_success: Option<(String, i64)>,
+    last_failure: Option<(String, i64, String)>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -349,6 +363,8 @@ impl FakeEs {
             templates: BTreeMap::new(),
             drops_left: 0,
             seq: 0,
+            slm_mode: "RUNNING".into(),
+            slm: BTreeMap::new(),
         }));
         spec::spec(); // load once before serving
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -508,6 +524,25 @@ impl FakeEs {
 
     pub fn data_streams(&self) -> BTreeMap<String, Vec<String>> {
         self.state.lock().unwrap().data_streams.clone()
+    }
+
+    /// Records an SLM run of `policy` as SLM does: a snapshot taken (and `last_success`) or a
+    /// failure (and `last_failure`), at `time_ms`.
+    pub fn record_slm_run(&self, policy: &str, snapshot: &str, success: bool, time_ms: i64) {
+        let mut st = self.state.lock().unwrap();
+        let r = st.slm.entry(policy.to_string()).or_default();
+        if success {
+            r.taken += 1;
+            r.last_success = Some((snapshot.to_string(), time_ms));
+        } else {
+            r.failed += 1;
+            r.last_failure = Some((snapshot.to_string(), time_ms, "a shard failed".to_string()));
+        }
+    }
+
+    /// Sets SLM's operation mode (`POST _slm/stop` leads to `STOPPED`).
+    pub fn set_slm_mode(&self, mode: &str) {
+        self.state.lock().unwrap().slm_mode = mode.to_string();
     }
 
     /// Puts a finished snapshot into the repository's bucket, as if this cluster had taken it.
@@ -857,11 +892,19 @@ async fn dispatch(
                     "resource_not_found_exception",
                     &format!("snapshot lifecycle policy or policies [{id}] not found, no policies are configured"),
                 ),
-                Some((policy, version)) => (
-                    200,
-                    json!({ id.clone(): {"version": version, "modified_date_millis": now_ms(), "policy": policy,
-                        "next_execution_millis": now_ms() + 3_600_000, "stats": {"policy": id}}}),
-                ),
+                Some((policy, version)) => {
+                    let mut entry = json!({"version": version, "modified_date_millis": now_ms(), "policy": policy,
+                        "next_execution_millis": now_ms() + 3_600_000, "stats": {"policy": id}});
+                    if let Some(r) = st.slm.get(id) {
+                        if let Some((name, time)) = &r.last_success {
+                            entry["last_success"] = json!({"snapshot_name": name, "time": time});
+                        }
+                        if let Some((name, time, details)) = &r.last_failure {
+                            entry["last_failure"] = json!({"snapshot_name": name, "time": time, "details": details});
+                        }
+                    }
+                    (200, json!({ id.clone(): entry }))
+                }
             }
         }
         "slm.put_lifecycle" => {
@@ -890,6 +933,27 @@ async fn dispatch(
             (200, json!({"acknowledged": true}))
         }
         "slm.execute_lifecycle" => execute_policy(state, &seg[2]).await,
+        "slm.get_status" => (200, json!({"operation_mode": state.lock().unwrap().slm_mode})),
+        "slm.get_stats" => {
+            let st = state.lock().unwrap();
+            let sum = |f: fn(&SlmRecord) -> u64| st.slm.values().map(f).sum::<u64>();
+            let per_policy: Vec<Value> = st
+                .slm
+                .iter()
+                .map(|(id, r)| {
+                    json!({"policy": id, "snapshots_taken": r.taken, "snapshots_failed": r.failed,
+                    "snapshots_deleted": r.deleted, "snapshot_deletion_failures": 0})
+                })
+                .collect();
+            (
+                200,
+                json!({"retention_runs": 0, "retention_failed": 0, "retention_timed_out": 0,
+                    "retention_deletion_time": "0s", "retention_deletion_time_millis": 0,
+                    "total_snapshots_taken": sum(|r| r.taken), "total_snapshots_failed": sum(|r| r.failed),
+                    "total_snapshots_deleted": sum(|r| r.deleted), "total_snapshot_deletion_failures": 0,
+                    "policy_stats": per_policy}),
+            )
+        }
         "snapshot.get" => get_snapshots(state, &seg[1], &seg[2], q("index_details").as_deref() == Some("true")).await,
         "snapshot.restore" => {
             restore(

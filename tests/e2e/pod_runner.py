@@ -828,7 +828,7 @@ def cycle(results, mode, store):
         assert store.digest("target") == state["v1"]
 
     def step_helm_test():
-        dep = r.one("Deployment")
+        dep = r.one("Deployment", "minio")
         assert dep["metadata"]["labels"]["sts-backup.io/storage-engine"] == "rclone", "the default engine"
         pod = node.run_pod(pod_template(r.one("Pod", "test")), "helm-test").expect(0)
         targets = r.one("Pod", "test")["spec"]["containers"][0]["env"][1]["value"].split()

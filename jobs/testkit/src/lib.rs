@@ -368,10 +368,42 @@ impl PgServer {
                 .arg(dir.path()),
         );
         wait_for_port(port, "postgres");
-        PgServer {
+        let pg = PgServer {
             port,
             dir,
             _server: server,
+        };
+        pg.wait_ready();
+        pg
+    }
+
+    /// The port opens before recovery ends ("the database system is starting up"): wait
+    /// until a query succeeds (30 s at most).
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(tool("psql"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    "select 1",
+                    "-p",
+                ])
+                .arg(self.port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "postgres did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

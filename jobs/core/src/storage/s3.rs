@@ -150,18 +150,19 @@ impl S3Store {
         tokio::pin!(sent);
         loop {
             let left = self.timeouts.stall.saturating_sub(activity.idle());
-            if left.is_zero() {
-                return Err(self.stalled(op, key));
-            }
+            // The request is polled first, also once more after the deadline passed: an
+            // answer that arrived while this task was not scheduled (a starved runtime) wins.
             tokio::select! {
+                biased;
                 result = &mut sent => return result.map_err(|e| self.classify(op, key, e)),
-                _ = tokio::time::sleep(left) => {}
+                _ = tokio::time::sleep(left), if !left.is_zero() => {}
+                _ = std::future::ready(()), if left.is_zero() => return Err(self.stalled(op, key)),
             }
         }
     }
 
     fn stalled(&self, op: &str, key: &str) -> StorageError {
-        self.unreachable(stall_message(&self.endpoint, op, key, self.timeouts.stall))
+        self.unreachable(stall_message(op, key, self.timeouts.stall))
     }
 
     fn unreachable(&self, detail: String) -> StorageError {
@@ -385,7 +386,7 @@ impl S3Store {
             inner: out.body.into_async_read(),
             stall: self.timeouts.stall,
             timer: None,
-            message: stall_message(&self.endpoint, "get", key, self.timeouts.stall),
+            message: format!("{}: {}", self.endpoint, stall_message("get", key, self.timeouts.stall)),
         }))
     }
 
@@ -668,9 +669,9 @@ fn quoted(key: &str) -> String {
     }
 }
 
-fn stall_message(endpoint: &str, op: &str, key: &str, stall: Duration) -> String {
+fn stall_message(op: &str, key: &str, stall: Duration) -> String {
     format!(
-        "{endpoint}: no byte moved for {} during {op}{} ({STALL_TIMEOUT_FLAG})",
+        "no byte moved for {} during {op}{} ({STALL_TIMEOUT_FLAG})",
         humantime::format_duration(stall),
         quoted(key)
     )

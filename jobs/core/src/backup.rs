@@ -347,7 +347,8 @@ async fn send_parts<R: AsyncRead + Unpin>(
     upload: &mut Upload,
     interrupt: &mut Interrupt,
 ) -> Result<()> {
-    loop {
+    for index in 0.. {
+        let part_size = part_size_for(part_size, index);
         let mut part = BytesMut::with_capacity(part_size);
         let mut eof = false;
         while part.len() < part_size {
@@ -369,5 +370,33 @@ async fn send_parts<R: AsyncRead + Unpin>(
         if eof {
             return Ok(());
         }
+    }
+    Ok(())
+}
+
+/// S3 takes at most 10,000 parts and 5 GiB per part. The part size doubles every 2,500
+/// parts (at most 8 times the base), so the default 8 MiB parts carry a backup of up to
+/// about 290 GiB, while memory stays at base x (concurrency + 1) for the first 19.5 GiB.
+fn part_size_for(base: usize, index: usize) -> usize {
+    const PARTS_PER_STEP: usize = 2_500;
+    const MAX_PART: usize = 5 << 30;
+    let factor = 1usize << (index / PARTS_PER_STEP).min(3);
+    base.saturating_mul(factor).min(MAX_PART.max(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::part_size_for;
+
+    #[test]
+    fn parts_grow_so_the_10000_part_limit_holds_large_backups() {
+        const MIB: usize = 1 << 20;
+        assert_eq!(part_size_for(8 * MIB, 0), 8 * MIB);
+        assert_eq!(part_size_for(8 * MIB, 2_499), 8 * MIB);
+        assert_eq!(part_size_for(8 * MIB, 2_500), 16 * MIB);
+        assert_eq!(part_size_for(8 * MIB, 9_999), 64 * MIB);
+        let total: usize = (0..10_000).map(|i| part_size_for(8 * MIB, i)).sum();
+        assert!(total > 290 * 1024 * MIB, "{}", total / MIB);
+        assert_eq!(part_size_for(4 << 30, 9_999), 5 << 30, "never above the 5 GiB part limit");
     }
 }

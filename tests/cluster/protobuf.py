@@ -22,6 +22,12 @@ _FIELD = {1: ("name", "s"), 3: ("number", "i"), 4: ("label", "i"), 5: ("type", "
 _REPEATED, _MESSAGE, _BYTES, _STRING, _BOOL = 3, 11, 12, 9, 8
 
 
+# Fields whose Go struct is embedded inline in the JSON form (`json:",inline"`); the protobuf
+# form keeps them as a nested message.
+INLINE = {("Volume", "volumeSource"), ("PersistentVolumeSpec", "persistentVolumeSource"),
+          ("EphemeralContainer", "ephemeralContainerCommon"), ("Probe", "handler")}
+
+
 class DecodeError(Exception):
     pass
 
@@ -206,8 +212,12 @@ def _message(buf, type_name, table):
                 k = _scalar(kf[1]["type"], *entry.get(1, (2, b""))) if 1 in entry else ""
                 if 2 in entry:
                     w, v = entry[2]
-                    value = _message(v, kf[2]["type_name"], table) if kf[2]["type"] == _MESSAGE \
-                        else _scalar(kf[2]["type"], w, v)
+                    if kf[2]["type"] == _MESSAGE:
+                        special, value = _special(kf[2]["type_name"], v, table)
+                        if not special:
+                            value = _message(v, kf[2]["type_name"], table)
+                    else:
+                        value = _scalar(kf[2]["type"], w, v)
                 else:
                     value = "" if kf[2]["type"] in (_STRING, _BYTES) else None
                 out.setdefault(key, {})[k] = value
@@ -215,6 +225,9 @@ def _message(buf, type_name, table):
             special, value = _special(field["type_name"], val, table)
             if not special:
                 value = _message(val, field["type_name"], table)
+                if (desc["name"], field["name"]) in INLINE:
+                    out.update(value)  # a Go struct embedded with `json:",inline"`
+                    continue
         elif wt == 2 and ftype not in (_STRING, _BYTES):
             # packed repeated scalars
             values, pos = [], 0
@@ -227,6 +240,6 @@ def _message(buf, type_name, table):
             value = _scalar(ftype, wt, val)
         if repeated:
             out.setdefault(key, []).append(value)
-        elif value is not None and value != "" and value != {}:
-            out[key] = value
+        elif value is not None and value != "":
+            out[key] = value  # an empty message stays: `emptyDir: {}` is a choice, not an absence
     return out

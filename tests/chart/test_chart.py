@@ -589,7 +589,7 @@ def restore_and_scheduled_switch_independently():
         else:
             r.none("Job")
         keys = set()
-        if r.all("ConfigMap"):
+        if any(c["metadata"]["labels"].get("app.kubernetes.io/component") == "job-templates" for c in r.all("ConfigMap")):
             keys = set(r.job_templates())
         parts = []
         if "job-stackgraph-restore.json" in keys:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the three job binaries as fully static x86-64 executables (static glibc via crt-static).
+# Builds the four job binaries as fully static x86-64 executables (static glibc via crt-static).
 #
 # The toolchain here has only the GNU target (no musl), so the binaries link glibc statically.
 # glibc 2.36 carries the `files` and `dns` NSS modules built in, so a static binary still reads
@@ -9,14 +9,14 @@
 # The explicit `--target` matters: with it, RUSTFLAGS apply only to the target artifacts and
 # proc-macros/build scripts (host artifacts) stay dynamic, so they still load.
 #
-# Output: target/x86_64-unknown-linux-gnu/release/{stackgraph-backup,retention-pruner,es-snapshot-register}
+# Output: target/x86_64-unknown-linux-gnu/release/{stackgraph-backup,retention-pruner,es-snapshot-register,backup-monitor}
 # (or under $CARGO_TARGET_DIR). Also used by images/Dockerfile.
 #
 # Usage: images/build-static.sh [extra cargo args...]
 set -o errexit -o nounset -o pipefail
 
 readonly TARGET=x86_64-unknown-linux-gnu
-readonly PACKAGES=(stackgraph-backup retention-pruner es-snapshot-register)
+readonly PACKAGES=(stackgraph-backup retention-pruner es-snapshot-register backup-monitor)
 
 main() {
   local root

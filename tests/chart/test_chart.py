@@ -107,6 +107,8 @@ def fill_placeholders(obj):
 def save_job_templates(rendered):
     """Keeps the JSON Jobs of the ConfigMap, raw and as the restore script fills them, for validation."""
     for cm in rendered.all("ConfigMap"):
+        if cm["metadata"]["labels"].get("app.kubernetes.io/component") != "job-templates":
+            continue  # e.g. the monitor's config.json
         for key, text in cm.get("data", {}).items():
             if key.endswith(".json"):
                 job = json.loads(text)

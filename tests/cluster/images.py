@@ -17,7 +17,7 @@ import kubelet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-BINARIES = ("stackgraph-backup", "retention-pruner", "es-snapshot-register")
+BINARIES = ("stackgraph-backup", "retention-pruner", "es-snapshot-register", "backup-monitor")
 PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
 GROUP = "root:x:0:\nnonroot:x:65532:\n"
 

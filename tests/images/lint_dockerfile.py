@@ -31,7 +31,7 @@ from pathlib import Path
 
 import dockerfile
 
-BINARIES = ("stackgraph-backup", "retention-pruner", "es-snapshot-register")
+BINARIES = ("stackgraph-backup", "retention-pruner", "es-snapshot-register", "backup-monitor")
 REQUIRED_LABELS = ("org.opencontainers.image.source", "org.opencontainers.image.version", "org.opencontainers.image.revision")
 # The paths the builder reads from the context (Cargo workspace + the build script).
 CONTEXT_NEEDS = ("Cargo.toml", "Cargo.lock", "jobs/", "images/build-static.sh", "images/rootfs/")

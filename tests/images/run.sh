@@ -26,7 +26,7 @@ set -o errexit -o nounset -o pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/../env.sh"
 
 readonly HERE="${STS_ROOT}/tests/images"
-readonly BINARIES=(stackgraph-backup retention-pruner es-snapshot-register)
+readonly BINARIES=(stackgraph-backup retention-pruner es-snapshot-register backup-monitor)
 readonly JOB_UID=65532
 readonly HOSTS_NAME=s3.sts-backup.test
 readonly DNS_SEARCH=sts.svc.cluster.local

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import unittest
+import urllib.request
 
 import images
 from harness import ROOT, Cluster
@@ -85,9 +86,14 @@ class StackGraphEndToEnd(unittest.TestCase):
         c.kubectl("create", "-f", "-", input=json.dumps(WRITER))
         cls.extra_env = json.dumps([{"name": "ETCDCTL_API", "value": "3"},
                                     {"name": "ETCDCTL_ENDPOINTS", "value": cls.endpoint}])
+        cls.monitor_port = free_port()
         cls.install = c.helm("install", "r", os.path.join(ROOT, "chart"), "-n", NS,
                              *[a for f in VALUES for a in ("-f", f)],
-                             "--set-json", f"backup.stackGraph.extraEnv={cls.extra_env}", "--wait", "--timeout", "120s")
+                             "--set-json", f"backup.stackGraph.extraEnv={cls.extra_env}",
+                             # The kubelet runs pods on the host network: a free port, checks every 2 s.
+                             "--set", f"backup.monitor.port={cls.monitor_port}",
+                             "--set", "backup.monitor.interval=2s",
+                             "--wait", "--timeout", "120s")
 
     @classmethod
     def tearDownClass(cls):
@@ -155,6 +161,43 @@ class StackGraphEndToEnd(unittest.TestCase):
         p = self.script("restore-stackgraph-backup.sh", name)
         self.assertEqual(p.returncode, 3, f"{p.stdout}\n{p.stderr}")
         self.assertEqual(self.replicas()[0], 2)
+
+    def metric(self, line_prefix):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(line_prefix + " "):
+                return float(line.split()[-1])
+        return None
+
+    def test_the_monitor_sees_the_backup_and_then_the_missed_schedule(self):
+        """Issue 16 end to end: the monitor Deployment (our image, in a container) reads the bucket
+        the backup Job wrote; with the CronJob suspended and the monitor's clock moved a day and a
+        half ahead, the store is reported overdue."""
+        c = self.c
+        committed = 'sts_backup_backups{store="stackgraph",state="committed"}'
+        listed = self.script("list-stackgraph-backups.sh", "-o", "json", check=True).stdout
+        if not json.loads([ln for ln in listed.splitlines() if ln.startswith("[")][0]):
+            c.kubectl("create", "job", "--from=cronjob/r-sts-backup-stackgraph-backup", "monitor-backup", "-n", NS)
+            p = c.kubectl("wait", "job/monitor-backup", "-n", NS, "--for=condition=complete", "--timeout=180s",
+                          check=False, timeout=200)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        wait_for(lambda: (self.metric(committed) or 0) >= 1, 90, "the monitor to count the backup")
+        self.assertEqual(self.metric('sts_backup_overdue{store="stackgraph"}'), 0)
+        self.assertEqual(self.metric('sts_backup_storage_up{store="stackgraph"}'), 1)
+        # Backups stop: the CronJob is suspended, and time passes (the monitor's clock moves 36 h).
+        c.kubectl("patch", "cronjob", "r-sts-backup-stackgraph-backup", "-n", NS, "--type=merge",
+                  "-p", '{"spec":{"suspend":true}}')
+        deploy = "deployment/r-sts-backup-monitor"
+        c.kubectl("scale", deploy, "-n", NS, "--replicas=0")
+        wait_for(lambda: self.metric(committed) is None, 60, "the old monitor pod to stop")
+        c.kubectl("set", "env", deploy, "-n", NS, "MONITOR_CLOCK_OFFSET=36h")
+        c.kubectl("scale", deploy, "-n", NS, "--replicas=1")
+        wait_for(lambda: self.metric('sts_backup_overdue{store="stackgraph"}') == 1, 90,
+                 "the monitor to report the store overdue")
 
     def test_operator_without_scale_permission_gets_the_403(self):
         """Negative control: an operator whose Role lacks `patch` on deployments/scale cannot run a

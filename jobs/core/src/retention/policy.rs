@@ -256,15 +256,19 @@ impl KeepReason {
     }
 }
 
-/// A committed backup (data object and manifest both present) and the verdict on it.
+/// A backup (a data object with its manifest, or a legacy StackState backup) and the
+/// verdict on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupDecision {
     pub key: String,
-    pub manifest_key: String,
+    /// `None` for a legacy backup, which has no manifest.
+    pub manifest_key: Option<String>,
     pub timestamp: DateTime<Utc>,
     /// Size of the data object.
     pub size: u64,
     pub manifest_size: u64,
+    /// Why `restore` would reject it; a broken backup never counts towards the floor.
+    pub broken: Option<String>,
     /// Empty means: purge.
     pub reasons: Vec<KeepReason>,
 }
@@ -273,6 +277,21 @@ impl BackupDecision {
     pub fn keep(&self) -> bool {
         !self.reasons.is_empty()
     }
+
+    /// Whether `list` shows it (and `restore` accepts it).
+    pub fn restorable(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// What the catalogue found out about backup-looking keys by reading them
+/// ([`crate::catalogue::survey`]); [`plan`] without it trusts every manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Data keys whose manifest is unreadable or does not match the data, and why.
+    pub broken: HashMap<String, String>,
+    /// Data keys without manifest that are legacy StackState backups, not our leftovers.
+    pub legacy: HashSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,8 +347,15 @@ fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> TimeDelta {
     now.signed_duration_since(then)
 }
 
-/// Decides the fate of every listed object. Pure: same inputs, same plan.
+/// Decides the fate of every listed object, trusting every manifest. Pure: same inputs,
+/// same plan.
 pub fn plan(objects: &[ObjectMeta], policy: &Policy, now: DateTime<Utc>) -> Plan {
+    plan_checked(objects, &Health::default(), policy, now)
+}
+
+/// [`plan`] with what reading the backups showed: broken ones do not count towards the
+/// floor, legacy ones are backups rather than orphans.
+pub fn plan_checked(objects: &[ObjectMeta], health: &Health, policy: &Policy, now: DateTime<Utc>) -> Plan {
     let by_key: HashMap<&str, &ObjectMeta> = objects.iter().map(|o| (o.key.as_str(), o)).collect();
     let mut plan = Plan::default();
     let mut claimed_manifests: HashSet<&str> = HashSet::new();
@@ -343,20 +369,23 @@ pub fn plan(objects: &[ObjectMeta], policy: &Policy, now: DateTime<Utc>) -> Plan
             continue;
         };
         let manifest_key = format!("{}{MANIFEST_SUFFIX}", obj.key);
-        match by_key.get(manifest_key.as_str()) {
-            Some(manifest) => {
-                claimed_manifests.insert(manifest.key.as_str());
-                plan.backups.push(BackupDecision {
-                    key: obj.key.clone(),
-                    manifest_key,
-                    timestamp: ts,
-                    size: obj.size,
-                    manifest_size: manifest.size,
-                    reasons: Vec::new(),
-                });
-            }
-            None => plan.orphans.push(orphan(obj, OrphanKind::Data, ts, policy, now)),
+        let manifest = by_key.get(manifest_key.as_str());
+        if manifest.is_none() && !health.legacy.contains(&obj.key) {
+            plan.orphans.push(orphan(obj, OrphanKind::Data, ts, policy, now));
+            continue;
         }
+        if let Some(m) = manifest {
+            claimed_manifests.insert(m.key.as_str());
+        }
+        plan.backups.push(BackupDecision {
+            key: obj.key.clone(),
+            manifest_key: manifest.map(|_| manifest_key),
+            timestamp: ts,
+            size: obj.size,
+            manifest_size: manifest.map_or(0, |m| m.size),
+            broken: health.broken.get(&obj.key).cloned(),
+            reasons: Vec::new(),
+        });
     }
     for obj in &keys {
         if claimed_manifests.contains(obj.key.as_str()) || policy.backup_timestamp(&obj.key).is_some() {
@@ -409,8 +438,9 @@ fn orphan(
     }
 }
 
-/// Applies the rules to committed backups sorted newest first. A backup is kept when any
-/// rule keeps it.
+/// Applies the rules to backups sorted newest first. A backup is kept when any rule keeps
+/// it. The floor (newest, `--min-keep`) and the GFS rules count restorable backups only: a
+/// broken one is kept only while within `--retention`, never in place of a good one.
 fn decide(backups: &mut [BackupDecision], policy: &Policy, now: DateTime<Utc>) {
     if !policy.is_configured() {
         for b in backups.iter_mut() {
@@ -418,12 +448,10 @@ fn decide(backups: &mut [BackupDecision], policy: &Policy, now: DateTime<Utc>) {
         }
         return;
     }
-    let n = backups.len();
     // GFS buckets, restic `forget` semantics: walking newest to oldest, a backup is kept
     // by a rule when its period differs from the last one that rule kept, while the rule
     // has counts left; the oldest backup is kept too if the rule still has counts left.
-    type PeriodFn = fn(DateTime<Utc>, usize) -> i64;
-    let buckets: [(Option<KeepCount>, PeriodFn, KeepReason, Option<KeepReason>); 4] = [
+    let buckets: [Bucket; 4] = [
         (policy.keep_last, |_, nr| nr as i64, KeepReason::Last, None),
         (
             policy.keep_daily,
@@ -463,35 +491,52 @@ fn decide(backups: &mut [BackupDecision], policy: &Policy, now: DateTime<Utc>) {
         .collect();
     let retention = policy.retention.map(|r| r.as_timedelta());
 
-    for (nr, b) in backups.iter_mut().enumerate() {
-        if nr == 0 {
+    let restorable = backups.iter().filter(|b| b.restorable()).count();
+    let mut nr = 0;
+    for b in backups.iter_mut() {
+        if b.restorable() && nr == 0 {
             b.reasons.push(KeepReason::Newest);
         }
-        if nr < policy.min_keep {
+        if b.restorable() && nr < policy.min_keep {
             b.reasons.push(KeepReason::MinKeep);
         }
-        if let Some(r) = retention {
-            // The reference deletes when `now - ts > delta`: exactly the delta is kept.
-            if age(now, b.timestamp) <= r {
-                b.reasons.push(KeepReason::WithinRetention);
-            }
+        // The reference deletes when `now - ts > delta`: exactly the delta is kept.
+        if retention.is_some_and(|r| age(now, b.timestamp) <= r) {
+            b.reasons.push(KeepReason::WithinRetention);
         }
-        for ((_, period, reason, oldest), (remaining, last)) in buckets.iter().zip(state.iter_mut()) {
-            if *remaining == Some(0) {
-                continue;
-            }
-            let val = period(b.timestamp, nr);
-            let is_oldest = nr == n - 1;
-            if *last != Some(val) || is_oldest {
-                let why = match oldest {
-                    Some(o) if *last == Some(val) => *o,
-                    _ => *reason,
-                };
-                b.reasons.push(why);
-                *last = Some(val);
-                if let Some(c) = remaining {
-                    *c -= 1;
-                }
+        if b.restorable() {
+            keep_by_period(b, nr, restorable, &buckets, &mut state);
+            nr += 1;
+        }
+    }
+}
+
+type PeriodFn = fn(DateTime<Utc>, usize) -> i64;
+type Bucket = (Option<KeepCount>, PeriodFn, KeepReason, Option<KeepReason>);
+
+/// The GFS rules for the `nr`-th newest of `n` restorable backups.
+fn keep_by_period(
+    b: &mut BackupDecision,
+    nr: usize,
+    n: usize,
+    buckets: &[Bucket; 4],
+    state: &mut [(Option<u32>, Option<i64>)],
+) {
+    for ((_, period, reason, oldest), (remaining, last)) in buckets.iter().zip(state.iter_mut()) {
+        if *remaining == Some(0) {
+            continue;
+        }
+        let val = period(b.timestamp, nr);
+        let is_oldest = nr == n - 1;
+        if *last != Some(val) || is_oldest {
+            let why = match oldest {
+                Some(o) if *last == Some(val) => *o,
+                _ => *reason,
+            };
+            b.reasons.push(why);
+            *last = Some(val);
+            if let Some(c) = remaining {
+                *c -= 1;
             }
         }
     }

@@ -9,7 +9,7 @@
 //! points at missing data. Per-key failures are collected and the run goes on.
 //!
 //! `retention-pruner` is a thin wrapper around [`prune`]; `stackgraph-backup backup` calls
-//! it after a successful upload when [`RetentionArgs::is_configured`].
+//! it after a successful upload when [`Policy::is_configured`].
 
 pub mod policy;
 mod report;
@@ -19,7 +19,6 @@ use chrono::{DateTime, Utc};
 
 pub use policy::{
     plan, plan_checked, BackupDecision, Health, KeepCount, KeepReason, OrphanDecision, OrphanKind, Plan, Policy,
-    PolicySpec,
 };
 pub use report::{AbortedUpload, BrokenEntry, DeleteFailureEntry, KeptBackup, OrphanEntry, PruneReport, PurgedBackup};
 pub use timedelta::Retention;
@@ -37,6 +36,10 @@ use crate::storage::{ObjectMeta, Storage, DELETE_BATCH};
 pub const DEFAULT_NAME_REGEXP: &str = "sts-backup-([0-9]*-[0-9]*).graph";
 /// The reference's default `strptime` format for group 1.
 pub const DEFAULT_DATETIME_FORMAT: &str = "%Y%m%d-%H%M";
+/// Default of `--abort-uploads-older-than`.
+pub const DEFAULT_ABORT_UPLOADS_OLDER_THAN: &str = "24h";
+/// Default of `--min-keep`: the newest backup is always kept.
+pub const DEFAULT_MIN_KEEP: usize = 1;
 
 /// The retention flags, each with its env twin (shared by `retention-pruner` and
 /// `stackgraph-backup backup`).
@@ -75,7 +78,7 @@ pub struct RetentionArgs {
     #[arg(
         long,
         env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_MIN_KEEP",
-        default_value_t = 1,
+        default_value_t = DEFAULT_MIN_KEEP,
         value_name = "N",
         value_parser = parse_min_keep
     )]
@@ -102,7 +105,7 @@ pub struct RetentionArgs {
     #[arg(
         long,
         env = "BACKUP_ABORT_UPLOADS_OLDER_THAN",
-        default_value = "24h",
+        default_value = DEFAULT_ABORT_UPLOADS_OLDER_THAN,
         value_name = "DURATION"
     )]
     pub abort_uploads_older_than: String,
@@ -116,7 +119,7 @@ pub struct RetentionArgs {
 /// `--min-keep`: a count; empty (an unset chart value) means the default, 1.
 fn parse_min_keep(s: &str) -> std::result::Result<usize, String> {
     match s.trim() {
-        "" => Ok(1),
+        "" => Ok(DEFAULT_MIN_KEEP),
         t => t.parse().map_err(|_| format!("{t:?} is not a count (a number >= 1)")),
     }
 }
@@ -127,42 +130,22 @@ impl Default for RetentionArgs {
             name_regexp: DEFAULT_NAME_REGEXP.into(),
             datetime_format: DEFAULT_DATETIME_FORMAT.into(),
             retention: None,
-            min_keep: 1,
+            min_keep: DEFAULT_MIN_KEEP,
             keep_last: None,
             keep_daily: None,
             keep_weekly: None,
             keep_monthly: None,
-            abort_uploads_older_than: "24h".into(),
+            abort_uploads_older_than: DEFAULT_ABORT_UPLOADS_OLDER_THAN.into(),
             dry_run: false,
         }
     }
 }
 
 impl RetentionArgs {
-    /// Whether a deleting rule is set: a non-empty `--retention` or a non-zero `--keep-*`.
-    pub fn is_configured(&self) -> bool {
-        self.retention.as_deref().is_some_and(|r| !r.trim().is_empty())
-            || [self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly]
-                .iter()
-                .flatten()
-                .any(KeepCount::is_active)
-    }
-
     /// Validates the flags (errors name the flag; exit 2). Call it before any work so a bad
     /// value fails fast.
     pub fn policy(&self) -> Result<Policy> {
-        Policy::new(&PolicySpec {
-            name_regexp: &self.name_regexp,
-            datetime_format: &self.datetime_format,
-            retention: self.retention.as_deref(),
-            min_keep: self.min_keep,
-            keep_last: self.keep_last,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            abort_uploads_older_than: &self.abort_uploads_older_than,
-            dry_run: self.dry_run,
-        })
+        Policy::new(self)
     }
 }
 

@@ -10,6 +10,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use regex::Regex;
 
 use super::timedelta::Retention;
+use super::RetentionArgs;
 use crate::error::{Error, Result};
 use crate::naming::MANIFEST_SUFFIX;
 use crate::storage::ObjectMeta;
@@ -74,24 +75,10 @@ pub struct Policy {
     pub dry_run: bool,
 }
 
-/// Inputs of [`Policy::new`], as strings and numbers straight from flags or env.
-#[derive(Debug, Clone)]
-pub struct PolicySpec<'a> {
-    pub name_regexp: &'a str,
-    pub datetime_format: &'a str,
-    pub retention: Option<&'a str>,
-    pub min_keep: usize,
-    pub keep_last: Option<KeepCount>,
-    pub keep_daily: Option<KeepCount>,
-    pub keep_weekly: Option<KeepCount>,
-    pub keep_monthly: Option<KeepCount>,
-    pub abort_uploads_older_than: &'a str,
-    pub dry_run: bool,
-}
-
 impl Policy {
-    /// Validates every field; errors are one line naming the flag (exit 2).
-    pub fn new(spec: &PolicySpec<'_>) -> Result<Policy> {
+    /// Validates every flag; errors are one line naming the flag (exit 2). The one
+    /// conversion from flags to policy.
+    pub fn new(spec: &RetentionArgs) -> Result<Policy> {
         if spec.name_regexp.is_empty() {
             return Err(Error::invalid("--name-regexp: must not be empty"));
         }
@@ -108,14 +95,15 @@ impl Policy {
                 spec.name_regexp
             )));
         }
-        if spec.datetime_format.is_empty() || StrftimeItems::new(spec.datetime_format).any(|i| matches!(i, Item::Error))
+        if spec.datetime_format.is_empty()
+            || StrftimeItems::new(&spec.datetime_format).any(|i| matches!(i, Item::Error))
         {
             return Err(Error::invalid(format!(
                 "--datetime-format: {:?} is not a valid strftime format such as %Y%m%d-%H%M",
                 spec.datetime_format
             )));
         }
-        let retention = match spec.retention.map(str::trim) {
+        let retention = match spec.retention.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(Retention::parse(text)?),
         };
@@ -124,11 +112,11 @@ impl Policy {
                 "--min-keep: must be at least 1 (the newest backup is never deleted)",
             ));
         }
-        let abort_after = parse_abort_after(spec.abort_uploads_older_than)?;
+        let abort_after = parse_abort_after(&spec.abort_uploads_older_than)?;
         Ok(Policy {
-            name_regexp: spec.name_regexp.to_string(),
+            name_regexp: spec.name_regexp.clone(),
             regex,
-            datetime_format: spec.datetime_format.to_string(),
+            datetime_format: spec.datetime_format.clone(),
             retention,
             min_keep: spec.min_keep,
             keep_last: spec.keep_last,

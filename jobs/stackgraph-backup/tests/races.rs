@@ -184,7 +184,15 @@ fn one_writer_per_name_on_seaweedfs_with_conditional_writes() {
         enforced: true,
     };
     wait_for_bucket(&store);
-    let probe = store.run(&["backup", "--name-template", "probe.graph", "--", "echo", "x"]);
+    // Its volume server may take a moment longer than the bucket to accept writes (HTTP 500).
+    let mut probe = store.run(&["backup", "--name-template", "probe.graph", "--", "echo", "x"]);
+    for _ in 0..60 {
+        if probe.code == 0 || !probe.stderr.contains("HTTP 500") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        probe = store.run(&["backup", "--name-template", "probe.graph", "--", "echo", "x"]);
+    }
     assert_eq!(probe.code, 0, "{probe:?}");
     assert!(
         probe.stderr.contains("storage enforces create-only writes"),

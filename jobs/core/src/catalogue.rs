@@ -203,15 +203,12 @@ pub async fn survey(
 
     let mut out = Catalogue::default();
     let checked: Vec<_> = futures::stream::iter(with_manifest)
-        .map(|obj| async move { (obj, read_manifest(storage, &obj.key).await) })
+        .map(|obj| async move { (obj, check_committed(storage, obj).await) })
         .buffer_unordered(16)
         .collect()
         .await;
     for (obj, manifest) in checked {
-        match manifest
-            .map_err(|e| e.to_string())
-            .and_then(|m| same_data(&m, obj).map(|()| m))
-        {
+        match manifest {
             Ok(m) => out.backups.push(Backup::Committed(m)),
             Err(reason) => out.broken.push(BrokenBackup {
                 name: obj.key.clone(),
@@ -219,22 +216,38 @@ pub async fn survey(
             }),
         }
     }
-    if storage.records_runs() {
-        let heads: Vec<_> = futures::stream::iter(without)
-            .map(|(obj, stamp)| async move { (storage.head(&obj.key).await, stamp) })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for (head, stamp) in heads {
-            if let Some(l) = head?.and_then(|meta| legacy(storage, &meta, Some(stamp))) {
-                out.backups.push(Backup::Legacy(l));
-            }
-        }
-    }
+    out.backups
+        .extend(find_legacy(storage, &without).await?.into_iter().map(Backup::Legacy));
     out.backups
         .sort_by(|a, b| a.created().cmp(&b.created()).then_with(|| a.name().cmp(b.name())));
     out.broken.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The manifest of the listed data object `obj` if it is readable and was written for that
+/// object; otherwise why not.
+pub async fn check_committed(storage: &Storage, obj: &ObjectMeta) -> std::result::Result<Manifest, String> {
+    let manifest = read_manifest(storage, &obj.key).await.map_err(|e| e.to_string())?;
+    same_data(&manifest, obj)?;
+    Ok(manifest)
+}
+
+/// Which of the manifest-less data objects (with the time their name says) are legacy
+/// backups: one HEAD each, for the run id. Only S3 records runs; elsewhere there are none.
+pub async fn find_legacy(storage: &Storage, objects: &[(&ObjectMeta, DateTime<Utc>)]) -> Result<Vec<LegacyBackup>> {
+    if !storage.records_runs() {
+        return Ok(Vec::new());
+    }
+    let heads: Vec<_> = futures::stream::iter(objects)
+        .map(|(obj, stamp)| async move { (storage.head(&obj.key).await, *stamp) })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut found = Vec::new();
+    for (head, stamp) in heads {
+        found.extend(head?.and_then(|meta| legacy(storage, &meta, Some(stamp))));
+    }
+    Ok(found)
 }
 
 /// Re-reads backup `name` and checks size and SHA-256 against its manifest. A legacy

@@ -410,3 +410,48 @@ impl<W: AsyncWrite + Unpin> Copy<'_, W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(size: u64) -> Manifest {
+        let (mut m, _) = unchecked(&Backup::Legacy(crate::catalogue::LegacyBackup {
+            name: "b.graph".into(),
+            size,
+            created: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            etag: None,
+        }));
+        m.sha256 = "0".repeat(64);
+        m
+    }
+
+    /// Issue 10 item 7: when the checksum fails at the end, the importer has received at
+    /// most size - 1 MiB bytes, whatever the size (a multiple of the chunk included).
+    #[tokio::test]
+    async fn at_least_one_full_chunk_is_held_back() {
+        for size in [10, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK, 3 * CHUNK + 7] {
+            let data = vec![7u8; size];
+            let manifest = manifest(size as u64);
+            let mut out: Vec<u8> = Vec::new();
+            let mut interrupt = Interrupt::new().unwrap();
+            let lost = AtomicBool::new(false);
+            let mut copy = Copy {
+                out: &mut out,
+                sink: &Sink::Importer,
+                interrupt: &mut interrupt,
+                hold_back: true,
+                manifest: &manifest,
+                lost: &lost,
+            };
+            let mut reader: &[u8] = &data;
+            let verdict = copy.run(&mut reader, |_| size as u64, |_| "1".repeat(64)).await;
+            assert!(matches!(verdict, Err(Error::Integrity(_))), "size {size}");
+            assert!(
+                out.len() <= size.saturating_sub(CHUNK),
+                "size {size}: {} bytes reached the importer before the verdict",
+                out.len()
+            );
+        }
+    }
+}

@@ -448,7 +448,7 @@ proptest! {
         let mut placed: Vec<&str> = Vec::new();
         for b in &plan.backups {
             placed.push(&b.key);
-            placed.push(&b.manifest_key);
+            placed.extend(b.manifest_key.as_deref());
         }
         placed.extend(plan.orphans.iter().map(|o| o.key.as_str()));
         placed.extend(plan.ignored.iter().map(String::as_str));

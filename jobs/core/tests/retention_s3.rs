@@ -12,7 +12,8 @@ use std::process::Command;
 use std::time::{Duration as StdDuration, Instant, SystemTime};
 
 use chrono::{DateTime, Duration, Utc};
-use sts_backup_core::retention::{self, plan, RetentionArgs};
+use sts_backup_core::manifest::{Compression, Manifest};
+use sts_backup_core::retention::{self, plan_checked, Health, RetentionArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};
 use sts_backup_testkit::{tool, S3Server, Server, ACCESS_KEY, SECRET_KEY};
 
@@ -38,8 +39,48 @@ fn put_file(root: &Path, key: &str, body: &[u8], modified: DateTime<Utc>) {
 fn put_backup(root: &Path, t: DateTime<Utc>, body: &[u8]) -> String {
     let key = name(t);
     put_file(root, &key, body, t);
-    put_file(root, &format!("{key}.manifest.json"), b"{}", t);
+    put_file(root, &format!("{key}.manifest.json"), &manifest(&key, body, t), t);
     key
+}
+
+fn sha256_hex(body: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// Total size of the objects under the prefix.
+fn sizes(root: &Path, keys: impl IntoIterator<Item = String>) -> u64 {
+    keys.into_iter()
+        .map(|k| std::fs::metadata(root.join(BUCKET).join(PREFIX).join(k)).unwrap().len())
+        .sum()
+}
+
+/// A valid manifest for `body`, as stackgraph-backup writes it.
+fn manifest(key: &str, body: &[u8], t: DateTime<Utc>) -> Vec<u8> {
+    let sha = sha256_hex(body);
+    Manifest {
+        format: 1,
+        name: key.to_string(),
+        size: body.len() as u64,
+        sha256: sha.clone(),
+        created: t,
+        compression: Compression::None,
+        raw_size: body.len() as u64,
+        raw_sha256: sha,
+        exporter: vec!["cat".into()],
+        tool: "test".into(),
+        run: None,
+        data_etag: None,
+        adopted: None,
+    }
+    .to_bytes()
 }
 
 /// Our own `rclone serve s3` with extra flags. Unlike [`S3Server`] it keeps rclone's
@@ -150,12 +191,15 @@ async fn prunes_a_real_bucket_and_dry_run_changes_nothing() {
     let expired: Vec<String> = (40..45)
         .map(|d| put_backup(root, now - Duration::days(d), b"expired-data"))
         .collect();
-    let orphan = name(now - Duration::days(50));
-    put_file(root, &orphan, b"crashed", now - Duration::days(50));
+    // Manifest-less objects written without our run id are StackState's own backups: the
+    // same rules apply to them (rclone keeps object metadata in memory only, so an object
+    // written behind its back is exactly that).
+    let legacy = name(now - Duration::days(50));
+    put_file(root, &legacy, b"crashed", now - Duration::days(50));
     let dangling = format!("{}.manifest.json", name(now - Duration::days(51)));
     put_file(root, &dangling, b"{}", now - Duration::days(51));
-    let in_progress = name(now - Duration::days(49));
-    put_file(root, &in_progress, b"just written", now - Duration::minutes(5));
+    let legacy_fresh = name(now - Duration::days(3));
+    put_file(root, &legacy_fresh, b"just written", now - Duration::days(3));
     for k in ["sts-export.graph", "notes.txt", "xsts-backup-20200101-0000.graph"] {
         put_file(root, k, b"not ours", now - Duration::days(400));
     }
@@ -186,10 +230,14 @@ async fn prunes_a_real_bucket_and_dry_run_changes_nothing() {
     .await
     .unwrap();
     assert!(dry.dry_run && !dry.has_failures());
-    assert_eq!(dry.purged.len(), 5);
-    assert_eq!(dry.orphans.len(), 2);
+    assert_eq!(dry.purged.len(), 6);
+    assert_eq!(dry.orphans.len(), 1);
     assert_eq!((dry.delete_requests, dry.bytes_freed), (0, 0));
-    assert_eq!(dry.bytes_selected(), 5 * (12 + 2) + 7 + 2);
+    let selected = sizes(
+        root,
+        expired.iter().flat_map(|k| [k.clone(), format!("{k}.manifest.json")]),
+    ) + sizes(root, [legacy.clone(), dangling.clone()]);
+    assert_eq!(dry.bytes_selected(), selected);
     assert_eq!(files(root), before, "a dry run deletes nothing");
     let mut text = Vec::new();
     dry.print_text(&mut text).unwrap();
@@ -203,21 +251,21 @@ async fn prunes_a_real_bucket_and_dry_run_changes_nothing() {
     let report = retention::prune(&storage, &retention("days = 30"), now).await.unwrap();
     assert!(!report.has_failures(), "{:?}", report.failures);
     let purged: BTreeSet<&str> = report.purged.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(purged, expired.iter().map(String::as_str).collect());
+    assert_eq!(purged, expired.iter().chain([&legacy]).map(String::as_str).collect());
     let kept: BTreeSet<&str> = report.kept.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(kept, fresh.iter().map(String::as_str).collect());
+    assert_eq!(kept, fresh.iter().chain([&legacy_fresh]).map(String::as_str).collect());
     let orphans: BTreeSet<&str> = report.orphans.iter().map(|o| o.key.as_str()).collect();
-    assert_eq!(orphans, BTreeSet::from([orphan.as_str(), dangling.as_str()]));
-    assert_eq!(report.orphans_kept, vec![in_progress.clone()]);
+    assert_eq!(orphans, BTreeSet::from([dangling.as_str()]));
+    assert!(report.orphans_kept.is_empty());
     assert_eq!(report.delete_requests, 2, "one batch of manifests, one of data");
-    assert_eq!(report.bytes_freed, 5 * (12 + 2) + 7 + 2);
+    assert_eq!(report.bytes_freed, selected);
     assert_eq!(report.ignored.len(), 3);
 
     let after = files(root);
     for k in &expired {
         assert!(!after.contains(k) && !after.contains(&format!("{k}.manifest.json")));
     }
-    for k in fresh.iter().chain([&in_progress]) {
+    for k in fresh.iter().chain([&legacy_fresh]) {
         assert!(after.contains(k), "{k}");
     }
     for k in ["sts-export.graph", "notes.txt", "xsts-backup-20200101-0000.graph"] {
@@ -229,8 +277,8 @@ async fn prunes_a_real_bucket_and_dry_run_changes_nothing() {
 
     // JSON carries the same.
     let json = report.to_json();
-    assert_eq!(json["summary"]["purged"], 5);
-    assert_eq!(json["summary"]["orphans"], 2);
+    assert_eq!(json["summary"]["purged"], 6);
+    assert_eq!(json["summary"]["orphans"], 1);
     assert!(!json.to_string().contains('\n'));
 
     // Running again finds nothing more to do.
@@ -260,7 +308,8 @@ async fn nothing_is_deleted_without_a_policy() {
     assert!(!report.configured);
     assert_eq!(
         (report.kept.len(), report.purged.len(), report.orphans.len()),
-        (3, 0, 0)
+        (4, 0, 0),
+        "the manifest-less object is a StackState backup, kept like the others"
     );
     assert_eq!(files(env.root()), before);
     let mut text = Vec::new();
@@ -350,7 +399,12 @@ async fn a_random_bucket_is_pruned_exactly_as_planned() {
             1 => put_file(env.root(), &format!("{key}.manifest.json"), b"{}", written),
             _ => {
                 put_file(env.root(), &key, b"data", written);
-                put_file(env.root(), &format!("{key}.manifest.json"), b"{}", written);
+                put_file(
+                    env.root(),
+                    &format!("{key}.manifest.json"),
+                    &manifest(&key, b"data", t),
+                    written,
+                );
                 committed.push((t, key));
             }
         }
@@ -380,14 +434,30 @@ async fn a_random_bucket_is_pruned_exactly_as_planned() {
     eprintln!("policy: {}", args.policy().unwrap().describe());
     let storage = env.storage().await;
     let listing = storage.list().await.unwrap();
-    let expected = plan(&listing, &args.policy().unwrap(), now);
+    // Everything here is written behind rclone's back, so no object carries our run id: a
+    // data object without manifest is a StackState backup.
+    let policy = args.policy().unwrap();
+    let keys: BTreeSet<&str> = listing.iter().map(|o| o.key.as_str()).collect();
+    let health = Health {
+        legacy: listing
+            .iter()
+            .filter(|o| {
+                policy.backup_timestamp(&o.key).is_some() && !keys.contains(format!("{}.manifest.json", o.key).as_str())
+            })
+            .map(|o| o.key.clone())
+            .collect(),
+        ..Health::default()
+    };
+    let expected = plan_checked(&listing, &health, &policy, now);
     let report = retention::prune(&storage, &args, now).await.unwrap();
     assert!(!report.has_failures(), "{:?}", report.failures);
 
     let mut remaining: BTreeSet<String> = listing.iter().map(|o| o.key.clone()).collect();
     for b in expected.purged() {
         remaining.remove(&b.key);
-        remaining.remove(&b.manifest_key);
+        if let Some(m) = &b.manifest_key {
+            remaining.remove(m);
+        }
     }
     for o in expected.orphans.iter().filter(|o| o.delete) {
         remaining.remove(&o.key);
@@ -541,24 +611,19 @@ async fn a_failed_data_delete_leaves_no_orphan_manifest() {
 
     let after = files(&root);
     no_manifest_without_data(&after);
-    // The data whose delete failed is an orphan now (its manifest went first) ...
+    // The data whose delete failed has no manifest now (its manifest went first) ...
     assert!(after.contains(&stuck_data) && !after.contains(&format!("{stuck_data}.manifest.json")));
     // ... and the backup whose manifest could not be deleted is complete and untouched.
     assert!(after.contains(&stuck_manifest) && after.contains(&stuck_manifest_key));
     assert_eq!(report.delete_requests, 2);
 
-    // Once deletable again, the next run removes the orphan; the stuck backup goes too.
+    // Once deletable again, the next run removes it (without our run id it counts as a
+    // manifest-less StackState backup, and it is expired); the stuck backup goes too.
     drop(unlock);
     let report = retention::prune(&storage, &retention("days=30"), now).await.unwrap();
     assert!(!report.has_failures(), "{:?}", report.failures);
-    assert_eq!(
-        report.orphans.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
-        vec![stuck_data.as_str()]
-    );
-    assert_eq!(
-        report.purged.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(),
-        vec![stuck_manifest.as_str()]
-    );
+    let purged: BTreeSet<&str> = report.purged.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(purged, BTreeSet::from([stuck_data.as_str(), stuck_manifest.as_str()]));
     let after = files(&root);
     assert_eq!(after.len(), 2, "{after:?}");
     no_manifest_without_data(&after);

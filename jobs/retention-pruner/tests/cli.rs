@@ -13,8 +13,18 @@ fn name(t: DateTime<Utc>) -> String {
 fn put_backup(dir: &Path, t: DateTime<Utc>) -> String {
     let key = name(t);
     std::fs::write(dir.join(&key), b"data").unwrap();
-    std::fs::write(dir.join(format!("{key}.manifest.json")), b"{}").unwrap();
+    std::fs::write(dir.join(format!("{key}.manifest.json")), manifest(&key, t)).unwrap();
     key
+}
+
+/// A valid manifest for the 4 bytes `data`, as stackgraph-backup writes it.
+fn manifest(key: &str, t: DateTime<Utc>) -> String {
+    let sha = "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7";
+    serde_json::json!({
+        "format": 1, "name": key, "size": 4, "sha256": sha, "created": t, "compression": "none",
+        "raw_size": 4, "raw_sha256": sha, "exporter": ["cat"], "tool": "test",
+    })
+    .to_string()
 }
 
 fn files(dir: &Path) -> Vec<String> {
@@ -192,7 +202,12 @@ fn env_twins_dry_run_and_json() {
     assert_eq!(doc["summary"]["kept"], 1);
     assert_eq!(doc["summary"]["ignored"], 1);
     assert_eq!(doc["summary"]["bytes_freed"], 0);
-    assert_eq!(doc["summary"]["bytes_selected"], 2 * (4 + 2));
+    let expired_bytes: u64 = expired
+        .iter()
+        .flat_map(|k| [k.clone(), format!("{k}.manifest.json")])
+        .map(|k| std::fs::metadata(dir.path().join(k)).unwrap().len())
+        .sum();
+    assert_eq!(doc["summary"]["bytes_selected"], expired_bytes);
     let mut purged: Vec<String> = doc["purged"]
         .as_array()
         .unwrap()
@@ -271,4 +286,119 @@ fn prunes_s3_and_exits_1_when_storage_fails() {
     assert_eq!(code, 1, "{err}");
     assert!(out.is_empty());
     assert!(err.lines().any(|l| l.starts_with("error: ")), "{err}");
+}
+
+/// The pruner against rclone S3 with `args`; returns (exit, stdout JSON or text, stderr).
+fn prune_s3(server: &S3Server, creds: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = pruner();
+    cmd.args([
+        "--storage",
+        "s3://sts-stackgraph-backup",
+        "--s3-endpoint",
+        &server.endpoint(),
+    ])
+    .arg("--credentials-dir")
+    .arg(creds)
+    .args(args);
+    run(&mut cmd)
+}
+
+/// Issue 10 item 2: a newest backup whose manifest is truncated, or whose manifest size
+/// disagrees with the data, is not "newest, min-keep": the floor keeps the newest
+/// restorable one, and the broken one is reported.
+#[test]
+fn the_floor_counts_only_restorable_backups() {
+    for breakage in ["truncated manifest", "size mismatch"] {
+        let server = S3Server::start();
+        server.create_bucket("sts-stackgraph-backup");
+        let bucket = server.dir.path().join("sts-stackgraph-backup");
+        let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
+        let now = Utc::now();
+        let good_old = put_backup(&bucket, now - Duration::days(30));
+        let good_new = put_backup(&bucket, now - Duration::days(20));
+        let broken = put_backup(&bucket, now - Duration::days(10));
+        match breakage {
+            "truncated manifest" => {
+                let m = bucket.join(format!("{broken}.manifest.json"));
+                let text = std::fs::read_to_string(&m).unwrap();
+                std::fs::write(&m, &text[..text.len() / 2]).unwrap();
+            }
+            _ => std::fs::write(bucket.join(&broken), b"data and more").unwrap(),
+        }
+        let (code, out, err) = prune_s3(&server, creds.path(), &["--retention", "7d"]);
+        assert_eq!(code, 0, "{breakage}: {err}");
+        assert!(
+            out.contains(&format!("Not purging backup \"{good_new}\" (newest, min-keep)")),
+            "{breakage}: {out}"
+        );
+        assert!(
+            out.contains(&format!("Purging backup \"{good_old}\"")),
+            "{breakage}: {out}"
+        );
+        assert!(
+            out.contains(&format!("Backup \"{broken}\" cannot be restored")),
+            "{breakage}: the broken backup is reported: {out}"
+        );
+        assert!(bucket.join(&good_new).exists() && bucket.join(format!("{good_new}.manifest.json")).exists());
+    }
+}
+
+/// Issue 10 item 3: StackState's own backups (no manifest, not written by this tool) are
+/// backups to the pruner: retention and the floor apply; they are not orphans.
+#[test]
+fn stackstate_backups_without_manifest_are_kept_by_the_floor() {
+    let server = S3Server::start();
+    server.create_bucket("sts-stackgraph-backup");
+    let bucket = server.dir.path().join("sts-stackgraph-backup");
+    let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
+    let now = Utc::now();
+    let legacy: Vec<String> = [60, 50, 40]
+        .iter()
+        .map(|d| {
+            let key = name(now - Duration::days(*d));
+            std::fs::write(bucket.join(&key), b"stackstate backup").unwrap();
+            key
+        })
+        .collect();
+    let (code, out, err) = prune_s3(&server, creds.path(), &["--retention", "30d", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["summary"]["kept"], 1, "{doc}");
+    assert_eq!(doc["kept"][0]["key"], legacy[2].as_str(), "{doc}");
+    assert_eq!(doc["summary"]["purged"], 2, "{doc}");
+    assert_eq!(doc["summary"]["orphans"], 0, "{doc}");
+    assert!(bucket.join(&legacy[2]).exists());
+}
+
+/// Issue 10 item 13: backups exist but --datetime-format parses none of their names
+/// (seconds in the name template): exit 2 naming the flags, nothing deleted.
+#[test]
+fn ignoring_every_backup_is_an_input_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now() - Duration::days(40);
+    for s in 0..2 {
+        let key = (now + Duration::seconds(s))
+            .format("sts-backup-%Y%m%d-%H%M%S.graph")
+            .to_string();
+        std::fs::write(dir.path().join(&key), b"data").unwrap();
+        std::fs::write(dir.path().join(format!("{key}.manifest.json")), manifest(&key, now)).unwrap();
+    }
+    let before = files(dir.path());
+    let (code, out, err) = run(pruner()
+        .arg("--storage")
+        .arg(storage_flag(dir.path()))
+        .args(["--retention", "7d"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("--datetime-format") && err.contains("%Y%m%d-%H%M%S"),
+        "{err}"
+    );
+    assert_eq!(files(dir.path()), before);
+    let (code, _, err) = run(pruner().arg("--storage").arg(storage_flag(dir.path())).args([
+        "--retention",
+        "7d",
+        "--datetime-format",
+        "%Y%m%d-%H%M%S",
+    ]));
+    assert_eq!(code, 0, "{err}");
 }

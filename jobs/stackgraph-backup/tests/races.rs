@@ -1,7 +1,8 @@
 //! Concurrent backups of one name (issue 10 item 1): six runs started together, several
 //! rounds, against `file://`, SeaweedFS (honours `If-None-Match: *`) and `rclone serve s3`
 //! (ignores it). At most one run commits; the others exit 3; whatever `list` shows verifies
-//! and restores the bytes of the run that reported success.
+//! and restores the bytes of the run that reported success (on rclone, rarely, a torn pair
+//! that only the checksum catches: see the rclone test).
 
 mod common;
 
@@ -88,8 +89,11 @@ fn race(store: &Store) -> usize {
 
         let winners: Vec<usize> = (0..WRITERS).filter(|&w| runs[w].code == 0).collect();
         for (w, run) in runs.iter().enumerate() {
+            // Without create-only writes a loser may also meet the other runs' objects
+            // half-replaced (rclone answers 404 meanwhile): exit 1 is allowed there.
+            let allowed = run.code == 0 || run.code == 3 || (!store.enforced && run.code == 1);
             assert!(
-                run.code == 0 || run.code == 3,
+                allowed,
                 "round {round} writer {w}: only success or a refusal is acceptable: {run:?}"
             );
             if run.code == 3 {
@@ -109,13 +113,27 @@ fn race(store: &Store) -> usize {
         }
 
         let listed = store.listed().contains(&name);
-        // A run that said "committed" must be listed; a listed backup must be a winner's.
-        assert_eq!(
-            listed,
-            !winners.is_empty(),
-            "round {round}: listed={listed}, winners={winners:?}"
-        );
-        if listed {
+        // A run that said "committed" is listed; with create-only writes a listed backup is
+        // the winner's (rclone can also leave a consistent pair that every run gave up on).
+        if store.enforced || !winners.is_empty() {
+            assert_eq!(
+                listed,
+                !winners.is_empty(),
+                "round {round}: listed={listed}, winners={winners:?}"
+            );
+        }
+        if listed && !store.enforced && store.run(&["verify", &name]).code == 4 {
+            // Known limit of rclone, which ignores If-None-Match: concurrent PUTs of one key
+            // can leave one request's metadata (our run id) and cached ETag on another
+            // request's bytes, so the identity check passes. The checksum still catches it:
+            // the backup is never imported.
+            let target = work.path().join(format!("torn-{round}"));
+            let import = format!("cp {{file}} {}", target.display());
+            let restored = store.run(&["restore", &name, "--", "sh", "-c", &import]);
+            assert_eq!(restored.code, 4, "round {round}: {restored:?}");
+            assert!(!target.exists(), "round {round}: the importer never ran");
+            eprintln!("round {round}: torn by rclone, caught by the checksum");
+        } else if listed {
             committed_rounds += 1;
             let verified = store.run(&["verify", &name]);
             assert_eq!(verified.code, 0, "round {round}: {verified:?}");
@@ -123,11 +141,18 @@ fn race(store: &Store) -> usize {
             let import = format!("cat > {}", target.display());
             let restored = store.run(&["restore", &name, "--", "sh", "-c", &import]);
             assert_eq!(restored.code, 0, "round {round}: {restored:?}");
-            assert_eq!(
-                sha256_file(&target),
-                sha256_file(&inputs[winners[0]]),
-                "round {round}: the restored bytes are the winner's"
-            );
+            let restored_sha = sha256_file(&target);
+            match winners.first() {
+                Some(&w) => assert_eq!(
+                    restored_sha,
+                    sha256_file(&inputs[w]),
+                    "round {round}: the winner's bytes"
+                ),
+                None => assert!(
+                    inputs.iter().any(|i| sha256_file(i) == restored_sha),
+                    "round {round}: the bytes of one run"
+                ),
+            }
         } else {
             // Nothing listed: verify and restore refuse the name rather than trust it.
             let verified = store.run(&["verify", &name]);
@@ -159,7 +184,15 @@ fn one_writer_per_name_on_seaweedfs_with_conditional_writes() {
         enforced: true,
     };
     wait_for_bucket(&store);
-    let probe = store.run(&["backup", "--name-template", "probe.graph", "--", "echo", "x"]);
+    // Its volume server may take a moment longer than the bucket to accept writes (HTTP 500).
+    let mut probe = store.run(&["backup", "--name-template", "probe.graph", "--", "echo", "x"]);
+    for _ in 0..60 {
+        if probe.code == 0 || !probe.stderr.contains("HTTP 500") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        probe = store.run(&["backup", "--name-template", "probe.graph", "--", "echo", "x"]);
+    }
     assert_eq!(probe.code, 0, "{probe:?}");
     assert!(
         probe.stderr.contains("storage enforces create-only writes"),

@@ -9,7 +9,7 @@
 //! points at missing data. Per-key failures are collected and the run goes on.
 //!
 //! `retention-pruner` is a thin wrapper around [`prune`]; `stackgraph-backup backup` calls
-//! it after a successful upload when [`RetentionArgs::is_configured`].
+//! it after a successful upload when [`Policy::is_configured`].
 
 pub mod policy;
 mod report;
@@ -17,17 +17,29 @@ pub mod timedelta;
 
 use chrono::{DateTime, Utc};
 
-pub use policy::{plan, KeepCount, KeepReason, OrphanKind, Plan, Policy, PolicySpec};
-pub use report::{AbortedUpload, DeleteFailureEntry, KeptBackup, OrphanEntry, PruneReport, PurgedBackup};
+pub use policy::{
+    plan, plan_checked, BackupDecision, Health, KeepCount, KeepReason, OrphanDecision, OrphanKind, Plan, Policy,
+};
+pub use report::{AbortedUpload, BrokenEntry, DeleteFailureEntry, KeptBackup, OrphanEntry, PruneReport, PurgedBackup};
 pub use timedelta::Retention;
 
-use crate::error::Result;
-use crate::storage::{Storage, DELETE_BATCH};
+use std::collections::HashSet;
+
+use futures::StreamExt;
+
+use crate::catalogue::{check_committed, find_legacy};
+use crate::error::{Error, Result};
+use crate::naming::{manifest_key, MANIFEST_SUFFIX};
+use crate::storage::{ObjectMeta, Storage, DELETE_BATCH};
 
 /// The reference's default pattern; group 1 is the timestamp.
 pub const DEFAULT_NAME_REGEXP: &str = "sts-backup-([0-9]*-[0-9]*).graph";
 /// The reference's default `strptime` format for group 1.
 pub const DEFAULT_DATETIME_FORMAT: &str = "%Y%m%d-%H%M";
+/// Default of `--abort-uploads-older-than`.
+pub const DEFAULT_ABORT_UPLOADS_OLDER_THAN: &str = "24h";
+/// Default of `--min-keep`: the newest backup is always kept.
+pub const DEFAULT_MIN_KEEP: usize = 1;
 
 /// The retention flags, each with its env twin (shared by `retention-pruner` and
 /// `stackgraph-backup backup`).
@@ -66,7 +78,7 @@ pub struct RetentionArgs {
     #[arg(
         long,
         env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_MIN_KEEP",
-        default_value_t = 1,
+        default_value_t = DEFAULT_MIN_KEEP,
         value_name = "N",
         value_parser = parse_min_keep
     )]
@@ -93,7 +105,7 @@ pub struct RetentionArgs {
     #[arg(
         long,
         env = "BACKUP_ABORT_UPLOADS_OLDER_THAN",
-        default_value = "24h",
+        default_value = DEFAULT_ABORT_UPLOADS_OLDER_THAN,
         value_name = "DURATION"
     )]
     pub abort_uploads_older_than: String,
@@ -107,7 +119,7 @@ pub struct RetentionArgs {
 /// `--min-keep`: a count; empty (an unset chart value) means the default, 1.
 fn parse_min_keep(s: &str) -> std::result::Result<usize, String> {
     match s.trim() {
-        "" => Ok(1),
+        "" => Ok(DEFAULT_MIN_KEEP),
         t => t.parse().map_err(|_| format!("{t:?} is not a count (a number >= 1)")),
     }
 }
@@ -118,42 +130,22 @@ impl Default for RetentionArgs {
             name_regexp: DEFAULT_NAME_REGEXP.into(),
             datetime_format: DEFAULT_DATETIME_FORMAT.into(),
             retention: None,
-            min_keep: 1,
+            min_keep: DEFAULT_MIN_KEEP,
             keep_last: None,
             keep_daily: None,
             keep_weekly: None,
             keep_monthly: None,
-            abort_uploads_older_than: "24h".into(),
+            abort_uploads_older_than: DEFAULT_ABORT_UPLOADS_OLDER_THAN.into(),
             dry_run: false,
         }
     }
 }
 
 impl RetentionArgs {
-    /// Whether a deleting rule is set: a non-empty `--retention` or a non-zero `--keep-*`.
-    pub fn is_configured(&self) -> bool {
-        self.retention.as_deref().is_some_and(|r| !r.trim().is_empty())
-            || [self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly]
-                .iter()
-                .flatten()
-                .any(KeepCount::is_active)
-    }
-
     /// Validates the flags (errors name the flag; exit 2). Call it before any work so a bad
     /// value fails fast.
     pub fn policy(&self) -> Result<Policy> {
-        Policy::new(&PolicySpec {
-            name_regexp: &self.name_regexp,
-            datetime_format: &self.datetime_format,
-            retention: self.retention.as_deref(),
-            min_keep: self.min_keep,
-            keep_last: self.keep_last,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            abort_uploads_older_than: &self.abort_uploads_older_than,
-            dry_run: self.dry_run,
-        })
+        Policy::new(self)
     }
 }
 
@@ -171,9 +163,100 @@ pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) 
     let location = storage.location();
     tracing::info!("=== Expiring old backups in {location} ({})", policy.describe());
     let objects = storage.list().await?;
-    let plan = plan(&objects, policy, now);
+    let health = read_health(storage, &objects, policy).await?;
+    let plan = plan_checked(&objects, &health, policy, now);
+    refuse_if_nothing_matches(&objects, &plan, policy)?;
+    log_plan(&plan, policy);
     let mut report = PruneReport::new(location, policy, now);
+    record_plan(&plan, &mut report);
 
+    let purge: Vec<_> = plan.purged().collect();
+    let orphans: Vec<_> = plan.orphans.iter().filter(|o| o.delete).collect();
+    if policy.dry_run {
+        report.purged.extend(purge.iter().map(|b| purged_entry(b)));
+        report.orphans.extend(orphans.iter().map(|o| OrphanEntry::from(*o)));
+    } else {
+        delete_planned(storage, &purge, &orphans, &mut report).await;
+    }
+    abort_stale_uploads(storage, policy, now, &mut report).await;
+
+    for f in &report.failures {
+        tracing::warn!("Failed to delete {:?}: {}", f.key, f.reason);
+    }
+    tracing::info!("{}", report.summary_line());
+    Ok(report)
+}
+
+/// Finds out what the floor needs: legacy StackState backups among the manifest-less
+/// objects (one HEAD each, they are few) and, newest first, whether manifests are
+/// restorable until `--min-keep` restorable backups are found. So the floor never counts a
+/// broken backup, and a run over 10,000 backups reads a handful of manifests, not all.
+async fn read_health(storage: &Storage, objects: &[ObjectMeta], policy: &Policy) -> Result<Health> {
+    let keys: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    let mut candidates: Vec<(&ObjectMeta, DateTime<Utc>)> = objects
+        .iter()
+        .filter_map(|o| policy.backup_timestamp(&o.key).map(|t| (o, t)))
+        .collect();
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.key.cmp(&a.0.key)));
+    let has_manifest = |o: &ObjectMeta| keys.contains(manifest_key(&o.key).as_str());
+
+    let mut health = Health::default();
+    let manifestless: Vec<_> = candidates.iter().filter(|(o, _)| !has_manifest(o)).copied().collect();
+    health.legacy = find_legacy(storage, &manifestless)
+        .await?
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+
+    let mut restorable = 0;
+    for chunk in candidates.chunks(policy.min_keep.max(1)) {
+        if restorable >= policy.min_keep {
+            break;
+        }
+        let checked: Vec<_> = futures::stream::iter(chunk.iter().filter(|(o, _)| has_manifest(o)))
+            .map(|(o, _)| async move { (o.key.clone(), check_committed(storage, o).await) })
+            .buffered(16)
+            .collect()
+            .await;
+        restorable += chunk.iter().filter(|(o, _)| health.legacy.contains(&o.key)).count();
+        for (key, checked) in checked {
+            match checked {
+                Ok(_) => restorable += 1,
+                Err(reason) => {
+                    tracing::warn!("backup {key:?} cannot be restored ({reason}); it does not count towards the floor");
+                    health.broken.insert(key, reason);
+                }
+            }
+        }
+    }
+    Ok(health)
+}
+
+/// Exit 2 when backups exist but the policy recognizes none of them: retention would
+/// silently be off (a `--name-template` with seconds and a `--datetime-format` without).
+fn refuse_if_nothing_matches(objects: &[ObjectMeta], plan: &Plan, policy: &Policy) -> Result<()> {
+    if !plan.backups.is_empty() || !plan.orphans.is_empty() {
+        return Ok(());
+    }
+    let keys: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    let ours: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o.key.strip_suffix(MANIFEST_SUFFIX))
+        .filter(|name| keys.contains(name))
+        .collect();
+    match ours.first() {
+        None => Ok(()),
+        Some(example) => Err(Error::invalid(format!(
+            "--name-regexp/--datetime-format: none of the {} backups matches (e.g. {example:?} with {:?} and {:?}), \
+             so retention would never delete any; make --datetime-format match the names (with seconds: %Y%m%d-%H%M%S)",
+            ours.len(),
+            policy.name_regexp,
+            policy.datetime_format
+        ))),
+    }
+}
+
+fn log_plan(plan: &Plan, policy: &Policy) {
     for b in &plan.backups {
         if b.keep() {
             let reasons: Vec<&str> = b.reasons.iter().map(KeepReason::as_str).collect();
@@ -187,15 +270,16 @@ pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) 
         }
     }
     for o in &plan.orphans {
-        if o.delete {
-            tracing::info!("Purging orphan {:?}: {} ({})", o.key, o.kind.as_str(), o.why);
-        } else {
-            tracing::info!("Not purging orphan {:?}: {} ({})", o.key, o.kind.as_str(), o.why);
-        }
+        let verb = if o.delete { "Purging" } else { "Not purging" };
+        tracing::info!("{verb} orphan {:?}: {} ({})", o.key, o.kind.as_str(), o.why);
     }
     if !policy.is_configured() {
         tracing::info!("No retention configured (--retention or --keep-*): no backup is deleted");
     }
+}
+
+/// What stays: kept backups, broken ones, orphans left alone, ignored keys.
+fn record_plan(plan: &Plan, report: &mut PruneReport) {
     report.ignored = plan.ignored.clone();
     report.kept = plan
         .kept()
@@ -205,108 +289,104 @@ pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) 
             reasons: b.reasons.iter().map(|r| r.as_str().to_string()).collect(),
         })
         .collect();
+    report.broken = plan
+        .backups
+        .iter()
+        .filter_map(|b| {
+            b.broken.as_ref().map(|reason| BrokenEntry {
+                key: b.key.clone(),
+                reason: reason.clone(),
+                kept: b.keep(),
+            })
+        })
+        .collect();
     report.orphans_kept = plan
         .orphans
         .iter()
         .filter(|o| !o.delete)
         .map(|o| o.key.clone())
         .collect();
+}
 
-    let purge: Vec<_> = plan.purged().collect();
-    let orphans: Vec<_> = plan.orphans.iter().filter(|o| o.delete).collect();
+fn purged_entry(b: &BackupDecision) -> PurgedBackup {
+    PurgedBackup {
+        key: b.key.clone(),
+        timestamp: b.timestamp,
+        bytes: b.size + b.manifest_size,
+    }
+}
 
-    if policy.dry_run {
-        for b in &purge {
-            report.purged.push(PurgedBackup {
-                key: b.key.clone(),
-                timestamp: b.timestamp,
-                bytes: b.size + b.manifest_size,
-            });
-        }
-        for o in &orphans {
-            report.orphans.push(OrphanEntry::from(*o));
-        }
-    } else {
-        // 1. Manifests: purged backups' and dangling ones. After this a purged backup is
-        //    invisible whatever happens next.
-        let manifest_keys: Vec<String> = purge
-            .iter()
-            .map(|b| b.manifest_key.clone())
-            .chain(
-                orphans
-                    .iter()
-                    .filter(|o| o.kind == OrphanKind::Manifest)
-                    .map(|o| o.key.clone()),
-            )
-            .collect();
-        let manifest_failures = delete_batched(storage, &manifest_keys, &mut report).await;
-
-        // 2. Data: only where the manifest is gone, plus orphaned data.
-        let mut data_keys = Vec::new();
-        for b in &purge {
-            match manifest_failures.get(&b.manifest_key) {
-                Some(reason) => report.failures.push(DeleteFailureEntry {
-                    key: b.manifest_key.clone(),
-                    reason: format!("{reason}; backup {:?} is left complete and untouched", b.key),
-                }),
-                None => data_keys.push(b.key.clone()),
-            }
-        }
-        data_keys.extend(
+/// Deletes manifests first (purged backups' and dangling ones: after this a purged backup
+/// is invisible whatever happens next), then data only where the manifest is gone (legacy
+/// backups have none), plus orphaned data; records every outcome.
+async fn delete_planned(
+    storage: &Storage,
+    purge: &[&BackupDecision],
+    orphans: &[&OrphanDecision],
+    report: &mut PruneReport,
+) {
+    let manifest_keys: Vec<String> = purge
+        .iter()
+        .filter_map(|b| b.manifest_key.clone())
+        .chain(
             orphans
                 .iter()
-                .filter(|o| o.kind == OrphanKind::Data)
+                .filter(|o| o.kind == OrphanKind::Manifest)
                 .map(|o| o.key.clone()),
-        );
-        let data_failures = delete_batched(storage, &data_keys, &mut report).await;
+        )
+        .collect();
+    let manifest_failures = delete_batched(storage, &manifest_keys, report).await;
+    let manifest_failed = |b: &BackupDecision| b.manifest_key.as_ref().and_then(|k| manifest_failures.get(k));
 
-        for b in &purge {
-            if manifest_failures.contains_key(&b.manifest_key) {
-                continue;
-            }
-            report.bytes_freed += b.manifest_size;
-            match data_failures.get(&b.key) {
-                Some(reason) => report.failures.push(DeleteFailureEntry {
-                    key: b.key.clone(),
-                    reason: format!(
-                        "{reason}; its manifest is deleted, so the backup is no longer listed and the next run removes the data"
-                    ),
-                }),
-                None => {
-                    report.bytes_freed += b.size;
-                    report.purged.push(PurgedBackup {
-                        key: b.key.clone(),
-                        timestamp: b.timestamp,
-                        bytes: b.size + b.manifest_size,
-                    });
-                }
-            }
+    let mut data_keys = Vec::new();
+    for b in purge {
+        match manifest_failed(b) {
+            Some(reason) => report.failures.push(DeleteFailureEntry {
+                key: b.manifest_key.clone().unwrap_or_default(),
+                reason: format!("{reason}; backup {:?} is left complete and untouched", b.key),
+            }),
+            None => data_keys.push(b.key.clone()),
         }
-        for o in &orphans {
-            let failed = match o.kind {
-                OrphanKind::Manifest => manifest_failures.get(&o.key),
-                OrphanKind::Data => data_failures.get(&o.key),
-            };
-            match failed {
-                Some(reason) => report.failures.push(DeleteFailureEntry {
-                    key: o.key.clone(),
-                    reason: reason.clone(),
-                }),
-                None => {
-                    report.bytes_freed += o.size;
-                    report.orphans.push(OrphanEntry::from(*o));
-                }
+    }
+    data_keys.extend(
+        orphans
+            .iter()
+            .filter(|o| o.kind == OrphanKind::Data)
+            .map(|o| o.key.clone()),
+    );
+    let data_failures = delete_batched(storage, &data_keys, report).await;
+
+    for b in purge.iter().filter(|b| manifest_failed(b).is_none()) {
+        report.bytes_freed += b.manifest_size;
+        match data_failures.get(&b.key) {
+            Some(reason) => report.failures.push(DeleteFailureEntry {
+                key: b.key.clone(),
+                reason: format!(
+                    "{reason}; its manifest is deleted, so the backup is no longer listed and the next run removes the data"
+                ),
+            }),
+            None => {
+                report.bytes_freed += b.size;
+                report.purged.push(purged_entry(b));
             }
         }
     }
-
-    abort_stale_uploads(storage, policy, now, &mut report).await;
-
-    for f in &report.failures {
-        tracing::warn!("Failed to delete {:?}: {}", f.key, f.reason);
+    for o in orphans {
+        let failed = match o.kind {
+            OrphanKind::Manifest => manifest_failures.get(&o.key),
+            OrphanKind::Data => data_failures.get(&o.key),
+        };
+        match failed {
+            Some(reason) => report.failures.push(DeleteFailureEntry {
+                key: o.key.clone(),
+                reason: reason.clone(),
+            }),
+            None => {
+                report.bytes_freed += o.size;
+                report.orphans.push(OrphanEntry::from(*o));
+            }
+        }
     }
-    tracing::info!("{}", report.summary_line());
-    Ok(report)
 }
 
 /// Deletes keys through [`Storage::delete_many`] and returns the failed keys with why.

@@ -10,6 +10,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use regex::Regex;
 
 use super::timedelta::Retention;
+use super::RetentionArgs;
 use crate::error::{Error, Result};
 use crate::naming::MANIFEST_SUFFIX;
 use crate::storage::ObjectMeta;
@@ -74,24 +75,10 @@ pub struct Policy {
     pub dry_run: bool,
 }
 
-/// Inputs of [`Policy::new`], as strings and numbers straight from flags or env.
-#[derive(Debug, Clone)]
-pub struct PolicySpec<'a> {
-    pub name_regexp: &'a str,
-    pub datetime_format: &'a str,
-    pub retention: Option<&'a str>,
-    pub min_keep: usize,
-    pub keep_last: Option<KeepCount>,
-    pub keep_daily: Option<KeepCount>,
-    pub keep_weekly: Option<KeepCount>,
-    pub keep_monthly: Option<KeepCount>,
-    pub abort_uploads_older_than: &'a str,
-    pub dry_run: bool,
-}
-
 impl Policy {
-    /// Validates every field; errors are one line naming the flag (exit 2).
-    pub fn new(spec: &PolicySpec<'_>) -> Result<Policy> {
+    /// Validates every flag; errors are one line naming the flag (exit 2). The one
+    /// conversion from flags to policy.
+    pub fn new(spec: &RetentionArgs) -> Result<Policy> {
         if spec.name_regexp.is_empty() {
             return Err(Error::invalid("--name-regexp: must not be empty"));
         }
@@ -108,14 +95,15 @@ impl Policy {
                 spec.name_regexp
             )));
         }
-        if spec.datetime_format.is_empty() || StrftimeItems::new(spec.datetime_format).any(|i| matches!(i, Item::Error))
+        if spec.datetime_format.is_empty()
+            || StrftimeItems::new(&spec.datetime_format).any(|i| matches!(i, Item::Error))
         {
             return Err(Error::invalid(format!(
                 "--datetime-format: {:?} is not a valid strftime format such as %Y%m%d-%H%M",
                 spec.datetime_format
             )));
         }
-        let retention = match spec.retention.map(str::trim) {
+        let retention = match spec.retention.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(Retention::parse(text)?),
         };
@@ -124,11 +112,11 @@ impl Policy {
                 "--min-keep: must be at least 1 (the newest backup is never deleted)",
             ));
         }
-        let abort_after = parse_abort_after(spec.abort_uploads_older_than)?;
+        let abort_after = parse_abort_after(&spec.abort_uploads_older_than)?;
         Ok(Policy {
-            name_regexp: spec.name_regexp.to_string(),
+            name_regexp: spec.name_regexp.clone(),
             regex,
-            datetime_format: spec.datetime_format.to_string(),
+            datetime_format: spec.datetime_format.clone(),
             retention,
             min_keep: spec.min_keep,
             keep_last: spec.keep_last,
@@ -256,15 +244,19 @@ impl KeepReason {
     }
 }
 
-/// A committed backup (data object and manifest both present) and the verdict on it.
+/// A backup (a data object with its manifest, or a legacy StackState backup) and the
+/// verdict on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupDecision {
     pub key: String,
-    pub manifest_key: String,
+    /// `None` for a legacy backup, which has no manifest.
+    pub manifest_key: Option<String>,
     pub timestamp: DateTime<Utc>,
     /// Size of the data object.
     pub size: u64,
     pub manifest_size: u64,
+    /// Why `restore` would reject it; a broken backup never counts towards the floor.
+    pub broken: Option<String>,
     /// Empty means: purge.
     pub reasons: Vec<KeepReason>,
 }
@@ -273,6 +265,21 @@ impl BackupDecision {
     pub fn keep(&self) -> bool {
         !self.reasons.is_empty()
     }
+
+    /// Whether `list` shows it (and `restore` accepts it).
+    pub fn restorable(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// What the catalogue found out about backup-looking keys by reading them
+/// ([`crate::catalogue::survey`]); [`plan`] without it trusts every manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Data keys whose manifest is unreadable or does not match the data, and why.
+    pub broken: HashMap<String, String>,
+    /// Data keys without manifest that are legacy StackState backups, not our leftovers.
+    pub legacy: HashSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,8 +335,15 @@ fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> TimeDelta {
     now.signed_duration_since(then)
 }
 
-/// Decides the fate of every listed object. Pure: same inputs, same plan.
+/// Decides the fate of every listed object, trusting every manifest. Pure: same inputs,
+/// same plan.
 pub fn plan(objects: &[ObjectMeta], policy: &Policy, now: DateTime<Utc>) -> Plan {
+    plan_checked(objects, &Health::default(), policy, now)
+}
+
+/// [`plan`] with what reading the backups showed: broken ones do not count towards the
+/// floor, legacy ones are backups rather than orphans.
+pub fn plan_checked(objects: &[ObjectMeta], health: &Health, policy: &Policy, now: DateTime<Utc>) -> Plan {
     let by_key: HashMap<&str, &ObjectMeta> = objects.iter().map(|o| (o.key.as_str(), o)).collect();
     let mut plan = Plan::default();
     let mut claimed_manifests: HashSet<&str> = HashSet::new();
@@ -343,20 +357,23 @@ pub fn plan(objects: &[ObjectMeta], policy: &Policy, now: DateTime<Utc>) -> Plan
             continue;
         };
         let manifest_key = format!("{}{MANIFEST_SUFFIX}", obj.key);
-        match by_key.get(manifest_key.as_str()) {
-            Some(manifest) => {
-                claimed_manifests.insert(manifest.key.as_str());
-                plan.backups.push(BackupDecision {
-                    key: obj.key.clone(),
-                    manifest_key,
-                    timestamp: ts,
-                    size: obj.size,
-                    manifest_size: manifest.size,
-                    reasons: Vec::new(),
-                });
-            }
-            None => plan.orphans.push(orphan(obj, OrphanKind::Data, ts, policy, now)),
+        let manifest = by_key.get(manifest_key.as_str());
+        if manifest.is_none() && !health.legacy.contains(&obj.key) {
+            plan.orphans.push(orphan(obj, OrphanKind::Data, ts, policy, now));
+            continue;
         }
+        if let Some(m) = manifest {
+            claimed_manifests.insert(m.key.as_str());
+        }
+        plan.backups.push(BackupDecision {
+            key: obj.key.clone(),
+            manifest_key: manifest.map(|_| manifest_key),
+            timestamp: ts,
+            size: obj.size,
+            manifest_size: manifest.map_or(0, |m| m.size),
+            broken: health.broken.get(&obj.key).cloned(),
+            reasons: Vec::new(),
+        });
     }
     for obj in &keys {
         if claimed_manifests.contains(obj.key.as_str()) || policy.backup_timestamp(&obj.key).is_some() {
@@ -409,8 +426,9 @@ fn orphan(
     }
 }
 
-/// Applies the rules to committed backups sorted newest first. A backup is kept when any
-/// rule keeps it.
+/// Applies the rules to backups sorted newest first. A backup is kept when any rule keeps
+/// it. The floor (newest, `--min-keep`) and the GFS rules count restorable backups only: a
+/// broken one is kept only while within `--retention`, never in place of a good one.
 fn decide(backups: &mut [BackupDecision], policy: &Policy, now: DateTime<Utc>) {
     if !policy.is_configured() {
         for b in backups.iter_mut() {
@@ -418,12 +436,10 @@ fn decide(backups: &mut [BackupDecision], policy: &Policy, now: DateTime<Utc>) {
         }
         return;
     }
-    let n = backups.len();
     // GFS buckets, restic `forget` semantics: walking newest to oldest, a backup is kept
     // by a rule when its period differs from the last one that rule kept, while the rule
     // has counts left; the oldest backup is kept too if the rule still has counts left.
-    type PeriodFn = fn(DateTime<Utc>, usize) -> i64;
-    let buckets: [(Option<KeepCount>, PeriodFn, KeepReason, Option<KeepReason>); 4] = [
+    let buckets: [Bucket; 4] = [
         (policy.keep_last, |_, nr| nr as i64, KeepReason::Last, None),
         (
             policy.keep_daily,
@@ -463,35 +479,52 @@ fn decide(backups: &mut [BackupDecision], policy: &Policy, now: DateTime<Utc>) {
         .collect();
     let retention = policy.retention.map(|r| r.as_timedelta());
 
-    for (nr, b) in backups.iter_mut().enumerate() {
-        if nr == 0 {
+    let restorable = backups.iter().filter(|b| b.restorable()).count();
+    let mut nr = 0;
+    for b in backups.iter_mut() {
+        if b.restorable() && nr == 0 {
             b.reasons.push(KeepReason::Newest);
         }
-        if nr < policy.min_keep {
+        if b.restorable() && nr < policy.min_keep {
             b.reasons.push(KeepReason::MinKeep);
         }
-        if let Some(r) = retention {
-            // The reference deletes when `now - ts > delta`: exactly the delta is kept.
-            if age(now, b.timestamp) <= r {
-                b.reasons.push(KeepReason::WithinRetention);
-            }
+        // The reference deletes when `now - ts > delta`: exactly the delta is kept.
+        if retention.is_some_and(|r| age(now, b.timestamp) <= r) {
+            b.reasons.push(KeepReason::WithinRetention);
         }
-        for ((_, period, reason, oldest), (remaining, last)) in buckets.iter().zip(state.iter_mut()) {
-            if *remaining == Some(0) {
-                continue;
-            }
-            let val = period(b.timestamp, nr);
-            let is_oldest = nr == n - 1;
-            if *last != Some(val) || is_oldest {
-                let why = match oldest {
-                    Some(o) if *last == Some(val) => *o,
-                    _ => *reason,
-                };
-                b.reasons.push(why);
-                *last = Some(val);
-                if let Some(c) = remaining {
-                    *c -= 1;
-                }
+        if b.restorable() {
+            keep_by_period(b, nr, restorable, &buckets, &mut state);
+            nr += 1;
+        }
+    }
+}
+
+type PeriodFn = fn(DateTime<Utc>, usize) -> i64;
+type Bucket = (Option<KeepCount>, PeriodFn, KeepReason, Option<KeepReason>);
+
+/// The GFS rules for the `nr`-th newest of `n` restorable backups.
+fn keep_by_period(
+    b: &mut BackupDecision,
+    nr: usize,
+    n: usize,
+    buckets: &[Bucket; 4],
+    state: &mut [(Option<u32>, Option<i64>)],
+) {
+    for ((_, period, reason, oldest), (remaining, last)) in buckets.iter().zip(state.iter_mut()) {
+        if *remaining == Some(0) {
+            continue;
+        }
+        let val = period(b.timestamp, nr);
+        let is_oldest = nr == n - 1;
+        if *last != Some(val) || is_oldest {
+            let why = match oldest {
+                Some(o) if *last == Some(val) => *o,
+                _ => *reason,
+            };
+            b.reasons.push(why);
+            *last = Some(val);
+            if let Some(c) = remaining {
+                *c -= 1;
             }
         }
     }

@@ -43,6 +43,16 @@ impl From<&OrphanDecision> for OrphanEntry {
     }
 }
 
+/// A backup that `restore` would reject (unreadable manifest, data of another run, sizes
+/// that disagree). It never counts towards the floor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenEntry {
+    pub key: String,
+    pub reason: String,
+    /// Kept because it is within `--retention`; otherwise it is purged like any expired one.
+    pub kept: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AbortedUpload {
     pub key: String,
@@ -66,8 +76,10 @@ pub struct PruneReport {
     pub configured: bool,
     pub policy: String,
     pub now: DateTime<Utc>,
-    /// Committed backups that stay.
+    /// Backups that stay.
     pub kept: Vec<KeptBackup>,
+    /// Backups that cannot be restored (also in `kept` or `purged`).
+    pub broken: Vec<BrokenEntry>,
     /// Backups deleted (manifest and data), or that would be with `--dry-run`.
     pub purged: Vec<PurgedBackup>,
     /// Keys that are not backups; never touched.
@@ -93,6 +105,7 @@ impl PruneReport {
             policy: policy.describe(),
             now,
             kept: Vec::new(),
+            broken: Vec::new(),
             purged: Vec::new(),
             ignored: Vec::new(),
             orphans: Vec::new(),
@@ -161,6 +174,13 @@ impl PruneReport {
         for (_, line) in lines {
             writeln!(w, "{line}")?;
         }
+        for b in &self.broken {
+            writeln!(
+                w,
+                "Backup {:?} cannot be restored ({}); not counted towards the floor",
+                b.key, b.reason
+            )?;
+        }
         for o in &self.orphans {
             writeln!(w, "Purging orphan {:?} ({}){suffix}", o.key, o.kind)?;
         }
@@ -192,6 +212,7 @@ impl PruneReport {
         let mut v = serde_json::to_value(self).expect("a report always serializes");
         v["summary"] = serde_json::json!({
             "kept": self.kept.len(),
+            "broken": self.broken.len(),
             "purged": self.purged.len(),
             "ignored": self.ignored.len(),
             "orphans": self.orphans.len(),

@@ -397,6 +397,10 @@ mod tests {
         assert_eq!(part_size_for(8 * MIB, 9_999), 64 * MIB);
         let total: usize = (0..10_000).map(|i| part_size_for(8 * MIB, i)).sum();
         assert!(total > 290 * 1024 * MIB, "{}", total / MIB);
-        assert_eq!(part_size_for(4 << 30, 9_999), 5 << 30, "never above the 5 GiB part limit");
+        assert_eq!(
+            part_size_for(4 << 30, 9_999),
+            5 << 30,
+            "never above the 5 GiB part limit"
+        );
     }
 }

@@ -3,180 +3,18 @@
 //! the chart will grant: the store lock, scaling down and back to the recorded counts,
 //! recovery after a hard kill, Events on the Job, and a Role missing a verb.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::ListParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::Api;
 use sts_backup_cluster::events::{self, Reason};
 use sts_backup_cluster::lock::{self, Operation};
 use sts_backup_cluster::scale::{self, Kind, REPLICAS_ANNOTATION};
-use sts_backup_cluster::{Cluster, ClusterError};
-use sts_backup_testkit::kube_double::KubeDouble;
+use sts_backup_cluster::ClusterError;
 
-const NS: &str = "sts";
-const SELECTOR: &str = "sts-backup/writer=stackgraph";
+mod common;
 
-/// The Role the chart grants the restore Job; `statefulset_verbs` lets a test take one away.
-fn role(statefulset_verbs: &str) -> String {
-    format!(
-        r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: restore, namespace: {NS}}}
-rules:
-- apiGroups: [apps]
-  resources: [deployments]
-  verbs: [get, list, watch, patch]
-- apiGroups: [apps]
-  resources: [statefulsets]
-  verbs: {statefulset_verbs}
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [list, watch]
-- apiGroups: [coordination.k8s.io]
-  resources: [leases]
-  verbs: [get, create, update]
-- apiGroups: [""]
-  resources: [events]
-  verbs: [create]
-- apiGroups: [batch]
-  resources: [jobs]
-  verbs: [get]
-"#
-    )
-}
-
-fn workloads() -> String {
-    let pod = |app: &str| {
-        format!(
-            "    metadata: {{labels: {{app: {app}}}}}\n    spec: {{containers: [{{name: main, image: registry.example/{app}:1}}]}}\n"
-        )
-    };
-    format!(
-        r#"apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: restore, namespace: {NS}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: restore, namespace: {NS}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: restore}}
-subjects: [{{kind: ServiceAccount, name: restore, namespace: {NS}}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: router, namespace: {NS}, labels: {{sts-backup/writer: stackgraph}}}}
-spec:
-  replicas: 3
-  selector: {{matchLabels: {{app: router}}}}
-  template:
-{router}---
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: graph, namespace: {NS}, labels: {{sts-backup/writer: stackgraph}}}}
-spec:
-  replicas: 2
-  serviceName: graph
-  selector: {{matchLabels: {{app: graph}}}}
-  template:
-{graph}---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: ui, namespace: {NS}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: ui}}}}
-  template:
-{ui}---
-apiVersion: batch/v1
-kind: Job
-metadata: {{name: restore-run, namespace: {NS}}}
-spec:
-  template:
-    spec:
-      restartPolicy: Never
-      containers: [{{name: restore, image: registry.example/restore:1}}]
-"#,
-        router = pod("router"),
-        graph = pod("graph"),
-        ui = pod("ui"),
-    )
-}
-
-/// A double with namespace `sts`: the writers router (Deployment, 3) and graph
-/// (StatefulSet, 2), an unrelated Deployment ui (2), the restore Job, and the
-/// ServiceAccount `restore` bound to [`role`].
-fn cluster(statefulset_verbs: &str) -> (KubeDouble, std::path::PathBuf) {
-    let double = KubeDouble::start();
-    double.kubectl(&["create", "namespace", NS]);
-    double.apply(&role(statefulset_verbs));
-    double.apply(&workloads());
-    let kubeconfig = double.token_kubeconfig(NS, "restore");
-    (double, kubeconfig)
-}
-
-const ALL_VERBS: &str = "[get, list, watch, patch]";
-
-async fn client(kubeconfig: &Path) -> Client {
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
-}
-
-/// One run (one pod of the restore Job) as the ServiceAccount.
-async fn run_as(kubeconfig: &Path, pod: &str) -> Cluster {
-    Cluster::new(client(kubeconfig).await, NS.into(), pod, Some("restore-run"))
-        .await
-        .unwrap()
-}
-
-/// replicas and the recorded annotation of router, graph and ui, read as the admin.
-async fn state(double: &KubeDouble) -> BTreeMap<&'static str, (i32, Option<String>)> {
-    let admin = client(&double.admin_kubeconfig).await;
-    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), NS);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(admin, NS);
-    let annotation = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        m.annotations.as_ref().and_then(|a| a.get(REPLICAS_ANNOTATION).cloned())
-    };
-    let mut out = BTreeMap::new();
-    for name in ["router", "ui"] {
-        let d = deployments.get(name).await.unwrap();
-        out.insert(name, (d.spec.unwrap().replicas.unwrap(), annotation(&d.metadata)));
-    }
-    let s = statefulsets.get("graph").await.unwrap();
-    out.insert("graph", (s.spec.unwrap().replicas.unwrap(), annotation(&s.metadata)));
-    out
-}
-
-async fn pods(double: &KubeDouble, app: &str) -> usize {
-    let admin = client(&double.admin_kubeconfig).await;
-    Api::<Pod>::namespaced(admin, NS)
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-        .len()
-}
-
-async fn wait_pods(double: &KubeDouble, app: &str, n: usize) {
-    for _ in 0..100 {
-        if pods(double, app).await == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{app}: expected {n} pods, have {}", pods(double, app).await);
-}
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_run_is_locked_out_naming_the_holder_until_release() {
@@ -338,24 +176,7 @@ async fn events_land_on_the_job() {
     )
     .await;
     events::record(&run, Reason::RestoreRefused, "target not empty").await;
-    let admin = client(&double.admin_kubeconfig).await;
-    let list = Api::<Event>::namespaced(admin, NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let job_uid = run.job.as_ref().unwrap().metadata.uid.clone();
-    let on_job: Vec<_> = list
-        .items
-        .iter()
-        .filter(|e| e.involved_object.kind.as_deref() == Some("Job") && e.involved_object.uid == job_uid)
-        .map(|e| {
-            (
-                e.reason.clone().unwrap_or_default(),
-                e.type_.clone().unwrap_or_default(),
-                e.message.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let on_job = job_events(&double, &run).await;
     assert!(
         on_job.contains(&(
             "RestoreCompleted".into(),

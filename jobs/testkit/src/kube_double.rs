@@ -114,3 +114,112 @@ impl KubeDouble {
         self.server.kill();
     }
 }
+
+// ---- the restore Job's namespace, as the chart sets it up ----------------------------------
+
+/// The namespace of the fixture.
+pub const NS: &str = "sts";
+
+/// The label selector of the fixture's writers (router and graph).
+pub const SELECTOR: &str = "sts-backup/writer=stackgraph";
+
+/// The Role the chart grants the restore Job; `statefulset_verbs` lets a test take one away.
+pub fn role(statefulset_verbs: &str) -> String {
+    format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: restore, namespace: {NS}}}
+rules:
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, patch]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: {statefulset_verbs}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get]
+"#
+    )
+}
+
+pub fn workloads() -> String {
+    let pod = |app: &str| {
+        format!(
+            "    metadata: {{labels: {{app: {app}}}}}\n    spec: {{containers: [{{name: main, image: registry.example/{app}:1}}]}}\n"
+        )
+    };
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: restore, namespace: {NS}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: restore, namespace: {NS}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: restore}}
+subjects: [{{kind: ServiceAccount, name: restore, namespace: {NS}}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: router, namespace: {NS}, labels: {{sts-backup/writer: stackgraph}}}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: router}}}}
+  template:
+{router}---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: graph, namespace: {NS}, labels: {{sts-backup/writer: stackgraph}}}}
+spec:
+  replicas: 2
+  serviceName: graph
+  selector: {{matchLabels: {{app: graph}}}}
+  template:
+{graph}---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ui, namespace: {NS}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: ui}}}}
+  template:
+{ui}---
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: restore-run, namespace: {NS}}}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{{name: restore, image: registry.example/restore:1}}]
+"#,
+        router = pod("router"),
+        graph = pod("graph"),
+        ui = pod("ui"),
+    )
+}
+
+/// A double with namespace `sts`: the writers router (Deployment, 3) and graph
+/// (StatefulSet, 2), an unrelated Deployment ui (2), the restore Job, and the
+/// ServiceAccount `restore` bound to [`role`].
+pub fn restore_namespace(statefulset_verbs: &str) -> (KubeDouble, PathBuf) {
+    let double = KubeDouble::start();
+    double.kubectl(&["create", "namespace", NS]);
+    double.apply(&role(statefulset_verbs));
+    double.apply(&workloads());
+    let kubeconfig = double.token_kubeconfig(NS, "restore");
+    (double, kubeconfig)
+}
+
+pub const ALL_VERBS: &str = "[get, list, watch, patch]";

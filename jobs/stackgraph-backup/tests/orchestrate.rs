@@ -112,3 +112,63 @@ fn orchestrate_without_a_selector_is_invalid_input() {
     assert!(run.stderr.contains("--scale-down-selector"), "{run:?}");
     assert_eq!(run.stderr.trim().lines().count(), 1, "{run:?}");
 }
+
+/// SIGTERM (the Job deleted, activeDeadlineSeconds) mid-import: the importer is stopped, the
+/// writers are scaled back, the lock is released, and the run fails.
+#[test]
+fn sigterm_during_the_import_still_scales_back() {
+    let (double, kc) = restore_namespace(ALL_VERBS);
+    let backend = Backend::file();
+    let made = backend.run(&["backup", "--", "sh", "-c", "printf graph-data"]);
+    assert_eq!(made.code, 0, "{made:?}");
+    let name = backend.names().pop().unwrap();
+    let mut cmd = sg();
+    cmd.args([
+        "restore",
+        &name,
+        "--orchestrate",
+        "--scale-down-selector",
+        SELECTOR,
+        "--",
+        "sh",
+        "-c",
+        "cat > /dev/null; sleep 60",
+    ])
+    .env("KUBECONFIG", &kc)
+    .env("POD_NAMESPACE", NS)
+    .env("POD_NAME", "restore-run-aaaaa")
+    .env("JOB_NAME", "restore-run")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in backend.env() {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while replicas(&double) != "0 0" {
+        assert!(std::time::Instant::now() < deadline, "never scaled down");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Let the importer start.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("SIGTERM"), "{run:?}");
+    assert_eq!(replicas(&double), "3 2");
+    let lease = double.kubectl(&[
+        "-n",
+        NS,
+        "get",
+        "lease",
+        "sts-backup-lock-stackgraph",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease.trim(), "", "lock released");
+    assert!(reasons(&double).contains("RestoreFailed"));
+}

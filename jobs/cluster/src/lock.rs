@@ -18,7 +18,7 @@ use crate::context::Cluster;
 use crate::error::{ClusterError, Result};
 
 /// Annotation on the Lease naming what the holder is doing.
-pub const OPERATION_ANNOTATION: &str = "sts-backup/operation";
+pub const OPERATION_ANNOTATION: &str = "sts-backup.io/operation";
 
 /// What a run holds the store for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -82,7 +82,7 @@ fn orchestrated_restore_through_the_binary() {
 
     // Another run holds the store: exit 3 naming it.
     double.apply(&format!(
-        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: sts-backup-lock-stackgraph, namespace: {NS}, annotations: {{sts-backup/operation: restore}}}}\n\
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: sts-backup-lock-stackgraph, namespace: {NS}, annotations: {{sts-backup.io/operation: restore}}}}\n\
          spec: {{holderIdentity: {NS}/restore-run-other, leaseDurationSeconds: 600, acquireTime: \"{now}\", renewTime: \"{now}\"}}\n",
         now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ")
     ));

@@ -258,7 +258,9 @@ def local_mode_renders_the_full_set():
     assert r.kinds() == sorted(["Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment",
                                 "CronJob", "CronJob", "CronJob", "Job", "Pod",
                                 # the backup monitor
-                                "ConfigMap", "Deployment", "Service"]), r.kinds()
+                                "ConfigMap", "Deployment", "Service",
+                                # the orchestrated restore and backup Jobs' RBAC
+                                "ServiceAccount", "Role", "RoleBinding"]), r.kinds()
     names = {(d["kind"], d["metadata"]["name"]) for d in r.docs}
     assert ("Service", "rel-minio") in names and ("Deployment", "rel-minio") in names
     assert ("Secret", "rel-minio") in names and ("PersistentVolumeClaim", "rel-minio") in names

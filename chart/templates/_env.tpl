@@ -186,3 +186,35 @@ every job binary reads (docs/interfaces.md lists the variables).
 - name: RESTORE_RENAME_TO
   value: "__RENAME_TO__"
 {{- end }}
+
+{{/*
+Env of an orchestrated StackGraph run (dict: root, selector - empty for a backup): the flags'
+env twins and who the pod is, from the downward API (the Job controller labels its pods job-name).
+*/}}
+{{- define "sts-backup.stackGraph.orchestrateEnv" -}}
+{{- $o := .root.Values.backup.stackGraph.orchestrate -}}
+- name: STS_ORCHESTRATE
+  value: "true"
+- name: STS_STORE
+  value: stackgraph
+{{- with .selector }}
+- name: STS_SCALE_DOWN_SELECTOR
+  value: {{ . | quote }}
+{{- end }}
+- name: STS_SCALE_WAIT
+  value: {{ $o.scaleWait | quote }}
+- name: STS_LEASE_DURATION
+  value: {{ $o.leaseDuration | quote }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: JOB_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.labels['job-name']
+{{- end }}

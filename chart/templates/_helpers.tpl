@@ -211,3 +211,13 @@ Usage: include "sts-backup.stackGraph.deadline" (list . $explicit)
 {{- add 1800 (div (mul $number $unitMiB) (int $sg.deadlineThroughputMiBps)) }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when a rendered Job runs with --orchestrate (restore templates or the backup CronJob). */}}
+{{- define "sts-backup.orchestrate.used" -}}
+{{- $sg := .Values.backup.stackGraph -}}
+{{- and .Values.backup.enabled $sg.orchestrate.enabled (or $sg.restore.enabled $sg.scheduled.enabled) | toString -}}
+{{- end }}
+
+{{- define "sts-backup.orchestrate.serviceAccountName" -}}
+{{- include "sts-backup.objectName" (list . "orchestrate") -}}
+{{- end }}

@@ -37,9 +37,13 @@ spec:
 
 {{- define "sts-backup.jobTemplate.stackgraphRestore" -}}
 {{- $env := include "sts-backup.stackGraph.restoreEnv" . }}
+{{- $orchestrate := .Values.backup.stackGraph.orchestrate.enabled }}
+{{- if $orchestrate }}
+{{- $env = printf "%s\n%s" ($env | trim) (include "sts-backup.stackGraph.orchestrateEnv" (dict "root" . "selector" .Values.backup.stackGraph.restore.scaleDownSelector)) }}
+{{- end }}
 {{- $cmd := .Values.backup.stackGraph.importCommand }}
 {{- $deadline := include "sts-backup.stackGraph.deadline" (list . .Values.backup.stackGraph.restore.activeDeadlineSeconds) }}
-{{- include "sts-backup.jobTemplate" (dict "root" . "graph" true "component" "stackgraph-restore" "name" "restore" "args" (concat (list "restore" "--") $cmd) "env" $env "command" $cmd "deadline" $deadline) }}
+{{- include "sts-backup.jobTemplate" (dict "root" . "graph" true "component" "stackgraph-restore" "name" "restore" "args" (concat (list "restore" "--") $cmd) "env" $env "command" $cmd "deadline" $deadline "orchestrate" $orchestrate) }}
 {{- end }}
 
 {{- define "sts-backup.jobTemplate.elasticsearchList" -}}

@@ -112,7 +112,13 @@ metadata:
   {{- end }}
 spec:
   restartPolicy: Never
+  {{- if .orchestrate }}
+  {{- /* The orchestrated run talks to the API server as the chart's least-privilege ServiceAccount. */}}
+  serviceAccountName: {{ include "sts-backup.orchestrate.serviceAccountName" $root }}
+  automountServiceAccountToken: true
+  {{- else }}
   automountServiceAccountToken: false
+  {{- end }}
   enableServiceLinks: false
   {{- if $sg.securityContext.enabled }}
   securityContext:

@@ -429,6 +429,13 @@ lib::load_template() {
   fi
 }
 
+# Succeeds when the Job TEMPLATE (JSON) runs --orchestrate (env STS_ORCHESTRATE=true): the
+# Job then takes the store's lock and scales the writers itself.
+lib::orchestrated() {
+  local template=$1
+  [[ ${template} =~ \"name\":[[:space:]]*\"STS_ORCHESTRATE\",[[:space:]]*\"value\":[[:space:]]*\"true\" ]]
+}
+
 # Prints the scale-down selector from ConfigMap key KEY, or DEFAULT.
 lib::scale_selector() {
   local key=$1 default=$2 selector

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Restores a StackGraph backup through a one-shot Job made from the chart's
-# job-stackgraph-restore.json template. The deployments that write to the
+# job-stackgraph-restore.json template. The workloads that write to the
 # graph are scaled to 0 first and back to their recorded replica counts after
-# the job, whatever its outcome (also on Ctrl-C).
+# the job, whatever its outcome: by the Job itself (--orchestrate, the chart's
+# default), or by this script for a template without it (also on Ctrl-C).
 #
 # Usage: scripts/restore/restore-stackgraph-backup.sh NAME [-force]
 #          [-n NAMESPACE] [--context CONTEXT] [--keep]
@@ -25,7 +26,10 @@ Restores the StackGraph backup NAME (see list-stackgraph-backups.sh) by running
 a one-shot Job from the sts-backup chart's job templates (needs
 backup.stackGraph.restore.enabled). The deployments matching the ConfigMap's
 stackgraph-scale-down-selector are scaled to 0 during the restore and back to
-their previous replica counts (annotation ${REPLICAS_ANNOTATION}) afterwards.
+their previous replica counts (annotation ${REPLICAS_ANNOTATION}) afterwards:
+by the Job itself when the chart renders it with --orchestrate (the default:
+it also locks the store and finishes the restore if this terminal goes away),
+otherwise by this script.
 
   -force, --force          delete the data in a non-empty StackGraph first
   -n, --namespace NS       namespace of the sts-backup release (default: current)
@@ -50,7 +54,12 @@ main() {
   JOB_NAME=$(lib::job_name stackgraph-restore)
   manifest=$(lib::render_template "${TEMPLATE}" JOB_NAME="${JOB_NAME}" \
     BACKUP_NAME="${name}" FORCE="${FORCE}")
-  lib::scale_down "${selector}"
+  if lib::orchestrated "${TEMPLATE}"; then
+    # The Job locks the store, scales the writers down and back itself (--orchestrate).
+    lib::info "The restore Job scales the writers (${selector}) down and back itself"
+  else
+    lib::scale_down "${selector}"
+  fi
   lib::create_job "${manifest}"
   lib::run_job restore
   case ${JOB_RC} in

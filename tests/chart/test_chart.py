@@ -130,7 +130,13 @@ def save_job_templates(rendered):
 
 def assert_hardened(obj, pod_context_expected=True):
     spec = pod_spec(obj)
-    assert spec.get("automountServiceAccountToken") is False
+    # Only the orchestrated StackGraph runs get a token, and only for the chart's own
+    # least-privilege ServiceAccount (templates/rbac-orchestrate.yaml).
+    if spec.get("serviceAccountName", "").endswith("-orchestrate"):
+        assert spec.get("automountServiceAccountToken") is True
+    else:
+        assert spec.get("automountServiceAccountToken") is False
+        assert "serviceAccountName" not in spec
     if pod_context_expected:
         psc = spec["securityContext"]
         assert psc["runAsNonRoot"] is True, psc
@@ -252,7 +258,9 @@ def local_mode_renders_the_full_set():
     assert r.kinds() == sorted(["Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment",
                                 "CronJob", "CronJob", "CronJob", "Job", "Pod",
                                 # the backup monitor
-                                "ConfigMap", "Deployment", "Service"]), r.kinds()
+                                "ConfigMap", "Deployment", "Service",
+                                # the orchestrated restore and backup Jobs' RBAC
+                                "ServiceAccount", "Role", "RoleBinding"]), r.kinds()
     names = {(d["kind"], d["metadata"]["name"]) for d in r.docs}
     assert ("Service", "rel-minio") in names and ("Deployment", "rel-minio") in names
     assert ("Secret", "rel-minio") in names and ("PersistentVolumeClaim", "rel-minio") in names
@@ -510,6 +518,46 @@ def elasticsearch_auth_and_ca():
     r = render(sets=set_(backup__elasticsearch__auth__existingSecret="es-key"))
     env = env_of(container(r.one("Job", "es-register")))
     assert env["ES_API_KEY_FILE"] == "/etc/sts-backup/es-auth/apiKey" and "ES_USERNAME" not in env
+
+
+@test
+def orchestrate_rbac_is_least_privilege_and_only_on_the_orchestrated_pods():
+    r = render(sets=set_())
+    sa = r.one("ServiceAccount", "orchestrate")
+    name = sa["metadata"]["name"]
+    assert sa["automountServiceAccountToken"] is False
+    role = r.one("Role", "orchestrate")
+    rules = {(tuple(x["apiGroups"]), tuple(x["resources"])): sorted(x["verbs"]) for x in role["rules"]}
+    assert rules == {
+        (("apps",), ("deployments", "statefulsets", "deployments/scale", "statefulsets/scale")):
+            ["get", "list", "patch", "watch"],
+        (("",), ("pods",)): ["list", "watch"],
+        (("coordination.k8s.io",), ("leases",)): ["create", "get", "update"],
+        (("",), ("events",)): ["create"],
+        (("batch",), ("jobs",)): ["get"],
+    }, rules
+    assert all("*" not in x["verbs"] and "*" not in x["resources"] for x in role["rules"])
+    assert not r.all("ClusterRole") and not r.all("ClusterRoleBinding")
+    rb = r.one("RoleBinding", "orchestrate")
+    assert rb["roleRef"]["name"] == name and rb["subjects"][0]["name"] == name
+    restore = r.job_templates()["job-stackgraph-restore.json"]
+    backup = r.one("CronJob", "stackgraph-backup")
+    for obj in (restore, backup):
+        spec = pod_spec(obj)
+        assert spec["serviceAccountName"] == name and spec["automountServiceAccountToken"] is True
+        env = env_of(container(obj))
+        assert env["STS_ORCHESTRATE"] == "true" and env["STS_STORE"] == "stackgraph"
+        (c,) = spec["containers"]
+        src = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c["env"]}
+        assert src["POD_NAME"] == "metadata.name" and src["POD_NAMESPACE"] == "metadata.namespace"
+        assert src["JOB_NAME"] == "metadata.labels['job-name']"
+    assert env_of(container(restore))["STS_SCALE_DOWN_SELECTOR"] == "stackstate.com/connects-to-stackgraph=true"
+    assert "STS_SCALE_DOWN_SELECTOR" not in env_of(container(backup))
+    for key in ("job-stackgraph-list.json", "job-elasticsearch-restore.json"):
+        assert "serviceAccountName" not in pod_spec(r.job_templates()[key]), key
+    off = render(sets=set_(backup__stackGraph__orchestrate__enabled="false"))
+    assert not off.all("Role") and not off.all("ServiceAccount")
+    assert pod_spec(off.one("CronJob", "stackgraph-backup"))["automountServiceAccountToken"] is False
 
 
 @test

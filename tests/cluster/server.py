@@ -52,6 +52,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(err.code, err.status())
 
     def _body(self):
+        self._body_read = True
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -127,6 +128,7 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method):
         url = urllib.parse.urlsplit(self.path)
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        self._body_read = False
         try:
             who = self._identity()
             if who is None:
@@ -144,6 +146,10 @@ class Handler(BaseHTTPRequestHandler):
             self._authorize(user, groups, attrs, res.qualified)
             self._resource(method, verb, res, namespace, name, sub, query, user, groups)
         except ApiError as e:
+            if not self._body_read:
+                # A refused request's body is still on a kept-alive connection; read it so
+                # it is not taken for the next request line.
+                self._body()
             self._error(e)
         except (BrokenPipeError, ConnectionResetError):
             pass

@@ -100,7 +100,7 @@ with open(sys.argv[1], encoding="utf-8") as f:
 def env(container, name):
     for c in m["spec"]["template"]["spec"]["containers"]:
         if c["name"] == container:
-            return {e["name"]: e["value"] for e in c["env"]}[name]
+            return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}[name]
     raise KeyError(container)
 print(json.dumps(eval(sys.argv[2]), ensure_ascii=False))
 PY

@@ -217,3 +217,22 @@ CALLS
   [[ ! -s ${STUB_DIR}/calls ]]
   [[ ! -e ${BATS_TEST_TMPDIR}/pwned ]]
 }
+
+@test "restore: an orchestrated Job template (STS_ORCHESTRATE=true) scales nothing from the script" {
+  python3 - "${STUB_DIR}/cm/job-stackgraph-restore.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+job = json.load(open(path))
+job["spec"]["template"]["spec"]["containers"][0].setdefault("env", []).append(
+    {"name": "STS_ORCHESTRATE", "value": "true"})
+open(path, "w").write(json.dumps(job, indent=2, sort_keys=True))
+PY
+  fixture logs 'restoring' 'done'
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
+  assert_success
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored StackGraph backup ${NAME}."
+  [[ ${stderr} == *"The restore Job scales the writers (${SELECTOR}) down and back itself"* ]]
+  run grep -E ' (scale|annotate) deployment|get deployments' "${STUB_DIR}/calls"
+  assert_failure
+  assert_called --namespace sts create -f -
+}

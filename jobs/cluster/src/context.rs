@@ -24,17 +24,18 @@ impl Cluster {
         let client = Client::try_default()
             .await
             .map_err(ClusterError::api("cannot load the in-cluster Kubernetes config"))?;
-        let namespace = std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        let pod = std::env::var("POD_NAME")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown-pod".into()));
-        let job = match std::env::var("JOB_NAME").ok().filter(|v| !v.trim().is_empty()) {
+        let namespace = env("POD_NAMESPACE").unwrap_or_else(|| client.default_namespace().to_string());
+        let pod = env("POD_NAME")
+            .or_else(|| env("HOSTNAME"))
+            .unwrap_or_else(|| "unknown-pod".into());
+        Cluster::new(client, namespace, &pod, env("JOB_NAME").as_deref()).await
+    }
+
+    /// A run as `pod` in `namespace`, belonging to Job `job` (read now, for its Events).
+    pub async fn new(client: Client, namespace: String, pod: &str, job: Option<&str>) -> Result<Cluster> {
+        let job = match job {
             Some(name) => Api::<Job>::namespaced(client.clone(), &namespace)
-                .get_opt(&name)
+                .get_opt(name)
                 .await
                 .map_err(ClusterError::api(format!("get job {name}")))?,
             None => None,
@@ -54,4 +55,8 @@ impl Cluster {
     {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

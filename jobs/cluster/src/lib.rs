@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod lock;
+pub mod orchestrate;
 pub mod scale;
 
 pub use context::Cluster;

@@ -18,7 +18,7 @@ use crate::context::Cluster;
 use crate::error::{ClusterError, Result};
 
 /// Annotation on the Lease naming what the holder is doing.
-pub const OPERATION_ANNOTATION: &str = "sts-backup/operation";
+pub const OPERATION_ANNOTATION: &str = "sts-backup.io/operation";
 
 /// What a run holds the store for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,12 +226,20 @@ async fn renew(cluster: Cluster, name: String, duration: Duration, stop: Arc<Not
     }
 }
 
+/// A lock dropped without [`StoreLock::release`] (a panic, a run torn down) stops renewing, so
+/// the Lease expires and the next run takes it over: the same as a holder killed hard.
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
 impl StoreLock {
     /// Stops renewing and frees the Lease (holder cleared, so the next run need not wait
     /// for it to expire). A failure here only delays the next run until expiry.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.stop.notify_one();
-        let _ = self.renewer.await;
+        let _ = (&mut self.renewer).await;
         let api = self.cluster.api::<Lease>();
         let freed = async {
             let mut lease = api.get(&self.name).await?;

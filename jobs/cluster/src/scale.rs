@@ -20,8 +20,9 @@ use serde_json::json;
 use crate::context::Cluster;
 use crate::error::{ClusterError, Result};
 
-/// Where the replica count before a restore is kept.
-pub const REPLICAS_ANNOTATION: &str = "sts-backup/replicas-before-restore";
+/// Where the replica count before a restore is kept. The same key as the restore scripts
+/// used, so a run also finishes a restore the old script left half-done.
+pub const REPLICAS_ANNOTATION: &str = "sts-backup.io/replicas-before-restore";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -102,10 +102,25 @@ fn unchecked(backup: &Backup) -> (Manifest, bool) {
 
 /// Restores one backup into the target behind the import command.
 pub async fn restore(storage: &Storage, opts: &BackupRestoreOptions) -> Result<Backup> {
-    let name = opts.name.as_str();
-    let backup = read_backup(storage, name).await?;
+    let backup = check(storage, opts).await?;
+    import(storage, opts, &backup).await?;
+    Ok(backup)
+}
+
+/// Every check of a restore, changing nothing: the name, the manifest, and the target's
+/// emptiness (`--empty-check`, unless `--force`). An orchestrated restore runs this before it
+/// scales anything down.
+pub async fn check(storage: &Storage, opts: &BackupRestoreOptions) -> Result<Backup> {
+    let backup = read_backup(storage, opts.name.as_str()).await?;
     check_target(opts).await?;
-    let (manifest, checked) = unchecked(&backup);
+    Ok(backup)
+}
+
+/// The destructive half: streams `backup` (as returned by [`check`]) into the importer,
+/// verified against its manifest.
+pub async fn import(storage: &Storage, opts: &BackupRestoreOptions, backup: &Backup) -> Result<()> {
+    let name = opts.name.as_str();
+    let (manifest, checked) = unchecked(backup);
     if !checked {
         tracing::warn!(
             "backup {name:?} has no manifest (a StackState backup): it is restored WITHOUT a checksum; \
@@ -126,7 +141,7 @@ pub async fn restore(storage: &Storage, opts: &BackupRestoreOptions) -> Result<B
         "=== Restored backup \"{name}\" ({} of data)",
         human_bytes(manifest.raw_size)
     );
-    Ok(backup)
+    Ok(())
 }
 
 /// Downloads to a scratch file, checks it, then runs the importer on the file.

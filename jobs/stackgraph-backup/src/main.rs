@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sts_backup_cluster::orchestrate::{self, OrchestrateArgs};
+use sts_backup_cluster::Cluster;
 use sts_backup_core::adopt;
 use sts_backup_core::backup::{backup, BackupOptions};
 use sts_backup_core::catalogue::{self, Backup};
@@ -57,6 +59,10 @@ enum Command {
     /// checksum and that it was adopted. Later restores are verified like any other.
     #[command(after_help = EXIT_CODES_HELP)]
     Adopt(AdoptArgs),
+    /// Finish an interrupted restore: take the store's lock, scale its writers back to the
+    /// recorded replica counts, release the lock (inside the cluster).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Finalize(FinalizeArgs),
     /// Copy this executable into DIR (how the chart injects it into the store's container).
     CopyTo {
         /// Target directory; the binary lands in DIR/stackgraph-backup.
@@ -89,6 +95,9 @@ struct BackupArgs {
     /// as retention-pruner).
     #[command(flatten)]
     retention: RetentionArgs,
+
+    #[command(flatten)]
+    orchestrate: OrchestrateArgs,
 
     /// The export command and its arguments, after `--`.
     #[arg(last = true, value_name = "EXPORT_CMD")]
@@ -136,6 +145,12 @@ struct AdoptArgs {
 }
 
 #[derive(Args)]
+struct FinalizeArgs {
+    #[command(flatten)]
+    orchestrate: OrchestrateArgs,
+}
+
+#[derive(Args)]
 struct RestoreArgs {
     #[command(flatten)]
     storage: StorageArgs,
@@ -165,6 +180,9 @@ struct RestoreArgs {
     /// Directory for the scratch file of `{file}` imports (default: the system temp dir).
     #[arg(long, env = "BACKUP_SCRATCH_DIR", value_name = "DIR")]
     scratch_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    orchestrate: OrchestrateArgs,
 
     /// The import command and its arguments, after `--`.
     #[arg(last = true, value_name = "IMPORT_CMD")]
@@ -199,8 +217,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     args.retention.name_regexp
                 );
             }
+            let orchestration = args
+                .orchestrate
+                .orchestrate
+                .then(|| args.orchestrate.orchestration(false))
+                .transpose()?;
             let storage = Storage::open(&args.storage).await?;
-            backup(&storage, &opts, now).await?;
+            match orchestration {
+                Some(orch) => {
+                    let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
+                    if orchestrate::backup_run(&cluster, &orch, &storage, &opts, now)
+                        .await?
+                        .is_none()
+                    {
+                        return Ok(());
+                    }
+                }
+                None => {
+                    backup(&storage, &opts, now).await?;
+                }
+            }
             if policy.is_configured() {
                 tracing::info!("=== Expiring old backups ({})...", policy.describe());
                 let report = pruning::prune_with(&storage, &policy, chrono::Utc::now()).await?;
@@ -252,8 +288,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 scratch_dir: args.scratch_dir,
                 rerun_hint,
             };
+            let orchestration = args
+                .orchestrate
+                .orchestrate
+                .then(|| args.orchestrate.orchestration(true))
+                .transpose()?;
             let storage = Storage::open(&args.storage).await?;
-            match restore::restore(&storage, &opts).await? {
+            let restored = match orchestration {
+                Some(orch) => {
+                    let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
+                    orchestrate::restore(&cluster, &orch, &storage, &opts).await?
+                }
+                None => restore::restore(&storage, &opts).await?,
+            };
+            match restored {
                 Backup::Committed(m) => println!("restored {}: {} bytes of data", m.name, m.raw_size),
                 Backup::Legacy(l) => println!("restored {}: {} bytes of data, no checksum", l.name, l.size),
             }
@@ -271,6 +319,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             if adopted.is_empty() {
                 println!("no legacy backups to adopt");
+            }
+            Ok(())
+        }
+        Command::Finalize(args) => {
+            let orch = args.orchestrate.orchestration(false)?;
+            let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
+            let back = orchestrate::finalize(&cluster, &orch)
+                .await
+                .map_err(sts_backup_core::Error::from)?;
+            if back.is_empty() {
+                println!("store {}: nothing to scale back", orch.store);
+            }
+            for w in &back {
+                println!("scaled {w} back");
             }
             Ok(())
         }

@@ -5,6 +5,7 @@
 //! Tools come from `tests/install-tools.sh`; a missing tool fails the test with a message
 //! saying so, rather than skipping it.
 
+pub mod kube_double;
 pub mod proxy;
 
 use std::ffi::OsStr;
@@ -80,6 +81,19 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         Server { child: Some(child) }
+    }
+
+    /// Adopts a child started with its own stdio set-up.
+    pub fn from_child(child: Child) -> Server {
+        Server { child: Some(child) }
+    }
+
+    /// True once the process has ended.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
     }
 
     pub fn kill(&mut self) {

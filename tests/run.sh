@@ -15,6 +15,19 @@ log() { printf '\n=== %s\n' "$*" >&2; }
 suite_rust-lint() {
   cargo fmt --all --check
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  library_edge
+}
+
+# Libraries return typed errors and data; only the binaries and jobs/cli (their shared edge)
+# use anyhow. (Print macros in libraries are refused by clippy, see each lib.rs.)
+library_edge() {
+  local found
+  found="$(grep -rln 'anyhow' "${ROOT}"/jobs/{core,elasticsearch,cluster,testkit}/src "${ROOT}"/jobs/backup-monitor/src/lib.rs \
+    "${ROOT}"/jobs/{core,elasticsearch,cluster}/Cargo.toml || true)"
+  if [[ -n ${found} ]]; then
+    printf 'anyhow outside the binary edge (jobs/cli, src/main.rs):\n%s\n' "${found}" >&2
+    return 1
+  fi
 }
 
 suite_rust-tests() {

@@ -1,6 +1,7 @@
 //! `backup-monitor`: reads every store's bucket and Elasticsearch's snapshot state, judges
 //! them against their schedules and serves Prometheus metrics. All logic lives in the
 //! `sts_backup_monitor` library; this is flags, output and exit codes.
+#![warn(clippy::too_many_lines)]
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use sts_backup_core::cli;
+use sts_backup_cli as cli;
+use sts_backup_core::interrupt::Interrupt;
 use sts_backup_core::logging::LogFormat;
 use sts_backup_core::storage::StorageArgs;
 use sts_backup_core::Exit;
@@ -99,20 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         .ok_or_else(|| sts_backup_core::Error::invalid("--config: missing (or set MONITOR_CONFIG)"))?;
     let config = Config::load(&path).map_err(|e| sts_backup_core::Error::invalid(e.to_string()))?;
     if let Command::Validate = cli.command {
-        for s in &config.stores {
-            println!(
-                "store {}: {} on schedule {:?} ({}), grace {}, verify every {}",
-                s.name,
-                s.storage,
-                s.schedule.expr(),
-                s.schedule.time_zone(),
-                humantime::format_duration(s.grace),
-                humantime::format_duration(s.verify_every)
-            );
-        }
-        if let Some(es) = &config.elasticsearch {
-            println!("elasticsearch: repository {}, SLM policy {}", es.repository, es.policy);
-        }
+        print_config(&config);
         return Ok(Exit::Ok);
     }
     let es = match &config.elasticsearch {
@@ -123,48 +112,71 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         ),
         None => None,
     };
-    let (store_count, watches_es) = (config.stores.len(), config.elasticsearch.is_some());
     let offset = chrono::Duration::from_std(cli.clock_offset.unwrap_or_default())
         .map_err(|_| sts_backup_core::Error::invalid("--clock-offset: too large"))?;
-    {
-        let mut monitor = Monitor::new(config, &cli.storage, es, offset).await?;
-        match cli.command {
-            Command::Validate => Ok(Exit::Ok),
-            Command::Check { output } => {
-                monitor.check().await;
-                monitor.settle().await;
-                let report = monitor.check().await;
-                let mut out = std::io::stdout().lock();
-                match output {
-                    Output::Prometheus => out.write_all(metrics::render(&report).as_bytes())?,
-                    Output::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
-                }
-                out.flush()?;
-                Ok(if report.healthy() { Exit::Ok } else { Exit::Failure })
-            }
-            Command::Serve { listen, interval } => {
-                let published = Published::new(interval * 3 + Duration::from_secs(60));
-                let listener = server::bind(listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
-                tracing::info!(
-                    "=== Watching {} store(s){}; metrics on http://{listen}/metrics every {}",
-                    store_count,
-                    if watches_es { " and Elasticsearch" } else { "" },
-                    humantime::format_duration(interval)
-                );
-                tokio::spawn(server::serve(listener, published.clone()));
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                loop {
-                    let report = monitor.check().await;
-                    published.set(metrics::render(&report));
-                    tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
-                        _ = term.recv() => return Ok(Exit::Ok),
-                        _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
-                    }
-                }
-            }
+    let (store_count, watches_es) = (config.stores.len(), config.elasticsearch.is_some());
+    let mut monitor = Monitor::new(config, &cli.storage, es, offset).await?;
+    match cli.command {
+        Command::Validate => Ok(Exit::Ok),
+        Command::Check { output } => check(&mut monitor, output).await,
+        Command::Serve { listen, interval } => {
+            let published = Published::new(interval * 3 + Duration::from_secs(60));
+            let listener = server::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(
+                "=== Watching {} store(s){}; metrics on http://{listen}/metrics every {}",
+                store_count,
+                if watches_es { " and Elasticsearch" } else { "" },
+                humantime::format_duration(interval)
+            );
+            tokio::spawn(server::serve(listener, published.clone()));
+            serve(&mut monitor, &published, interval).await
+        }
+    }
+}
+
+/// `validate`: what the configuration will watch, one line per store.
+fn print_config(config: &Config) {
+    for s in &config.stores {
+        println!(
+            "store {}: {} on schedule {:?} ({}), grace {}, verify every {}",
+            s.name,
+            s.storage,
+            s.schedule.expr(),
+            s.schedule.time_zone(),
+            humantime::format_duration(s.grace),
+            humantime::format_duration(s.verify_every)
+        );
+    }
+    if let Some(es) = &config.elasticsearch {
+        println!("elasticsearch: repository {}, SLM policy {}", es.repository, es.policy);
+    }
+}
+
+/// `check`: one settled look, printed; exit 1 when anything is unhealthy.
+async fn check(monitor: &mut Monitor, output: Output) -> anyhow::Result<Exit> {
+    monitor.check().await;
+    monitor.settle().await;
+    let report = monitor.check().await;
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Prometheus => out.write_all(metrics::render(&report).as_bytes())?,
+        Output::Json => writeln!(out, "{}", serde_json::to_string(&report)?)?,
+    }
+    out.flush()?;
+    Ok(if report.healthy() { Exit::Ok } else { Exit::Failure })
+}
+
+/// `serve`: look every `interval` and publish, until SIGTERM/SIGINT (a clean stop, exit 0).
+async fn serve(monitor: &mut Monitor, published: &Published, interval: Duration) -> anyhow::Result<Exit> {
+    let mut interrupt = Interrupt::new()?;
+    loop {
+        let report = monitor.check().await;
+        published.set(metrics::render(&report));
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = interrupt.wait() => return Ok(Exit::Ok),
         }
     }
 }

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
+use crate::claim;
 use crate::command::{finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
@@ -43,12 +44,12 @@ struct Sums {
 
 /// Runs one backup and returns the committed manifest.
 ///
-/// At most one run commits a name: the upload completes and the manifest is written
-/// create-only (`If-None-Match: *`, or a no-replace link on `file://`), so a concurrent run of
-/// the same name loses with exit 3. Where the server ignores conditional writes the manifest
-/// records the run and the data object's ETag, and the run re-reads both after committing:
-/// a manifest never vouches for another run's data unnoticed (`list`, `verify`, `restore`
-/// and the pruner check the same identity).
+/// At most one run commits a name. Where the server enforces create-only writes the upload
+/// completes and the manifest is written with `If-None-Match: *` (a no-replace link on
+/// `file://`), so a concurrent run of the same name loses with exit 3. Where it does not, the
+/// runs settle the name through claims before uploading ([`claim`]); the manifest still
+/// records the run and the data object's ETag, and `list`, `verify`, `restore` and the pruner
+/// check that identity.
 pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>) -> Result<Manifest> {
     let name = opts.template.render(now);
     validate_name(&name).map_err(|e| Error::invalid(format!("--name-template: {e}")))?;
@@ -62,58 +63,20 @@ pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>)
     }
     refuse_taken(storage, &name).await?;
     let enforced = log_write_guarantee(storage).await?;
-
     let run = format!("{:016x}", crate::storage::random_id());
-    let mut interrupt = Interrupt::new()?;
     let progress = Progress::start("uploaded");
-    let mut upload = storage.start_upload(&name, Some(&run)).await?;
-    let sums = match export_into(storage, opts, &name, &mut upload, &progress, &mut interrupt).await {
-        Ok(sums) => sums,
-        Err(e) => {
-            tracing::warn!("=== Backup {name:?} failed; aborting the upload so nothing is left behind");
-            upload.abort().await;
-            return Err(e);
-        }
+    let manifest = if enforced {
+        write(storage, opts, &name, &run, &progress, now).await?
+    } else {
+        // No create-only writes: settle who writes this name before uploading (see `claim`).
+        let claim = claim::take(storage, &name, &run).await?;
+        let written = match refuse_taken(storage, &name).await {
+            Ok(()) => write(storage, opts, &name, &run, &progress, now).await,
+            Err(e) => Err(e),
+        };
+        claim.release(storage).await;
+        written?
     };
-    // Last look before the object becomes visible: a server that ignores If-None-Match
-    // would let this upload replace a backup committed meanwhile.
-    if let Err(e) = refuse_taken(storage, &name).await {
-        tracing::warn!("=== Backup {name:?} not completed; aborting the upload so nothing is left behind");
-        upload.abort().await;
-        return Err(e);
-    }
-    if let Err(e) = upload.complete().await {
-        // A failed completion has already aborted the upload (S3) or removed the temp file.
-        if e.is_already_exists() {
-            return Err(taken(&name, &location));
-        }
-        tracing::warn!("=== Backup {name:?} failed while completing; the upload was aborted so nothing is left behind");
-        return Err(e.into());
-    }
-    let data_etag = check_own_data(storage, &name, &run, sums.size).await?;
-
-    let manifest = Manifest {
-        format: FORMAT_VERSION,
-        name: name.clone(),
-        size: sums.size,
-        sha256: sums.sha256,
-        created: now,
-        compression: opts.compression,
-        raw_size: sums.raw_size,
-        raw_sha256: sums.raw_sha256,
-        exporter: opts.export.argv().to_vec(),
-        tool: crate::TOOL.to_string(),
-        run: storage.records_runs().then(|| run.clone()),
-        data_etag,
-        adopted: None,
-    };
-    commit_manifest(storage, &manifest).await?;
-    if !enforced {
-        // A concurrent run that passed its checks just before this one uploaded can still
-        // land its object now: look again after it had time to.
-        tokio::time::sleep(SETTLE).await;
-        check_committed(storage, &manifest).await?;
-    }
     let (_, elapsed, rate) = progress.summary();
     tracing::info!(
         name = %name,
@@ -125,6 +88,61 @@ pub async fn backup(storage: &Storage, opts: &BackupOptions, now: DateTime<Utc>)
         manifest.sha256,
         elapsed.as_secs_f64()
     );
+    Ok(manifest)
+}
+
+/// Uploads the export under `name` and commits it with its manifest; on any failure nothing
+/// is left visible under the name.
+async fn write(
+    storage: &Storage,
+    opts: &BackupOptions,
+    name: &str,
+    run: &str,
+    progress: &Progress,
+    now: DateTime<Utc>,
+) -> Result<Manifest> {
+    let mut interrupt = Interrupt::new()?;
+    let mut upload = storage.start_upload(name, Some(run)).await?;
+    let sums = match export_into(storage, opts, name, &mut upload, progress, &mut interrupt).await {
+        Ok(sums) => sums,
+        Err(e) => {
+            tracing::warn!("=== Backup {name:?} failed; aborting the upload so nothing is left behind");
+            upload.abort().await;
+            return Err(e);
+        }
+    };
+    // Last look before the object becomes visible: a server that ignores If-None-Match
+    // would let this upload replace a backup committed meanwhile.
+    if let Err(e) = refuse_taken(storage, name).await {
+        tracing::warn!("=== Backup {name:?} not completed; aborting the upload so nothing is left behind");
+        upload.abort().await;
+        return Err(e);
+    }
+    if let Err(e) = upload.complete().await {
+        // A failed completion has already aborted the upload (S3) or removed the temp file.
+        if e.is_already_exists() {
+            return Err(taken(name, &storage.location()));
+        }
+        tracing::warn!("=== Backup {name:?} failed while completing; the upload was aborted so nothing is left behind");
+        return Err(e.into());
+    }
+    let data_etag = check_own_data(storage, name, run, sums.size).await?;
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        name: name.to_string(),
+        size: sums.size,
+        sha256: sums.sha256,
+        created: now,
+        compression: opts.compression,
+        raw_size: sums.raw_size,
+        raw_sha256: sums.raw_sha256,
+        exporter: opts.export.argv().to_vec(),
+        tool: crate::TOOL.to_string(),
+        run: storage.records_runs().then(|| run.to_string()),
+        data_etag,
+        adopted: None,
+    };
+    commit_manifest(storage, &manifest).await?;
     Ok(manifest)
 }
 
@@ -146,9 +164,6 @@ async fn refuse_taken(storage: &Storage, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// How long a run on storage without create-only writes waits before its last look.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Says in one line whether the server enforces one writer per name, and returns it.
 async fn log_write_guarantee(storage: &Storage) -> Result<bool> {
     let enforced = storage.honours_conditional_writes().await?;
@@ -157,7 +172,7 @@ async fn log_write_guarantee(storage: &Storage) -> Result<bool> {
     } else {
         tracing::warn!(
             "storage ignores conditional writes (If-None-Match); concurrent runs of one name are caught \
-             by the run id and ETag recorded in the manifest instead"
+             by a claim taken before uploading, and the manifest records the run and the data's ETag"
         );
     }
     Ok(enforced)
@@ -271,6 +286,7 @@ async fn export_into(
             opts.export.display()
         );
         let mut child = opts.export.spawn(None, Stdio::null(), Stdio::piped())?;
+        let group = child.id();
         let stdout = child.stdout.take().expect("stdout is piped");
         let pumped = pump(
             stdout,
@@ -279,17 +295,39 @@ async fn export_into(
             upload,
             progress,
             interrupt,
-        )
-        .await;
-        let sums = match pumped {
+        );
+        let sums = match exporter_outcome(&opts.export, &mut child, pumped).await {
             Ok(sums) => sums,
             Err(e) => {
                 crate::command::kill(&mut child).await;
+                crate::command::kill_group(group);
                 return Err(e);
             }
         };
         finish(&opts.export, "export command", &mut child, interrupt).await?;
         refuse_empty(sums)
+    }
+}
+
+/// The pumped stream, unless the exporter fails first: an exporter that exits non-zero while
+/// a process it started in the background still holds its output open fails the backup at
+/// once, instead of when that process finally closes it.
+async fn exporter_outcome(
+    spec: &CommandSpec,
+    child: &mut tokio::process::Child,
+    pumped: impl std::future::Future<Output = Result<Sums>>,
+) -> Result<Sums> {
+    tokio::pin!(pumped);
+    tokio::select! {
+        sums = &mut pumped => sums,
+        status = child.wait() => match status {
+            Ok(status) if !status.success() => Err(Error::Command(format!(
+                "export command `{}` {}",
+                spec.display(),
+                crate::command::describe_status(status)
+            ))),
+            _ => pumped.await,
+        },
     }
 }
 

@@ -128,14 +128,18 @@ pub async fn finish(spec: &CommandSpec, what: &str, child: &mut Child, interrupt
 /// Stops a command started by [`CommandSpec::spawn`] and everything in its process group,
 /// then reaps it. Used on every failure path, so no exporter or importer outlives the job.
 pub async fn kill(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    kill_group(child.id());
     let _ = child.start_kill();
     let _ = child.wait().await;
+}
+
+/// Kills the process group led by `pid` (the command's own group, see [`CommandSpec::spawn`]):
+/// what the command left running in the background goes too, even after the command itself
+/// was reaped.
+pub fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 /// Describes how a command ended, for error messages.

@@ -1,5 +1,5 @@
 //! The library's error type. Every variant knows its exit code, so the binaries only print
-//! the message and map it; `anyhow` stays at the binary edge.
+//! the message and map it (`sts-backup-cli`), the binary edge where the error chain is printed.
 
 use crate::exit::Exit;
 use crate::storage::StorageError;
@@ -53,23 +53,4 @@ impl Error {
             Error::Command(_) | Error::Io { .. } => Exit::Failure,
         }
     }
-}
-
-/// Prints an error as one line (`error: a: b: c`) and returns its exit code. Used by every
-/// binary's `main`, so failures look the same everywhere.
-pub fn report(err: &anyhow::Error) -> Exit {
-    let exit = err
-        .chain()
-        .find_map(|e| {
-            e.downcast_ref::<Error>()
-                .map(Error::exit)
-                .or_else(|| e.downcast_ref::<StorageError>().map(StorageError::exit))
-        })
-        .unwrap_or(Exit::Failure);
-    let line = crate::logging::scrub(&format!("{err:#}").replace('\n', " "));
-    match crate::logging::format() {
-        crate::logging::LogFormat::Json => tracing::error!(exit_code = exit as u8, "{line}"),
-        crate::logging::LogFormat::Text => eprintln!("error: {line}"),
-    }
-    exit
 }

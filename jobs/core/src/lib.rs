@@ -1,11 +1,12 @@
 //! Shared core of the sts-backup jobs: storage (S3 and `file://`), backup naming and
 //! manifests, the catalogue (list, verify), the streamed backup and guarded restore
 //! pipelines, logging and exit codes. The job binaries are thin wrappers around this crate.
+#![warn(clippy::print_stdout, clippy::print_stderr, clippy::too_many_lines)]
 
 pub mod adopt;
 pub mod backup;
 pub mod catalogue;
-pub mod cli;
+pub mod claim;
 pub mod command;
 pub mod error;
 pub mod exit;

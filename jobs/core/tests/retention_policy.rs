@@ -6,7 +6,8 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
-use sts_backup_core::retention::{plan, KeepCount, KeepReason, OrphanKind, Plan, RetentionArgs};
+use sts_backup_core::claim;
+use sts_backup_core::retention::{plan, KeepArgs, KeepCount, KeepReason, OrphanKind, Plan, RetentionArgs};
 use sts_backup_core::storage::ObjectMeta;
 
 fn now() -> DateTime<Utc> {
@@ -178,7 +179,10 @@ fn the_floor_keeps_the_newest_and_min_keep() {
     let plan = run(
         &objects,
         RetentionArgs {
-            keep_last: Some(KeepCount::Count(0)),
+            keep: KeepArgs {
+                keep_last: Some(KeepCount::Count(0)),
+                ..Default::default()
+            },
             ..Default::default()
         },
     );
@@ -255,10 +259,12 @@ fn gfs_bucket() -> (Vec<ObjectMeta>, [DateTime<Utc>; 6]) {
 
 fn keep(last: Option<u32>, daily: Option<u32>, weekly: Option<u32>, monthly: Option<u32>) -> RetentionArgs {
     RetentionArgs {
-        keep_last: last.map(KeepCount::Count),
-        keep_daily: daily.map(KeepCount::Count),
-        keep_weekly: weekly.map(KeepCount::Count),
-        keep_monthly: monthly.map(KeepCount::Count),
+        keep: KeepArgs {
+            keep_last: last.map(KeepCount::Count),
+            keep_daily: daily.map(KeepCount::Count),
+            keep_weekly: weekly.map(KeepCount::Count),
+            keep_monthly: monthly.map(KeepCount::Count),
+        },
         ..Default::default()
     }
 }
@@ -303,7 +309,10 @@ fn gfs_rules_follow_restic_forget() {
         (
             "keep-daily unlimited",
             RetentionArgs {
-                keep_daily: Some(KeepCount::Unlimited),
+                keep: KeepArgs {
+                    keep_daily: Some(KeepCount::Unlimited),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             vec![0, 2, 3, 4, 5],
@@ -323,7 +332,7 @@ fn gfs_rules_follow_restic_forget() {
     // The oldest-backup rule shows up as such.
     let two = [t[0], t[1]].into_iter().flat_map(committed).collect::<Vec<_>>();
     let plan = run(&two, keep(None, Some(5), None, None));
-    assert_eq!(plan.backups[1].reasons, vec![KeepReason::OldestDaily]);
+    assert_eq!(plan.backups[1].reasons, vec![KeepReason::OldestOf("keep-daily")]);
 }
 
 #[test]
@@ -350,6 +359,31 @@ fn orphans_wait_for_the_abort_threshold() {
     // Not configured: nothing at all.
     let plan = run(&objects, RetentionArgs::default());
     assert!(plan.orphans.iter().all(|o| !o.delete));
+}
+
+/// Claims of backup runs (storage without conditional writes) are leftovers of their own
+/// kind: removed once older than the abort threshold, never backups, never "ignored".
+#[test]
+fn claims_of_killed_runs_are_cleaned_after_the_abort_threshold() {
+    let mut objects = committed(now() - Duration::hours(2));
+    let stale = claim::claim_key(&name(now() - Duration::days(3)), "0123456789abcdef");
+    let fresh = claim::claim_key(&name(now()), "fedcba9876543210");
+    objects.push(obj(&stale, now() - Duration::days(3)));
+    objects.push(obj(&fresh, now() - Duration::minutes(5)));
+    let plan = run(&objects, retention("days=30"));
+    let claims: BTreeMap<&str, (OrphanKind, bool)> = plan
+        .orphans
+        .iter()
+        .map(|o| (o.key.as_str(), (o.kind, o.delete)))
+        .collect();
+    assert_eq!(claims[stale.as_str()], (OrphanKind::Claim, true), "{plan:?}");
+    assert_eq!(
+        claims[fresh.as_str()],
+        (OrphanKind::Claim, false),
+        "a running backup's claim stays"
+    );
+    assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
+    assert_eq!(kept(&plan).len(), 1);
 }
 
 #[derive(Debug, Clone)]
@@ -427,10 +461,12 @@ fn args_strategy() -> impl Strategy<Value = RetentionArgs> {
         .prop_map(|(hours, min_keep, last, daily, weekly, monthly, abort)| RetentionArgs {
             retention: hours.map(|h| format!("hours = {h}")),
             min_keep,
-            keep_last: last,
-            keep_daily: daily,
-            keep_weekly: weekly,
-            keep_monthly: monthly,
+            keep: KeepArgs {
+                keep_last: last,
+                keep_daily: daily,
+                keep_weekly: weekly,
+                keep_monthly: monthly,
+            },
             abort_uploads_older_than: abort.into(),
             ..Default::default()
         })
@@ -485,7 +521,7 @@ proptest! {
             }
         }
         // keep-last N keeps at least the N newest.
-        if let Some(KeepCount::Count(n)) = policy.keep_last {
+        if let Some(KeepCount::Count(n)) = policy.keep.keep_last {
             prop_assert!(plan.backups.iter().take(n as usize).all(|b| b.keep()));
         }
     }

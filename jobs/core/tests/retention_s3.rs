@@ -425,10 +425,12 @@ async fn a_random_bucket_is_pruned_exactly_as_planned() {
     let args = RetentionArgs {
         retention: (rng.below(2) == 0).then(|| format!("days = {}", rng.below(90))),
         min_keep: 1 + rng.below(4) as usize,
-        keep_last: pick(&mut rng),
-        keep_daily: pick(&mut rng),
-        keep_weekly: pick(&mut rng),
-        keep_monthly: pick(&mut rng),
+        keep: retention::KeepArgs {
+            keep_last: pick(&mut rng),
+            keep_daily: pick(&mut rng),
+            keep_weekly: pick(&mut rng),
+            keep_monthly: pick(&mut rng),
+        },
         ..Default::default()
     };
     eprintln!("policy: {}", args.policy().unwrap().describe());
@@ -476,7 +478,10 @@ async fn a_random_bucket_is_pruned_exactly_as_planned() {
         }
     }
     if let Some((_, newest)) = restorable.iter().max() {
-        assert!(after.contains(newest), "the newest restorable backup {newest} was deleted");
+        assert!(
+            after.contains(newest),
+            "the newest restorable backup {newest} was deleted"
+        );
     }
     let survivors = restorable.iter().filter(|(_, k)| after.contains(k)).count();
     assert!(survivors >= args.min_keep.min(restorable.len()));

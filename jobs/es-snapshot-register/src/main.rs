@@ -2,13 +2,14 @@
 //! and lists/restores snapshots from inside the one-shot restore pods. All logic lives in
 //! the `sts-backup-elasticsearch` library; this is the command line: it parses the flags,
 //! renders the library's reports as text or JSON and maps errors to exit codes.
+#![warn(clippy::too_many_lines)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use sts_backup_core::cli;
+use sts_backup_cli as cli;
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
 use sts_backup_core::logging::{self, LogFormat};
 use sts_backup_core::storage::{Addressing, StorageArgs};

@@ -1,12 +1,13 @@
 //! `retention-pruner`: deletes expired StackGraph backups safely (time delta, GFS, floor,
 //! dry-run, orphan and stale-upload cleanup). All logic lives in
 //! `sts_backup_core::retention`; this is flags, output and exit codes.
+#![warn(clippy::too_many_lines)]
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use sts_backup_core::cli;
+use sts_backup_cli as cli;
 use sts_backup_core::logging::LogFormat;
 use sts_backup_core::retention::{self, RetentionArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};

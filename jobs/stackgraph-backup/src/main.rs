@@ -1,5 +1,6 @@
 //! `stackgraph-backup`: full, single-object backups of a store through its own export and
 //! import commands, streamed to and from object storage. All logic is in `sts_backup_core`.
+#![warn(clippy::too_many_lines)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,12 +8,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sts_backup_cli as cli;
 use sts_backup_cluster::orchestrate::{self, OrchestrateArgs};
 use sts_backup_cluster::Cluster;
 use sts_backup_core::adopt;
 use sts_backup_core::backup::{backup, BackupOptions};
 use sts_backup_core::catalogue::{self, Backup};
-use sts_backup_core::cli;
 use sts_backup_core::command::CommandSpec;
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
 use sts_backup_core::logging::LogFormat;
@@ -199,145 +200,163 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Backup(args) => {
-            let opts = BackupOptions {
-                template: NameTemplate::parse(&args.name_template)?,
-                compression: args.compress,
-                export: CommandSpec::new("EXPORT_CMD", args.export)?,
-                scratch_dir: args.scratch_dir,
-                create_bucket: args.create_bucket,
-            };
-            // Validate the retention flags before any work, so a typo changes nothing.
-            let policy = args.retention.policy()?;
-            let now = chrono::Utc::now();
-            if policy.is_configured() && policy.backup_timestamp(&opts.template.render(now)).is_none() {
-                tracing::warn!(
-                    "backup names from --name-template {:?} do not match --name-regexp {:?}: retention will never delete them",
-                    opts.template.as_str(),
-                    args.retention.name_regexp
-                );
-            }
-            let orchestration = args
-                .orchestrate
-                .orchestrate
-                .then(|| args.orchestrate.orchestration(false))
-                .transpose()?;
-            let storage = Storage::open(&args.storage).await?;
-            match orchestration {
-                Some(orch) => {
-                    let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
-                    if orchestrate::backup_run(&cluster, &orch, &storage, &opts, now)
-                        .await?
-                        .is_none()
-                    {
-                        return Ok(());
-                    }
-                }
-                None => {
-                    backup(&storage, &opts, now).await?;
-                }
-            }
-            if policy.is_configured() {
-                tracing::info!("=== Expiring old backups ({})...", policy.describe());
-                let report = pruning::prune_with(&storage, &policy, chrono::Utc::now()).await?;
-                tracing::info!("{}", report.summary_line());
-                if report.has_failures() {
-                    anyhow::bail!(
-                        "the backup was committed, but pruning old backups failed: {}",
-                        report.summary_line()
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::List(args) => {
-            let storage = Storage::open(&args.storage).await?;
-            let catalogue = catalogue::list(&storage).await?;
-            for b in &catalogue.broken {
-                tracing::warn!("backup {:?} cannot be restored: {}", b.name, b.reason);
-            }
-            let backups = catalogue.backups;
-            let mut out = std::io::stdout().lock();
-            match args.output {
-                ListFormat::Json => writeln!(out, "{}", list_json(&backups))?,
-                ListFormat::Table => print_table(&mut out, &backups)?,
-            }
-            Ok(())
-        }
-        Command::Verify(args) => {
-            let storage = Storage::open(&args.storage).await?;
-            match catalogue::verify_backup(&storage, args.name.trim()).await? {
-                Backup::Committed(m) => println!("verified {}: {} bytes, sha256 {}", m.name, m.size, m.sha256),
-                Backup::Legacy(l) => println!("read {}: {} bytes, no checksum (a StackState backup)", l.name, l.size),
-            }
-            Ok(())
-        }
-        Command::Restore(args) => {
-            let rerun_hint = rerun_with_force();
-            let opts = BackupRestoreOptions {
-                empty_check: args
-                    .empty_check
-                    .as_deref()
-                    .map(|line| CommandSpec::parse_line("--empty-check", line))
-                    .transpose()?,
-                import: CommandSpec::new("IMPORT_CMD", args.import)?,
-                name: args.name.trim().to_string(),
-                force: args.force,
-                force_arg: args.force_arg.filter(|arg| !arg.is_empty()),
-                empty_check_timeout: args.empty_check_timeout,
-                scratch_dir: args.scratch_dir,
-                rerun_hint,
-            };
-            let orchestration = args
-                .orchestrate
-                .orchestrate
-                .then(|| args.orchestrate.orchestration(true))
-                .transpose()?;
-            let storage = Storage::open(&args.storage).await?;
-            let restored = match orchestration {
-                Some(orch) => {
-                    let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
-                    orchestrate::restore(&cluster, &orch, &storage, &opts).await?
-                }
-                None => restore::restore(&storage, &opts).await?,
-            };
-            match restored {
-                Backup::Committed(m) => println!("restored {}: {} bytes of data", m.name, m.raw_size),
-                Backup::Legacy(l) => println!("restored {}: {} bytes of data, no checksum", l.name, l.size),
-            }
-            Ok(())
-        }
-        Command::Adopt(args) => {
-            let storage = Storage::open(&args.storage).await?;
-            let now = chrono::Utc::now();
-            let adopted = match &args.name {
-                Some(name) => vec![adopt::adopt(&storage, name, now).await?],
-                None => adopt::adopt_all(&storage, now).await?,
-            };
-            for m in &adopted {
-                println!("adopted {}: {} bytes, sha256 {}", m.name, m.size, m.sha256);
-            }
-            if adopted.is_empty() {
-                println!("no legacy backups to adopt");
-            }
-            Ok(())
-        }
-        Command::Finalize(args) => {
-            let orch = args.orchestrate.orchestration(false)?;
-            let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
-            let back = orchestrate::finalize(&cluster, &orch)
-                .await
-                .map_err(sts_backup_core::Error::from)?;
-            if back.is_empty() {
-                println!("store {}: nothing to scale back", orch.store);
-            }
-            for w in &back {
-                println!("scaled {w} back");
-            }
-            Ok(())
-        }
+        Command::Backup(args) => backup_command(args).await,
+        Command::List(args) => list_command(args).await,
+        Command::Verify(args) => verify_command(args).await,
+        Command::Restore(args) => restore_command(args).await,
+        Command::Adopt(args) => adopt_command(args).await,
+        Command::Finalize(args) => finalize_command(args).await,
         Command::CopyTo { dir } => copy_to(&dir),
     }
+}
+
+/// `backup`: one backup, then expiry when retention flags are given.
+async fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
+    let opts = BackupOptions {
+        template: NameTemplate::parse(&args.name_template)?,
+        compression: args.compress,
+        export: CommandSpec::new("EXPORT_CMD", args.export)?,
+        scratch_dir: args.scratch_dir,
+        create_bucket: args.create_bucket,
+    };
+    // Validate the retention flags before any work, so a typo changes nothing.
+    let policy = args.retention.policy()?;
+    let now = chrono::Utc::now();
+    if policy.is_configured() && policy.backup_timestamp(&opts.template.render(now)).is_none() {
+        tracing::warn!(
+            "backup names from --name-template {:?} do not match --name-regexp {:?}: retention will never delete them",
+            opts.template.as_str(),
+            args.retention.name_regexp
+        );
+    }
+    let orchestration = args
+        .orchestrate
+        .orchestrate
+        .then(|| args.orchestrate.orchestration(false))
+        .transpose()?;
+    let storage = Storage::open(&args.storage).await?;
+    match orchestration {
+        Some(orch) => {
+            let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
+            if orchestrate::backup_run(&cluster, &orch, &storage, &opts, now)
+                .await?
+                .is_none()
+            {
+                return Ok(());
+            }
+        }
+        None => {
+            backup(&storage, &opts, now).await?;
+        }
+    }
+    if policy.is_configured() {
+        tracing::info!("=== Expiring old backups ({})...", policy.describe());
+        let report = pruning::prune_with(&storage, &policy, chrono::Utc::now()).await?;
+        tracing::info!("{}", report.summary_line());
+        if report.has_failures() {
+            anyhow::bail!(
+                "the backup was committed, but pruning old backups failed: {}",
+                report.summary_line()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `list`: the restorable backups as a table or JSON; broken ones are logged.
+async fn list_command(args: ListArgs) -> anyhow::Result<()> {
+    let storage = Storage::open(&args.storage).await?;
+    let catalogue = catalogue::list(&storage).await?;
+    for b in &catalogue.broken {
+        tracing::warn!("backup {:?} cannot be restored: {}", b.name, b.reason);
+    }
+    let backups = catalogue.backups;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        ListFormat::Json => writeln!(out, "{}", list_json(&backups))?,
+        ListFormat::Table => print_table(&mut out, &backups)?,
+    }
+    Ok(())
+}
+
+/// `verify`: read a backup once and check it against its manifest.
+async fn verify_command(args: VerifyArgs) -> anyhow::Result<()> {
+    let storage = Storage::open(&args.storage).await?;
+    match catalogue::verify_backup(&storage, args.name.trim()).await? {
+        Backup::Committed(m) => println!("verified {}: {} bytes, sha256 {}", m.name, m.size, m.sha256),
+        Backup::Legacy(l) => println!("read {}: {} bytes, no checksum (a StackState backup)", l.name, l.size),
+    }
+    Ok(())
+}
+
+/// `restore`: the guarded restore, orchestrated in the cluster when asked.
+async fn restore_command(args: RestoreArgs) -> anyhow::Result<()> {
+    let rerun_hint = rerun_with_force();
+    let opts = BackupRestoreOptions {
+        empty_check: args
+            .empty_check
+            .as_deref()
+            .map(|line| CommandSpec::parse_line("--empty-check", line))
+            .transpose()?,
+        import: CommandSpec::new("IMPORT_CMD", args.import)?,
+        name: args.name.trim().to_string(),
+        force: args.force,
+        force_arg: args.force_arg.filter(|arg| !arg.is_empty()),
+        empty_check_timeout: args.empty_check_timeout,
+        scratch_dir: args.scratch_dir,
+        rerun_hint,
+    };
+    let orchestration = args
+        .orchestrate
+        .orchestrate
+        .then(|| args.orchestrate.orchestration(true))
+        .transpose()?;
+    let storage = Storage::open(&args.storage).await?;
+    let restored = match orchestration {
+        Some(orch) => {
+            let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
+            orchestrate::restore(&cluster, &orch, &storage, &opts).await?
+        }
+        None => restore::restore(&storage, &opts).await?,
+    };
+    match restored {
+        Backup::Committed(m) => println!("restored {}: {} bytes of data", m.name, m.raw_size),
+        Backup::Legacy(l) => println!("restored {}: {} bytes of data, no checksum", l.name, l.size),
+    }
+    Ok(())
+}
+
+/// `adopt`: give StackState-made backups a manifest.
+async fn adopt_command(args: AdoptArgs) -> anyhow::Result<()> {
+    let storage = Storage::open(&args.storage).await?;
+    let now = chrono::Utc::now();
+    let adopted = match &args.name {
+        Some(name) => vec![adopt::adopt(&storage, name, now).await?],
+        None => adopt::adopt_all(&storage, now).await?,
+    };
+    for m in &adopted {
+        println!("adopted {}: {} bytes, sha256 {}", m.name, m.size, m.sha256);
+    }
+    if adopted.is_empty() {
+        println!("no legacy backups to adopt");
+    }
+    Ok(())
+}
+
+/// `finalize`: scale back what an interrupted restore scaled down.
+async fn finalize_command(args: FinalizeArgs) -> anyhow::Result<()> {
+    let orch = args.orchestrate.orchestration(false)?;
+    let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
+    let back = orchestrate::finalize(&cluster, &orch)
+        .await
+        .map_err(sts_backup_core::Error::from)?;
+    if back.is_empty() {
+        println!("store {}: nothing to scale back", orch.store);
+    }
+    for w in &back {
+        println!("scaled {w} back");
+    }
+    Ok(())
 }
 
 /// This invocation again with `--force` after `restore`, quoted for a shell.

@@ -118,6 +118,29 @@ fn failing_exporter_leaves_nothing(b: &Backend) {
     assert!(out.stderr.contains("killed by signal 9"), "{out:?}");
     assert_eq!(b.objects(), Vec::<String>::new());
 
+    // Fails while a process it started in the background holds its output open: noticed
+    // when the exporter exits, not when that process ends (it would take 10 minutes), and
+    // the background process is stopped with it.
+    let started = std::time::Instant::now();
+    // A duration of its own, so that the two backends' runs never see each other's sleep.
+    let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+    let secs = 600 + random % 10_000;
+    let sleeper = format!("sleep {secs}");
+    let out = b.run(&["backup", "--", "sh", "-c", &format!("{sleeper} & echo partial; exit 5")]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("exited with status 5"), "{out:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(b.objects(), Vec::<String>::new());
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^{sleeper}$")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the background sleep was stopped too");
+
     // {file} exporter that writes nothing.
     let out = b.run(&["backup", "--", "true", "{file}"]);
     assert_eq!(out.code, 1, "{out:?}");

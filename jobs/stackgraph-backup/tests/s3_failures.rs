@@ -187,9 +187,16 @@ fn server_killed_mid_upload_leaves_nothing_under_the_name() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with(".rclone_temp_multipart_"))
         .collect();
+    // The run's claim on the name could not be removed either; it says so, and the claim is
+    // the pruner's to clean (never a backup, never under the name).
+    let (claims, under_name): (Vec<_>, Vec<_>) = objects.iter().partition(|n| n.starts_with(".sts-backup-claim~"));
     assert!(
-        objects.is_empty(),
-        "nothing may be left under the final name: {objects:?}"
+        under_name.is_empty(),
+        "nothing may be left under the final name: {under_name:?}"
+    );
+    assert!(
+        claims.is_empty() || out.stderr.contains("could not remove the claim"),
+        "{claims:?} {out:?}"
     );
     let out = run(
         &server.endpoint(),
@@ -200,22 +207,58 @@ fn server_killed_mid_upload_leaves_nothing_under_the_name() {
     assert_eq!(out.stdout.trim(), "[]", "{out:?}");
 }
 
-#[test]
-fn interrupted_backup_aborts_its_upload() {
+/// A backup of `script`'s output in 5 MiB parts to a fresh rclone server, progress every 100 ms.
+fn watched_backup(script: &str) -> (S3Server, tempfile::TempDir, Watched) {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
     let creds = server.credentials_dir(ACCESS_KEY, SECRET_KEY);
     let mut cmd = sg_s3(&server.endpoint(), creds.path(), "s3://sts-stackgraph-backup");
-    cmd.env("STS_PROGRESS_INTERVAL", "100ms").args([
-        "backup",
-        "--part-size",
-        "5MiB",
-        "--",
-        "sh",
-        "-c",
-        "head -c 6000000 /dev/zero; sleep 30",
-    ]);
-    let mut backup = Watched::spawn(cmd);
+    cmd.env("STS_PROGRESS_INTERVAL", "100ms")
+        .args(["backup", "--part-size", "5MiB", "--", "sh", "-c", script]);
+    let backup = Watched::spawn(cmd);
+    (server, creds, backup)
+}
+
+/// A pruner with a short `--abort-uploads-older-than` aborts a backup's upload while it is
+/// still being written: the backup says what happened and how to avoid it, not `"X" not found`.
+#[test]
+fn an_upload_aborted_by_a_pruner_meanwhile_is_named() {
+    let (server, creds, mut backup) = watched_backup("head -c 12000000 /dev/zero; sleep 4; head -c 6000000 /dev/zero");
+    backup.wait_for("12 MB read", |l| progress_bytes(l).is_some_and(|b| b >= 12_000_000));
+    std::thread::sleep(Duration::from_millis(1500));
+    // The pruner's own code path, with a threshold shorter than this backup takes.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime.block_on(async {
+        let args = sts_backup_core::storage::StorageArgs {
+            storage: format!("s3://{BUCKET}"),
+            s3_endpoint: Some(server.endpoint()),
+            credentials_dir: Some(creds.path().to_path_buf()),
+            ..Default::default()
+        };
+        let storage = sts_backup_core::storage::Storage::open(&args).await.unwrap();
+        let retention = sts_backup_core::retention::RetentionArgs {
+            retention: Some("7d".into()),
+            abort_uploads_older_than: "1s".into(),
+            ..Default::default()
+        };
+        sts_backup_core::retention::prune(&storage, &retention, chrono::Utc::now())
+            .await
+            .unwrap()
+    });
+    assert_eq!(report.uploads_aborted.len(), 1, "{report:?}");
+    let out = backup.finish();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("was aborted while this run was still writing it")
+            && out.stderr.contains("--abort-uploads-older-than"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("not found"), "{out:?}");
+}
+
+#[test]
+fn interrupted_backup_aborts_its_upload() {
+    let (server, _creds, mut backup) = watched_backup("head -c 6000000 /dev/zero; sleep 30");
     // Mid-stream: the exporter has written everything it will before its long sleep.
     backup.wait_for("6 MB read", |l| progress_bytes(l).is_some_and(|b| b >= 6_000_000));
     let status = std::process::Command::new("kill")

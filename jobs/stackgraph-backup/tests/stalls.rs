@@ -200,3 +200,30 @@ fn sigterm_ends_a_stalled_backup_within_a_bounded_time() {
         "SIGTERM took {took:?} to end the job: {out:?}"
     );
 }
+
+/// One start-up handles signals for every command (issue 11): a `list` waiting on a stalled
+/// server ends on SIGTERM at once with exit 1 and one line, not killed mid-way by the default
+/// action (exit status 143, no message) or left waiting for its timeouts.
+#[test]
+fn sigterm_ends_any_command_with_one_line() {
+    let (server, creds) = setup();
+    let _stopped = Stopped::new(&server);
+    let mut cmd = sg_s3(&server, &creds, &[("S3_REQUEST_TIMEOUT", "30s")]);
+    cmd.arg("list")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Long enough for the runtime and the watcher to be up and the request to be waiting.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    signal(child.id(), "-TERM");
+    let out = Run::from(child.wait_with_output().unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors, ["error: interrupted by SIGTERM"], "{out:?}");
+}

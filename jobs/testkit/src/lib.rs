@@ -4,6 +4,7 @@
 //!
 //! Tools come from `tests/install-tools.sh`; a missing tool fails the test with a message
 //! saying so, rather than skipping it.
+#![warn(clippy::print_stdout, clippy::print_stderr, clippy::too_many_lines)]
 
 pub mod kube_double;
 pub mod proxy;
@@ -454,7 +455,7 @@ impl PgServer {
 /// the `openssl` command: files `ca.pem`, `server.pem` (certificate + CA), `server.key`.
 pub fn make_test_ca() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
+    let run = |args: &[String]| {
         let out = Command::new("openssl")
             .args(args)
             .current_dir(dir.path())
@@ -466,55 +467,20 @@ pub fn make_test_ca() -> tempfile::TempDir {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sts-backup test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
+    let words = |line: &str| line.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let ca = "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj";
+    run(&[words(ca), vec!["/CN=sts-backup test CA".into()]].concat());
+    run(&words(
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
+    ));
     std::fs::write(
         dir.path().join("ext.cnf"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
     )
     .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    run(&words(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf",
+    ));
     let chain = [
         std::fs::read(dir.path().join("server.crt")).unwrap(),
         std::fs::read(dir.path().join("ca.pem")).unwrap(),

@@ -11,19 +11,21 @@
 //! `retention-pruner` is a thin wrapper around [`prune`]; `stackgraph-backup backup` calls
 //! it after a successful upload when [`Policy::is_configured`].
 
+pub mod keep;
 pub mod policy;
 mod report;
 pub mod timedelta;
 
 use chrono::{DateTime, Utc};
 
+pub use keep::KeepArgs;
 pub use policy::{
     plan, plan_checked, BackupDecision, Health, KeepCount, KeepReason, OrphanDecision, OrphanKind, Plan, Policy,
 };
 pub use report::{AbortedUpload, BrokenEntry, DeleteFailureEntry, KeptBackup, OrphanEntry, PruneReport, PurgedBackup};
 pub use timedelta::Retention;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 
@@ -84,21 +86,8 @@ pub struct RetentionArgs {
     )]
     pub min_keep: usize,
 
-    /// Keep the N newest backups (restic forget semantics; "unlimited" keeps all).
-    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_LAST", value_name = "N")]
-    pub keep_last: Option<KeepCount>,
-
-    /// Keep the newest backup of each of the N newest days that have backups (UTC).
-    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_DAILY", value_name = "N")]
-    pub keep_daily: Option<KeepCount>,
-
-    /// Keep the newest backup of each of the N newest ISO weeks that have backups.
-    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_WEEKLY", value_name = "N")]
-    pub keep_weekly: Option<KeepCount>,
-
-    /// Keep the newest backup of each of the N newest months that have backups.
-    #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_MONTHLY", value_name = "N")]
-    pub keep_monthly: Option<KeepCount>,
+    #[command(flatten)]
+    pub keep: KeepArgs,
 
     /// Abort multipart uploads older than this, and delete orphaned backup objects (data
     /// without manifest) last modified longer ago than this. 0 or off disables both.
@@ -131,10 +120,7 @@ impl Default for RetentionArgs {
             datetime_format: DEFAULT_DATETIME_FORMAT.into(),
             retention: None,
             min_keep: DEFAULT_MIN_KEEP,
-            keep_last: None,
-            keep_daily: None,
-            keep_weekly: None,
-            keep_monthly: None,
+            keep: KeepArgs::default(),
             abort_uploads_older_than: DEFAULT_ABORT_UPLOADS_OLDER_THAN.into(),
             dry_run: false,
         }
@@ -259,7 +245,7 @@ fn refuse_if_nothing_matches(objects: &[ObjectMeta], plan: &Plan, policy: &Polic
 fn log_plan(plan: &Plan, policy: &Policy) {
     for b in &plan.backups {
         if b.keep() {
-            let reasons: Vec<&str> = b.reasons.iter().map(KeepReason::as_str).collect();
+            let reasons: Vec<_> = b.reasons.iter().map(KeepReason::as_str).collect();
             tracing::info!("Not purging backup {:?} ({})", b.key, reasons.join(", "));
         } else {
             tracing::info!(
@@ -351,7 +337,7 @@ async fn delete_planned(
     data_keys.extend(
         orphans
             .iter()
-            .filter(|o| o.kind == OrphanKind::Data)
+            .filter(|o| matches!(o.kind, OrphanKind::Data | OrphanKind::Claim))
             .map(|o| o.key.clone()),
     );
     let data_failures = delete_batched(storage, &data_keys, report).await;
@@ -371,10 +357,20 @@ async fn delete_planned(
             }
         }
     }
+    record_orphans(orphans, &manifest_failures, &data_failures, report);
+}
+
+/// Records the outcome of each orphan's delete.
+fn record_orphans(
+    orphans: &[&OrphanDecision],
+    manifest_failures: &HashMap<String, String>,
+    data_failures: &HashMap<String, String>,
+    report: &mut PruneReport,
+) {
     for o in orphans {
         let failed = match o.kind {
             OrphanKind::Manifest => manifest_failures.get(&o.key),
-            OrphanKind::Data => data_failures.get(&o.key),
+            OrphanKind::Data | OrphanKind::Claim => data_failures.get(&o.key),
         };
         match failed {
             Some(reason) => report.failures.push(DeleteFailureEntry {
@@ -390,11 +386,7 @@ async fn delete_planned(
 }
 
 /// Deletes keys through [`Storage::delete_many`] and returns the failed keys with why.
-async fn delete_batched(
-    storage: &Storage,
-    keys: &[String],
-    report: &mut PruneReport,
-) -> std::collections::HashMap<String, String> {
+async fn delete_batched(storage: &Storage, keys: &[String], report: &mut PruneReport) -> HashMap<String, String> {
     report.delete_requests += keys.len().div_ceil(DELETE_BATCH);
     storage
         .delete_many(keys)

@@ -6,11 +6,13 @@ use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use regex::Regex;
 
+use super::keep::{Gfs, KeepArgs};
 use super::timedelta::Retention;
 use super::RetentionArgs;
+use crate::claim::is_claim;
 use crate::error::{Error, Result};
 use crate::naming::MANIFEST_SUFFIX;
 use crate::storage::ObjectMeta;
@@ -66,10 +68,7 @@ pub struct Policy {
     pub datetime_format: String,
     pub retention: Option<Retention>,
     pub min_keep: usize,
-    pub keep_last: Option<KeepCount>,
-    pub keep_daily: Option<KeepCount>,
-    pub keep_weekly: Option<KeepCount>,
-    pub keep_monthly: Option<KeepCount>,
+    pub keep: KeepArgs,
     /// Pending uploads and orphans younger than this are left alone; `None` disables both.
     pub abort_after: Option<TimeDelta>,
     pub dry_run: bool,
@@ -119,10 +118,7 @@ impl Policy {
             datetime_format: spec.datetime_format.clone(),
             retention,
             min_keep: spec.min_keep,
-            keep_last: spec.keep_last,
-            keep_daily: spec.keep_daily,
-            keep_weekly: spec.keep_weekly,
-            keep_monthly: spec.keep_monthly,
+            keep: spec.keep,
             abort_after,
             dry_run: spec.dry_run,
         })
@@ -130,11 +126,7 @@ impl Policy {
 
     /// Whether any rule that deletes backups is configured. Without one nothing is deleted.
     pub fn is_configured(&self) -> bool {
-        self.retention.is_some()
-            || [self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly]
-                .iter()
-                .flatten()
-                .any(KeepCount::is_active)
+        self.retention.is_some() || self.keep.active().next().is_some()
     }
 
     /// One line describing the policy, for logs and reports.
@@ -143,15 +135,9 @@ impl Policy {
         if let Some(r) = &self.retention {
             parts.push(format!("age <= {r}"));
         }
-        for (name, keep) in [
-            ("last", self.keep_last),
-            ("daily", self.keep_daily),
-            ("weekly", self.keep_weekly),
-            ("monthly", self.keep_monthly),
-        ] {
-            if let Some(k) = keep.filter(KeepCount::is_active) {
-                parts.push(format!("{name} {k}"));
-            }
+        for rule in self.keep.active() {
+            let count = rule.count.map(|c| c.to_string()).unwrap_or_default();
+            parts.push(format!("{} {count}", rule.flag.trim_start_matches("keep-")));
         }
         if parts.is_empty() {
             return "no retention configured: keep everything".into();
@@ -216,30 +202,21 @@ pub enum KeepReason {
     MinKeep,
     /// `now - timestamp <= --retention`.
     WithinRetention,
-    Last,
-    Daily,
-    Weekly,
-    Monthly,
+    /// A GFS rule, by its flag's name (`keep-daily`).
+    Rule(&'static str),
     /// restic's rule: the oldest backup is kept when a GFS rule still has counts left.
-    OldestDaily,
-    OldestWeekly,
-    OldestMonthly,
+    OldestOf(&'static str),
 }
 
 impl KeepReason {
-    pub fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            KeepReason::NotConfigured => "no retention configured",
-            KeepReason::Newest => "newest",
-            KeepReason::MinKeep => "min-keep",
-            KeepReason::WithinRetention => "within retention",
-            KeepReason::Last => "keep-last",
-            KeepReason::Daily => "keep-daily",
-            KeepReason::Weekly => "keep-weekly",
-            KeepReason::Monthly => "keep-monthly",
-            KeepReason::OldestDaily => "oldest keep-daily",
-            KeepReason::OldestWeekly => "oldest keep-weekly",
-            KeepReason::OldestMonthly => "oldest keep-monthly",
+            KeepReason::NotConfigured => "no retention configured".into(),
+            KeepReason::Newest => "newest".into(),
+            KeepReason::MinKeep => "min-keep".into(),
+            KeepReason::WithinRetention => "within retention".into(),
+            KeepReason::Rule(flag) => (*flag).into(),
+            KeepReason::OldestOf(flag) => format!("oldest {flag}").into(),
         }
     }
 }
@@ -288,6 +265,9 @@ pub enum OrphanKind {
     Data,
     /// A manifest without its data object.
     Manifest,
+    /// The claim of a backup run on storage without conditional writes ([`crate::claim`]),
+    /// left by a run that was killed.
+    Claim,
 }
 
 impl OrphanKind {
@@ -295,6 +275,7 @@ impl OrphanKind {
         match self {
             OrphanKind::Data => "data without manifest",
             OrphanKind::Manifest => "manifest without data",
+            OrphanKind::Claim => "claim of an interrupted backup run",
         }
     }
 }
@@ -375,8 +356,12 @@ pub fn plan_checked(objects: &[ObjectMeta], health: &Health, policy: &Policy, no
             reasons: Vec::new(),
         });
     }
+    plan.orphans.extend(stale_claims(&keys, policy, now));
     for obj in &keys {
-        if claimed_manifests.contains(obj.key.as_str()) || policy.backup_timestamp(&obj.key).is_some() {
+        if claimed_manifests.contains(obj.key.as_str())
+            || policy.backup_timestamp(&obj.key).is_some()
+            || is_claim(&obj.key)
+        {
             continue;
         }
         let dangling = obj
@@ -397,6 +382,19 @@ pub fn plan_checked(objects: &[ObjectMeta], health: &Health, policy: &Policy, no
     plan
 }
 
+/// Claims of backup runs, dated by when they were written: removed like other leftovers of
+/// interrupted runs once older than `--abort-uploads-older-than`.
+fn stale_claims<'a>(
+    keys: &'a [&ObjectMeta],
+    policy: &'a Policy,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = OrphanDecision> + 'a {
+    keys.iter().filter(|o| is_claim(&o.key)).map(move |o| {
+        let written = o.modified.map_or(now, DateTime::<Utc>::from);
+        orphan(o, OrphanKind::Claim, written, policy, now)
+    })
+}
+
 fn orphan(
     obj: &ObjectMeta,
     kind: OrphanKind,
@@ -411,6 +409,8 @@ fn orphan(
         Some(min_age) if age(now, modified) <= min_age => {
             (false, "younger than --abort-uploads-older-than (may be in progress)")
         }
+        // A claim dates a run, not a backup: the age rule alone decides.
+        Some(_) if kind == OrphanKind::Claim => (true, "older than --abort-uploads-older-than"),
         Some(_) => match &policy.retention {
             Some(r) if age(now, ts) <= r.as_timedelta() => (false, "within retention"),
             _ => (true, "older than --abort-uploads-older-than"),
@@ -436,50 +436,10 @@ fn decide(backups: &mut [BackupDecision], policy: &Policy, now: DateTime<Utc>) {
         }
         return;
     }
-    // GFS buckets, restic `forget` semantics: walking newest to oldest, a backup is kept
-    // by a rule when its period differs from the last one that rule kept, while the rule
-    // has counts left; the oldest backup is kept too if the rule still has counts left.
-    let buckets: [Bucket; 4] = [
-        (policy.keep_last, |_, nr| nr as i64, KeepReason::Last, None),
-        (
-            policy.keep_daily,
-            |t, _| t.year() as i64 * 10_000 + t.month() as i64 * 100 + t.day() as i64,
-            KeepReason::Daily,
-            Some(KeepReason::OldestDaily),
-        ),
-        (
-            policy.keep_weekly,
-            |t, _| {
-                let w = t.iso_week();
-                w.year() as i64 * 100 + w.week() as i64
-            },
-            KeepReason::Weekly,
-            Some(KeepReason::OldestWeekly),
-        ),
-        (
-            policy.keep_monthly,
-            |t, _| t.year() as i64 * 100 + t.month() as i64,
-            KeepReason::Monthly,
-            Some(KeepReason::OldestMonthly),
-        ),
-    ];
-    // (remaining count: None = unlimited, last period kept)
-    let mut state: Vec<(Option<u32>, Option<i64>)> = buckets
-        .iter()
-        .map(|(k, ..)| {
-            (
-                match k {
-                    None => Some(0),
-                    Some(KeepCount::Count(c)) => Some(*c),
-                    Some(KeepCount::Unlimited) => None,
-                },
-                None,
-            )
-        })
-        .collect();
     let retention = policy.retention.map(|r| r.as_timedelta());
 
     let restorable = backups.iter().filter(|b| b.restorable()).count();
+    let mut gfs = Gfs::new(&policy.keep, restorable);
     let mut nr = 0;
     for b in backups.iter_mut() {
         if b.restorable() && nr == 0 {
@@ -493,39 +453,8 @@ fn decide(backups: &mut [BackupDecision], policy: &Policy, now: DateTime<Utc>) {
             b.reasons.push(KeepReason::WithinRetention);
         }
         if b.restorable() {
-            keep_by_period(b, nr, restorable, &buckets, &mut state);
+            gfs.keep(b, nr);
             nr += 1;
-        }
-    }
-}
-
-type PeriodFn = fn(DateTime<Utc>, usize) -> i64;
-type Bucket = (Option<KeepCount>, PeriodFn, KeepReason, Option<KeepReason>);
-
-/// The GFS rules for the `nr`-th newest of `n` restorable backups.
-fn keep_by_period(
-    b: &mut BackupDecision,
-    nr: usize,
-    n: usize,
-    buckets: &[Bucket; 4],
-    state: &mut [(Option<u32>, Option<i64>)],
-) {
-    for ((_, period, reason, oldest), (remaining, last)) in buckets.iter().zip(state.iter_mut()) {
-        if *remaining == Some(0) {
-            continue;
-        }
-        let val = period(b.timestamp, nr);
-        let is_oldest = nr == n - 1;
-        if *last != Some(val) || is_oldest {
-            let why = match oldest {
-                Some(o) if *last == Some(val) => *o,
-                _ => *reason,
-            };
-            b.reasons.push(why);
-            *last = Some(val);
-            if let Some(c) = remaining {
-                *c -= 1;
-            }
         }
     }
 }

@@ -202,80 +202,94 @@ impl<'a> Lexer<'a> {
 
     /// A Python number literal (int in any base, or float); complex literals are refused.
     fn number(&mut self) -> Result<Num, PyError> {
-        let syntax = |why: &str| PyError::Syntax(why.to_string());
-        let num = if self.peek() == Some(b'0')
-            && matches!(self.peek_at(1), Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B'))
-        {
-            let radix = match self.peek_at(1).unwrap().to_ascii_lowercase() {
-                b'x' => 16,
-                b'o' => 8,
-                _ => 2,
-            };
-            self.pos += 2;
-            let digits = self
-                .digits(radix, true)
-                .ok_or_else(|| syntax("invalid number literal"))?;
-            Num::Int(i128::from_str_radix(&digits, radix).map_err(|_| PyError::Value("number is too large".into()))?)
+        let prefixed =
+            self.peek() == Some(b'0') && matches!(self.peek_at(1), Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B'));
+        let num = if prefixed {
+            self.prefixed_int()?
         } else {
-            let int_part = self.digits(10, false);
-            let mut text = int_part.clone().unwrap_or_default();
-            let mut is_float = false;
-            if self.peek() == Some(b'.') {
-                self.pos += 1;
-                is_float = true;
-                text.push('.');
-                let frac = self.digits(10, false);
-                if int_part.is_none() && frac.is_none() {
-                    return Err(syntax("invalid syntax"));
-                }
-                text.push_str(&frac.unwrap_or_default());
-            } else if int_part.is_none() {
-                return Err(syntax("expected a number"));
-            }
-            if matches!(self.peek(), Some(b'e' | b'E')) {
-                let save = self.pos;
-                self.pos += 1;
-                let mut exp = String::from("e");
-                if let Some(sign @ (b'+' | b'-')) = self.peek() {
-                    exp.push(sign as char);
-                    self.pos += 1;
-                }
-                match self.digits(10, false) {
-                    Some(d) => {
-                        exp.push_str(&d);
-                        text.push_str(&exp);
-                        is_float = true;
-                    }
-                    None => {
-                        self.pos = save;
-                        return Err(syntax("invalid decimal literal"));
-                    }
-                }
-            }
-            if matches!(self.peek(), Some(b'j' | b'J')) {
-                return Err(PyError::Value(
-                    "complex numbers are not a valid timedelta component".into(),
-                ));
-            }
-            if is_float {
-                Num::Float(text.parse::<f64>().map_err(|_| syntax("invalid number literal"))?)
-            } else {
-                let digits = int_part.unwrap_or_default();
-                if digits.len() > 1 && digits.starts_with('0') && digits.bytes().any(|b| b != b'0') {
-                    return Err(syntax("leading zeros in decimal integer literals are not permitted"));
-                }
-                Num::Int(
-                    digits
-                        .parse::<i128>()
-                        .map_err(|_| PyError::Value("number is too large".into()))?,
-                )
-            }
+            self.decimal()?
         };
         // Python's tokenizer refuses a number glued to a name (`30d`, `1_`, `0x1g`).
         if self.peek().is_some_and(is_ident_char) || self.peek() == Some(b'.') {
             return Err(syntax("invalid number literal"));
         }
         Ok(num)
+    }
+
+    /// `0x…`, `0o…`, `0b…`.
+    fn prefixed_int(&mut self) -> Result<Num, PyError> {
+        let radix = match self.peek_at(1).map(|c| c.to_ascii_lowercase()) {
+            Some(b'x') => 16,
+            Some(b'o') => 8,
+            _ => 2,
+        };
+        self.pos += 2;
+        let digits = self
+            .digits(radix, true)
+            .ok_or_else(|| syntax("invalid number literal"))?;
+        let value = i128::from_str_radix(&digits, radix).map_err(|_| PyError::Value("number is too large".into()))?;
+        Ok(Num::Int(value))
+    }
+
+    /// A decimal int or float: `12`, `1.5`, `.5`, `1e3`.
+    fn decimal(&mut self) -> Result<Num, PyError> {
+        let int_part = self.digits(10, false);
+        let mut text = int_part.clone().unwrap_or_default();
+        let mut is_float = false;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            is_float = true;
+            text.push('.');
+            let frac = self.digits(10, false);
+            if int_part.is_none() && frac.is_none() {
+                return Err(syntax("invalid syntax"));
+            }
+            text.push_str(&frac.unwrap_or_default());
+        } else if int_part.is_none() {
+            return Err(syntax("expected a number"));
+        }
+        if let Some(exp) = self.exponent()? {
+            text.push_str(&exp);
+            is_float = true;
+        }
+        if matches!(self.peek(), Some(b'j' | b'J')) {
+            return Err(PyError::Value(
+                "complex numbers are not a valid timedelta component".into(),
+            ));
+        }
+        if is_float {
+            return Ok(Num::Float(
+                text.parse::<f64>().map_err(|_| syntax("invalid number literal"))?,
+            ));
+        }
+        let digits = int_part.unwrap_or_default();
+        if digits.len() > 1 && digits.starts_with('0') && digits.bytes().any(|b| b != b'0') {
+            return Err(syntax("leading zeros in decimal integer literals are not permitted"));
+        }
+        let value = digits
+            .parse::<i128>()
+            .map_err(|_| PyError::Value("number is too large".into()))?;
+        Ok(Num::Int(value))
+    }
+
+    /// An exponent (`e-3`), if one follows.
+    fn exponent(&mut self) -> Result<Option<String>, PyError> {
+        if !matches!(self.peek(), Some(b'e' | b'E')) {
+            return Ok(None);
+        }
+        self.pos += 1;
+        let mut exp = String::from("e");
+        if let Some(sign @ (b'+' | b'-')) = self.peek() {
+            exp.push(sign as char);
+            self.pos += 1;
+        }
+        match self.digits(10, false) {
+            Some(d) => {
+                exp.push_str(&d);
+                Ok(Some(exp))
+            }
+            None => Err(syntax("invalid decimal literal")),
+        }
     }
 
     /// `('+' | '-')* NUMBER`
@@ -315,29 +329,36 @@ fn parse_python(text: &str) -> Result<i128, PyError> {
         s: text.as_bytes(),
         pos: 0,
     };
-    let mut args: [Option<Num>; 7] = [None; 7];
-    let mut positional = 0usize;
-    let mut seen_keyword = false;
+    let mut args = Arguments::default();
     loop {
         lx.skip_ws();
         if lx.peek().is_none() {
             break;
         }
-        let save = lx.pos;
-        let keyword = match lx.ident() {
-            Some(name) => {
-                lx.skip_ws();
-                if lx.peek() == Some(b'=') && lx.peek_at(1) != Some(b'=') {
-                    lx.pos += 1;
-                    Some(name)
-                } else {
-                    lx.pos = save;
-                    None
-                }
-            }
-            None => None,
-        };
+        let keyword = lx.keyword();
         let value = lx.value()?;
+        args.place(keyword, value)?;
+        if !lx.separator()? {
+            break;
+        }
+    }
+    // A lone "," is `timedelta(,)`: a syntax error in Python.
+    if args.values.iter().all(Option::is_none) && text.contains(',') {
+        return Err(syntax("invalid syntax (empty argument)"));
+    }
+    total_micros(&args.values)
+}
+
+/// The seven `timedelta` arguments as they are given, positional first.
+#[derive(Default)]
+struct Arguments {
+    values: [Option<Num>; 7],
+    positional: usize,
+    seen_keyword: bool,
+}
+
+impl Arguments {
+    fn place(&mut self, keyword: Option<&str>, value: Num) -> Result<(), PyError> {
         match keyword {
             Some(name) => {
                 let idx = KEYWORDS.iter().position(|k| *k == name).ok_or_else(|| {
@@ -346,44 +367,63 @@ fn parse_python(text: &str) -> Result<i128, PyError> {
                         KEYWORDS.join(", ")
                     ))
                 })?;
-                if args[idx].is_some() {
+                if self.values[idx].is_some() {
                     return Err(PyError::Value(format!("{name} is given more than once")));
                 }
-                args[idx] = Some(value);
-                seen_keyword = true;
+                self.values[idx] = Some(value);
+                self.seen_keyword = true;
             }
             None => {
-                if seen_keyword {
-                    return Err(PyError::Syntax(
-                        "a positional argument follows a keyword argument".into(),
-                    ));
+                if self.seen_keyword {
+                    return Err(syntax("a positional argument follows a keyword argument"));
                 }
-                if positional >= KEYWORDS.len() {
+                if self.positional >= KEYWORDS.len() {
                     return Err(PyError::Value("timedelta takes at most 7 arguments".into()));
                 }
-                args[positional] = Some(value);
-                positional += 1;
+                self.values[self.positional] = Some(value);
+                self.positional += 1;
             }
         }
-        lx.skip_ws();
-        match lx.peek() {
-            None => break,
-            Some(b',') => lx.pos += 1,
+        Ok(())
+    }
+}
+
+impl<'a> Lexer<'a> {
+    /// `NAME =` before a value, if present (`==` is not an assignment).
+    fn keyword(&mut self) -> Option<&'a str> {
+        let save = self.pos;
+        let name = self.ident()?;
+        self.skip_ws();
+        if self.peek() == Some(b'=') && self.peek_at(1) != Some(b'=') {
+            self.pos += 1;
+            Some(name)
+        } else {
+            self.pos = save;
+            None
+        }
+    }
+
+    /// The `,` after a value: `Ok(false)` at the end of the input.
+    fn separator(&mut self) -> Result<bool, PyError> {
+        self.skip_ws();
+        match self.peek() {
+            None => return Ok(false),
+            Some(b',') => self.pos += 1,
             Some(_) => {
-                let rest: String = String::from_utf8_lossy(&lx.s[lx.pos..]).chars().take(20).collect();
-                return Err(PyError::Syntax(format!("unexpected {rest:?} after a value")));
+                let rest: String = String::from_utf8_lossy(&self.s[self.pos..]).chars().take(20).collect();
+                return Err(syntax(&format!("unexpected {rest:?} after a value")));
             }
         }
-        lx.skip_ws();
-        if lx.peek() == Some(b',') {
-            return Err(PyError::Syntax("invalid syntax (empty argument)".into()));
+        self.skip_ws();
+        if self.peek() == Some(b',') {
+            return Err(syntax("invalid syntax (empty argument)"));
         }
+        Ok(true)
     }
-    // A lone "," is `timedelta(,)`: a syntax error in Python.
-    if args.iter().all(Option::is_none) && text.contains(',') {
-        return Err(PyError::Syntax("invalid syntax (empty argument)".into()));
-    }
-    total_micros(&args)
+}
+
+fn syntax(why: &str) -> PyError {
+    PyError::Syntax(why.to_string())
 }
 
 fn overflow() -> PyError {

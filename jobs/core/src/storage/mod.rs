@@ -48,6 +48,15 @@ pub enum StorageError {
     /// dropped): a failure (exit 1), not a bad backup.
     #[error("storage connection lost while reading {key:?}: {detail}")]
     ConnectionLost { key: String, detail: String },
+    /// The server no longer knows the upload this run is writing: something aborted it
+    /// meanwhile (a pruner whose `--abort-uploads-older-than` is shorter than this backup,
+    /// or a bucket lifecycle rule). Nothing was committed.
+    #[error(
+        "{location}: the upload of {key:?} was aborted while this run was still writing it (by a pruner whose \
+         --abort-uploads-older-than is shorter than this backup takes, or by a bucket lifecycle rule); nothing \
+         was committed: keep --abort-uploads-older-than above the longest backup's duration"
+    )]
+    UploadAborted { location: String, key: String },
     /// A create-only write found the key taken (another writer got there first).
     #[error("{location}: {key:?} already exists")]
     AlreadyExists { location: String, key: String },
@@ -82,6 +91,14 @@ impl StorageError {
 }
 
 pub type StorageResult<T> = std::result::Result<T, StorageError>;
+
+/// An upload's own parts "not found" mid-write means someone aborted the upload: say so.
+fn aborted_meanwhile(e: StorageError) -> StorageError {
+    match e {
+        StorageError::NotFound { location, key } => StorageError::UploadAborted { location, key },
+        other => other,
+    }
+}
 
 /// What a listing says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,18 +326,20 @@ impl Upload {
     /// Sends one part. S3 parts go out concurrently, up to the configured limit, so this
     /// returns as soon as a slot is free; the memory held is bounded by parts in flight.
     pub async fn put_part(&mut self, data: Bytes) -> StorageResult<()> {
-        match self {
+        let sent = match self {
             Upload::File(u) => u.put_part(data).await,
             Upload::S3(u) => u.put_part(data).await,
-        }
+        };
+        sent.map_err(aborted_meanwhile)
     }
 
     /// Makes the object visible under its key.
     pub async fn complete(self) -> StorageResult<()> {
-        match self {
+        let done = match self {
             Upload::File(u) => u.complete().await,
             Upload::S3(u) => u.complete().await,
-        }
+        };
+        done.map_err(aborted_meanwhile)
     }
 
     /// Throws the upload away; nothing is left under the key.

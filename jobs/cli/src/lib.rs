@@ -1,6 +1,11 @@
-//! One start-up for every job binary: argument parsing whose usage errors are one line and
-//! exit 2, logging, the async runtime, and errors mapped to exit codes and printed as one line.
-//! A binary's `main` is `parse`, then `run` with its async body.
+//! The binary edge shared by every job binary: argument parsing whose usage errors are one
+//! line and exit 2, logging, the async runtime, the process's signal watcher, and errors mapped
+//! to exit codes and printed as one line. A binary's `main` is `parse`, then `run` with its
+//! async body.
+//!
+//! This is the one library that prints and the one that uses `anyhow`: the libraries below it
+//! return typed errors and data, and the binaries render them.
+#![warn(clippy::too_many_lines)]
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -9,9 +14,11 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::error::report;
-use crate::exit::Exit;
-use crate::logging::{self, LogFormat};
+use sts_backup_core::error::Error;
+use sts_backup_core::exit::Exit;
+use sts_backup_core::interrupt;
+use sts_backup_core::logging::{self, LogFormat};
+use sts_backup_core::storage::StorageError;
 
 /// Parses the process arguments. `--help` and `--version` print and end the process with 0;
 /// a usage error prints one line naming the argument and ends it with 2.
@@ -52,8 +59,11 @@ pub fn parse_from<P: FromArgMatches>(
     }
 }
 
-/// Sets up logging and the runtime, runs the job and turns its error into one line and an
-/// exit code.
+/// Sets up logging, the runtime and the signal watcher, runs the job and turns its error into
+/// one line and an exit code.
+///
+/// A SIGTERM/SIGINT ends the job here (exit 1, one line) unless a step that cleans up after
+/// itself holds an [`interrupt::Interrupt`]: that step then ends the job its own way.
 pub fn run<F>(log_format: LogFormat, job: impl FnOnce() -> F) -> Exit
 where
     F: Future<Output = anyhow::Result<Exit>>,
@@ -63,10 +73,36 @@ where
         Ok(runtime) => runtime,
         Err(e) => return report(&anyhow::Error::new(e).context("starting the async runtime")),
     };
-    match runtime.block_on(job()) {
+    let outcome = runtime.block_on(async {
+        interrupt::install()?;
+        tokio::select! {
+            outcome = job() => outcome,
+            stopped = interrupt::unhandled() => Err(stopped.into()),
+        }
+    });
+    match outcome {
         Ok(exit) => exit,
         Err(e) => report(&e),
     }
+}
+
+/// Prints an error as one line (`error: a: b: c`, or a JSON log event) and returns its exit
+/// code, found from the typed error anywhere in the chain.
+pub fn report(err: &anyhow::Error) -> Exit {
+    let exit = err
+        .chain()
+        .find_map(|e| {
+            e.downcast_ref::<Error>()
+                .map(Error::exit)
+                .or_else(|| e.downcast_ref::<StorageError>().map(StorageError::exit))
+        })
+        .unwrap_or(Exit::Failure);
+    let line = logging::scrub(&format!("{err:#}").replace('\n', " "));
+    match logging::format() {
+        LogFormat::Json => tracing::error!(exit_code = exit as u8, "{line}"),
+        LogFormat::Text => eprintln!("error: {line}"),
+    }
+    exit
 }
 
 /// One line for a usage error: clap's first paragraph joined, or, for a negative value that

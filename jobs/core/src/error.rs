@@ -23,12 +23,10 @@ pub enum Error {
     Command(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The message carries the I/O error; it is not also a `source`, or the one-line report
+    /// (which prints the whole chain) would say it twice.
+    #[error("{context}: {error}")]
+    Io { context: String, error: std::io::Error },
 }
 
 impl Error {
@@ -39,7 +37,7 @@ impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            error: source,
         }
     }
 

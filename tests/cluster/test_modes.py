@@ -10,7 +10,8 @@ Each class installs one release (the storage Service is port 9000 on the host ne
 release at a time), runs `helm test`, a backup from the CronJob, the list script, a restore into
 the empty target with the data compared to the source, a refused restore into the non-empty
 target (exit 3, target untouched) and, where the importer can overwrite (PostgreSQL), a forced
-restore over a tampered target. The objects are read in the backend itself, not through the
+restore over a tampered target, then a forced restore of a backup changed in the backend (exit 4,
+target untouched). The objects are read and changed in the backend itself, not through the
 gateway. The S3 gateway class then upgrades the release (generated storage keys kept, the storage
 pod replaced and still reachable) and uninstalls it (nothing of the release left, the backups
 still in the backend).
@@ -87,8 +88,8 @@ def sha256(data):
 class Backend:
     remote = ""  # rclone's on-the-fly remote for this backend
 
-    def rclone(self, *args):
-        return subprocess.run(["rclone", *args, "--config", "", "--retries", "1"], capture_output=True,
+    def rclone(self, *args, data=None):
+        return subprocess.run(["rclone", *args, "--config", "", "--retries", "1"], capture_output=True, input=data,
                               env=dict(os.environ, **self.rclone_env()), check=True, timeout=120).stdout
 
     def objects(self, bucket):
@@ -410,6 +411,14 @@ class GatewayMode:
             self.assertNotEqual(store.restored(c, self.ns), source)
             p = self.script("restore-stackgraph-backup.sh", row["name"], "-force")
             self.assertEqual(p.returncode, 0, f"{p.stdout}\n{p.stderr}")
+            self.assertEqual(store.restored(c, self.ns), source)
+            # 7. one byte of the backup changed in the backend: refused as an integrity failure
+            #    (exit 4) even with -force, before the importer sees a byte; the target keeps its data
+            corrupt = bytearray(objects[key])
+            corrupt[len(corrupt) // 2] ^= 0xFF
+            self.backend.rclone("rcat", f"{self.backend.remote}{store.bucket}/{key}", data=bytes(corrupt))
+            p = self.script("restore-stackgraph-backup.sh", row["name"], "-force")
+            self.assertEqual(p.returncode, 4, f"{p.stdout}\n{p.stderr}")
             self.assertEqual(store.restored(c, self.ns), source)
 
 

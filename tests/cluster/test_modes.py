@@ -1,18 +1,18 @@
-"""The chart's storage gateway modes and the PostgreSQL graph stand-in, end to end on the cluster
-double (test_e2e.py covers local PVC mode with etcd).
+"""The chart's three storage modes and the PostgreSQL graph stand-in, end to end on the cluster
+double (test_e2e.py covers local PVC mode with etcd and the writers' scaling).
 
 Real here: helm and kubectl; the pods in containers built from the product's images; the storage
-Deployment's `rclone serve s3` as a gateway in front of a real backend on 127.0.0.1 — SeaweedFS
-(`weed mini`, S3 gateway mode) or Azurite (Azure gateway mode); the graph servers (PostgreSQL 15,
-etcd 3.4) and their own tools in the stand-in images; the restore scripts.
+Deployment's `rclone serve s3` on its PVC or as a gateway in front of a real backend on
+127.0.0.1 — SeaweedFS (`weed mini`, S3 gateway mode) or Azurite (Azure gateway mode); the graph
+servers (PostgreSQL 15, etcd 3.4) and their own tools in the stand-in images; the restore scripts.
 
 Each class installs one release (the storage Service is port 9000 on the host network, so one
 release at a time), runs `helm test`, a backup from the CronJob, the list script, a restore into
 the empty target with the data compared to the source, a refused restore into the non-empty
 target (exit 3, target untouched) and, where the importer can overwrite (PostgreSQL), a forced
 restore over a tampered target, then a forced restore of a backup changed in the backend (exit 4,
-target untouched). The objects are read and changed in the backend itself, not through the
-gateway. The S3 gateway class then upgrades the release (generated storage keys kept, the storage
+target untouched). The objects are read and changed in the backend itself (the volume, SeaweedFS,
+Azurite), not through the storage service. The S3 gateway class then upgrades the release (generated storage keys kept, the storage
 pod replaced and still reachable) and uninstalls it (nothing of the release left, the backups
 still in the backend).
 """
@@ -92,10 +92,37 @@ class Backend:
         return subprocess.run(["rclone", *args, "--config", "", "--retries", "1"], capture_output=True, input=data,
                               env=dict(os.environ, **self.rclone_env()), check=True, timeout=120).stdout
 
+    def attach(self, c, ns, bucket):
+        """Called once the cluster runs: the bucket, as the operator makes it (chart NOTES: "the
+        buckets ... must exist there")."""
+        self.rclone("mkdir", f"{self.remote}{bucket}")
+
     def objects(self, bucket):
         """{key: bytes} of every object in the bucket, as the backend holds it."""
         keys = self.rclone("lsf", "-R", "--files-only", f"{self.remote}{bucket}").decode().split()
         return {k: self.rclone("cat", f"{self.remote}{bucket}/{k}") for k in keys}
+
+
+class LocalVolume(Backend):
+    """Local mode: the storage Deployment serves its PVC, a directory the kubelet double keeps."""
+
+    mode = "local"
+
+    def __init__(self, work):
+        pass
+
+    def attach(self, c, ns, bucket):
+        # rclone's local backend reads the volume; the buckets are the server's to create
+        self.remote = os.path.join(c.dir, "kubelet", "pvcs", ns, f"{RELEASE}-minio") + "/"
+
+    def helm_args(self):
+        return ["-f", values_file("local.yaml")]
+
+    def rclone_env(self):
+        return {}
+
+    def stop(self):
+        pass
 
 
 class SeaweedS3(Backend):
@@ -297,7 +324,7 @@ class PostgresStore:
 # ---- the tests ---------------------------------------------------------------------------------
 
 
-class GatewayMode:
+class StorageMode:
     """One release in one storage mode with one graph server; subclasses pick the two."""
 
     backend_class = store_class = None
@@ -316,8 +343,6 @@ class GatewayMode:
             cls.cleanups.append(cls.backend.stop)
             cls.store = cls.store_class(cls.work)
             cls.cleanups.append(cls.store.stop)
-            # the operator's part (chart NOTES: "the buckets ... must exist there")
-            cls.backend.rclone("mkdir", f"{cls.backend.remote}{cls.store.bucket}")
             # The storage pod binds the Service port on the host: one release on this machine at a time.
             wait_for(lambda: not port_open(STORAGE_PORT), 300,
                      f"127.0.0.1:{STORAGE_PORT} to be free (another storage service of a cluster test runs)")
@@ -326,6 +351,7 @@ class GatewayMode:
             cls.monitor_port = free_port()  # the monitor runs on the host network too
             cls.c.kubectl("create", "namespace", cls.ns)
             cls.store.prepare(cls.c, cls.ns)
+            cls.backend.attach(cls.c, cls.ns, cls.store.bucket)
             cls.install = cls.c.helm("install", RELEASE, *cls.chart_args(), "--wait", "--timeout", "120s", timeout=200)
         except BaseException:
             cls.tearDownClass()
@@ -422,7 +448,7 @@ class GatewayMode:
             self.assertEqual(store.restored(c, self.ns), source)
 
 
-class S3GatewayPostgres(GatewayMode, unittest.TestCase):
+class S3GatewayPostgres(StorageMode, unittest.TestCase):
     """S3 gateway mode (rclone in front of SeaweedFS) with PostgreSQL as the graph server; the
     storage keys are generated by the chart."""
 
@@ -482,11 +508,18 @@ class S3GatewayPostgres(GatewayMode, unittest.TestCase):
                          "helm uninstall changed the backups in the backend")
 
 
-class AzureGatewayEtcd(GatewayMode, unittest.TestCase):
+class AzureGatewayEtcd(StorageMode, unittest.TestCase):
     """Azure gateway mode (rclone in front of Azurite) with etcd as the graph server."""
 
     backend_class, store_class = AzuriteBlob, EtcdStore
     ns = "azgw"
+
+
+class LocalPostgres(StorageMode, unittest.TestCase):
+    """Local mode (the PVC) with PostgreSQL (test_e2e.py runs local mode with etcd)."""
+
+    backend_class, store_class = LocalVolume, PostgresStore
+    ns = "local"
 
 
 if __name__ == "__main__":

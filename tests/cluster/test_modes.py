@@ -406,8 +406,8 @@ class StorageMode:
         self.assertNotIn("unknown field", self.install.stderr)
         deploy = json.loads(c.kubectl("get", "deploy", f"{RELEASE}-minio", "-n", self.ns, "-o", "json").stdout)
         self.assertEqual(deploy["metadata"]["labels"]["sts-backup.io/storage-mode"], self.backend.mode)
-        # 1. helm test: the storage service answers S3 with the Secret's keys, through the gateway (no
-        #    --logs: the chart deletes the succeeded test pod, so helm could not read them)
+        # 1. helm test: the storage service (a gateway, or the volume's server) answers S3 with the
+        #    Secret's keys (no --logs: the chart deletes the succeeded test pod before helm reads them)
         p = c.helm("test", RELEASE, "-n", self.ns, "--timeout", "120s", check=False, timeout=150)
         self.assertEqual(p.returncode, 0, f"helm test failed:\n{p.stdout}\n{p.stderr}")
         # 2. the scheduled backup, started from its CronJob; listed by the script
@@ -415,7 +415,7 @@ class StorageMode:
         rows = self.listed()
         self.assertEqual(len(rows), 1, rows)
         row = rows[0]
-        # 3. the bytes are in the backend itself (read from SeaweedFS/Azurite, not through the gateway)
+        # 3. the bytes are in the backend itself (the volume, SeaweedFS or Azurite, read directly)
         objects = self.backend.objects(store.bucket)
         key = store.prefix + row["name"]
         self.assertIn(key, objects, f"{key} not in the backend: {sorted(objects)}")

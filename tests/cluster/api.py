@@ -228,15 +228,7 @@ class Api:
         elif kind == "Job":
             self._default_job(obj)
         elif kind in ("Deployment", "StatefulSet", "ReplicaSet"):
-            spec.setdefault("replicas", 1)
-            if kind == "Deployment":
-                spec.setdefault("revisionHistoryLimit", 10)
-                spec.setdefault("progressDeadlineSeconds", 600)
-                spec.setdefault("strategy", {"type": "RollingUpdate",
-                                             "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
-            if kind == "StatefulSet":
-                spec.setdefault("podManagementPolicy", "OrderedReady")
-                spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+            self._default_workload(kind, spec)
             self._check_selector(res, obj)
             obj["status"] = {"replicas": 0, "observedGeneration": 0}
         elif kind == "CronJob":
@@ -264,6 +256,30 @@ class Api:
                              "capacity": (spec.get("resources") or {}).get("requests", {})}
         elif kind == "Role" or kind == "ClusterRole":
             obj.setdefault("rules", [])
+
+    @staticmethod
+    def _default_workload(kind, spec):
+        """The apps/v1 SetDefaults_* the server applies on every create and update (so a patch that
+        drops a defaulted field, e.g. helm's `$retainKeys` on `strategy`, gets it back)."""
+        if kind not in ("Deployment", "StatefulSet", "ReplicaSet"):
+            return
+        spec.setdefault("replicas", 1)
+        if kind == "Deployment":
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault("progressDeadlineSeconds", 600)
+            # a RollingUpdate strategy always carries both bounds
+            strategy = spec.setdefault("strategy", {})
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                bounds = strategy.setdefault("rollingUpdate", {})
+                bounds.setdefault("maxSurge", "25%")
+                bounds.setdefault("maxUnavailable", "25%")
+        if kind == "StatefulSet":
+            spec.setdefault("podManagementPolicy", "OrderedReady")
+            update = spec.setdefault("updateStrategy", {})
+            update.setdefault("type", "RollingUpdate")
+            if update["type"] == "RollingUpdate":
+                update.setdefault("rollingUpdate", {}).setdefault("partition", 0)
 
     def _check_selector(self, res, obj):
         spec = obj["spec"]
@@ -389,6 +405,8 @@ class Api:
             raise invalid(res, current["metadata"]["name"], [("metadata.finalizers", "FieldValueForbidden",
                                                                "Forbidden: no new finalizers can be added if the "
                                                                "object is being deleted")])
+        if "spec" in new:
+            self._default_workload(res.kind, new["spec"])
         self._check_immutable(res, current, new)
         if res.kind == "Secret":
             for k, v in (new.pop("stringData", None) or {}).items():

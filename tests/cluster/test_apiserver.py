@@ -102,6 +102,26 @@ class ApiServerTest(unittest.TestCase):
         self.c.kubectl("delete", "deployment", "web", "-n", "t")
         wait_for(lambda: not self.names("pods,rs", "-n", "t", "-l", "app=web"), what="cascading delete")
 
+    def test_workload_defaults_come_back_after_a_patch_drops_them(self):
+        """The server defaults on every write: a strategy given only its type gets both rolling-update
+        bounds (helm's readiness check dereferences them), also after a `$retainKeys` patch (what
+        helm upgrade sends for `strategy`) that drops them."""
+        self.c.kubectl("create", "-f", "-", input=DEPLOYMENT.replace("name: web", "name: strat")
+                       .replace("replicas: 2", "replicas: 0\n  strategy: {type: RollingUpdate}"))
+        bounds = {"maxSurge": "25%", "maxUnavailable": "25%"}
+
+        def strategy():
+            return json.loads(self.c.kubectl("get", "deploy", "strat", "-n", "t", "-o", "json").stdout)["spec"][
+                "strategy"]
+        self.assertEqual(strategy(), {"type": "RollingUpdate", "rollingUpdate": bounds})
+        self.c.kubectl("patch", "deploy", "strat", "-n", "t", "--type=strategic",
+                       "-p", '{"spec":{"strategy":{"$retainKeys":["type"],"type":"RollingUpdate"}}}')
+        self.assertEqual(strategy(), {"type": "RollingUpdate", "rollingUpdate": bounds})
+        self.c.kubectl("patch", "deploy", "strat", "-n", "t", "--type=strategic",
+                       "-p", '{"spec":{"strategy":{"$retainKeys":["type"],"type":"Recreate"}}}')
+        self.assertEqual(strategy(), {"type": "Recreate"})
+        self.c.kubectl("delete", "deploy", "strat", "-n", "t")
+
     def test_misspelt_field_is_a_strict_decoding_error(self):
         bad = DEPLOYMENT.replace("image:", "imagee:").replace("name: web", "name: bad")
         p = self.c.kubectl("create", "-f", "-", input=bad, check=False)

@@ -561,17 +561,7 @@ class Postgres:
         for db in ("graph", "restored"):
             self.psql("postgres", f"drop database if exists {db}")
             self.psql("postgres", f"create database {db}")
-        self.psql("graph", """
-            create table vertices (id bigint primary key, label text not null, props jsonb, blob bytea);
-            create table edges (src bigint references vertices, dst bigint references vertices, kind text);
-            create index edges_src on edges (src);
-            create sequence graph_seq start 1000;
-            create view labels as select label, count(*) from vertices group by label;
-            insert into vertices select i, 'label-' || (i % 17), jsonb_build_object('i', i, 'sq', i * i),
-                   decode(md5(i::text) || md5((i * 7)::text), 'hex') from generate_series(1, 20000) i;
-            insert into edges select i, (i * 31) % 20000 + 1, 'kind-' || (i % 5) from generate_series(1, 20000) i;
-            select setval('graph_seq', 4242);
-        """)
+        self.psql("graph", (HERE / "graph-postgres.sql").read_text())
 
     def mutate_source(self):
         self.psql("graph", "insert into vertices values (900001, 'new', null, null); delete from edges where src < 100")

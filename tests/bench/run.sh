@@ -19,6 +19,8 @@
 #   - resumable restore: through a proxy that cuts 3 connections mid-download, the restore
 #     completes intact and the server still sent <= N + one part.
 #
+# BENCH_RATE_MIB=R adds the restores through a proxy that throttles each connection to R MiB/s.
+#
 # Usage: tests/bench/run.sh [SIZE_MIB]
 #        BENCH_SIZES="512 4096" BENCH_RUNS=3 tests/bench/run.sh      (the README's table)
 set -o errexit -o nounset -o pipefail
@@ -147,6 +149,7 @@ bench_size() {
   row aws-cli restore "${mib}" "${runs}" bash -c 'aws_ s3 cp "s3://bench/aws-'"${mib}"'.bin" - >/dev/null'
   row rclone restore "${mib}" "${runs}" bash -c 'rclone_ cat ":s3:bench/rclone-'"${mib}"'.bin" >/dev/null'
   resume_through_cuts "${mib}" "${name}" "${data}"
+  [[ -n ${BENCH_RATE_MIB:-} ]] && throttled_restores "${mib}" "${runs}" "${name}"
   rm -f "${data}" "${WORK}"/s3/bench/*
 
   python3 -c 'import sys; n, mib = int(sys.argv[1]), int(sys.argv[2]); print(f"restore of {mib} MiB: the server sent {n} bytes ({n / (mib * 1048576):.2f} reads of the object)")' \
@@ -173,6 +176,25 @@ resume_through_cuts() {
     test "${got}" = "${want}" -a "${cuts}" = 3
   check "... and the server sent ${down} bytes <= N + one part" \
     test "${down}" -le "$((mib * 1024 * 1024 + PART_BYTES))"
+}
+
+# The restores again through a proxy that throttles each connection to BENCH_RATE_MIB MiB/s
+# (a link where one stream is slow: latency, a shaped WAN), where our parallel part reads
+# show their worth. Reported as op "restore@R".
+# shellcheck disable=SC2016
+throttled_restores() {
+  local mib=$1 runs=$2 name=$3 port op="restore@${BENCH_RATE_MIB}"
+  port="$(free_port)"
+  TCP_PROXY_RATE="$((BENCH_RATE_MIB * 1024 * 1024))" "${PROXY}" "${port}" "${S3_PORT}" "${WORK}/slow.stats" &
+  PIDS+=($!)
+  wait_port "${port}"
+  local saved_port=${PORT} saved_endpoint=${ENDPOINT}
+  export PORT=${port} ENDPOINT="http://127.0.0.1:${port}"
+  row ours "${op}" "${mib}" "${runs}" bash -c 'ours restore '"${name}"' -- sh -c "exec cat >/dev/null"'
+  row s3cmd "${op}" "${mib}" "${runs}" bash -c 's3cmd_ get "s3://bench/s3cmd-'"${mib}"'.bin" - >/dev/null'
+  row aws-cli "${op}" "${mib}" "${runs}" bash -c 'aws_ s3 cp "s3://bench/aws-'"${mib}"'.bin" - >/dev/null'
+  row rclone "${op}" "${mib}" "${runs}" bash -c 'rclone_ cat ":s3:bench/rclone-'"${mib}"'.bin" >/dev/null'
+  export PORT=${saved_port} ENDPOINT=${saved_endpoint}
 }
 
 # One read per restore: bytes served <= N + one part, for every size benchmarked.

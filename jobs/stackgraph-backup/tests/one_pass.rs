@@ -235,7 +235,7 @@ fn a_cut_connection_resumes_where_it_broke() {
         Faults {
             cut_after: Some(cut_after),
             cuts: 3,
-            upstream: false,
+            ..Faults::default()
         },
     );
     let target = work.path().join("restored");
@@ -259,7 +259,7 @@ fn a_cut_connection_resumes_where_it_broke() {
         Faults {
             cut_after: Some(cut_after),
             cuts: 2,
-            upstream: false,
+            ..Faults::default()
         },
     );
     let out = b.run_with(&["verify", "cut.graph"], &[("S3_ENDPOINT", &endpoint)]);
@@ -283,6 +283,7 @@ fn a_cut_upload_part_is_retried_alone() {
             cut_after: Some((12 * MIB) as u64),
             cuts: 1,
             upstream: true,
+            ..Faults::default()
         },
     );
     let out = b.run_with(

@@ -20,6 +20,9 @@ pub struct Faults {
     pub cuts: u64,
     /// Count the bytes *to* the server for `cut_after` instead (cut uploads).
     pub upstream: bool,
+    /// At most this many bytes per second from the server, per connection: a link where one
+    /// stream is slow (latency, a shaped WAN), so parallel streams show their worth.
+    pub rate: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -71,7 +74,7 @@ impl Proxy {
                     true => (cut_here, None),
                     false => (None, cut_here),
                 };
-                relay(client, server, c.clone(), cut_up, cut_down);
+                relay(client, server, c.clone(), cut_up, (cut_down, faults.rate));
             }
         });
         Proxy { port, counters, stop }
@@ -101,7 +104,7 @@ impl Drop for Proxy {
 /// A cut: after this many bytes on one connection, while fewer than this many cuts were made.
 type Cut = Option<(u64, u64)>;
 
-fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_up: Cut, cut_down: Cut) {
+fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_up: Cut, down: (Cut, Option<u64>)) {
     let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
@@ -111,7 +114,7 @@ fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_up: 
             client_r,
             server,
             |n| up.upstream.fetch_add(n, Ordering::Relaxed),
-            cut_up,
+            (cut_up, None),
             &up,
         )
     });
@@ -120,7 +123,7 @@ fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_up: 
             server_r,
             client,
             |n| counters.downstream.fetch_add(n, Ordering::Relaxed),
-            cut_down,
+            down,
             &counters,
         )
     });
@@ -128,9 +131,16 @@ fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_up: 
 
 /// Copies `from` to `to`, counting; with `cut`, drops both ends after that many bytes (unless
 /// the connections cut meanwhile have used up the number of cuts).
-fn pump(mut from: TcpStream, mut to: TcpStream, count: impl Fn(u64) -> u64, mut cut: Cut, counters: &Counters) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    count: impl Fn(u64) -> u64,
+    (mut cut, rate): (Cut, Option<u64>),
+    counters: &Counters,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut carried = 0u64;
+    let started = std::time::Instant::now();
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -145,6 +155,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, count: impl Fn(u64) -> u64, mut 
         count(allowed as u64);
         if allowed > 0 && to.write_all(&buf[..allowed]).is_err() {
             break;
+        }
+        if let Some(rate) = rate.filter(|r| *r > 0) {
+            let due = std::time::Duration::from_secs_f64(carried as f64 / rate as f64);
+            thread::sleep(due.saturating_sub(started.elapsed()));
         }
         if let Some((_, cuts)) = cut.filter(|(limit, _)| carried >= *limit) {
             let counted = counters
@@ -193,7 +207,7 @@ mod tests {
         let faults = Faults {
             cut_after: Some(1000),
             cuts: 1,
-            upstream: false,
+            ..Faults::default()
         };
         Proxy::start(sender(1 << 20), faults)
     }
@@ -205,6 +219,19 @@ mod tests {
         assert_eq!(fetch(proxy.port), 1 << 20, "later ones pass whole");
         assert_eq!(proxy.cuts(), 1);
         assert_eq!(proxy.downstream(), 1000 + (1 << 20));
+    }
+
+    #[test]
+    fn throttles_each_connection() {
+        let faults = Faults {
+            rate: Some(4 << 20),
+            ..Faults::default()
+        };
+        let proxy = Proxy::start(sender(1 << 20), faults);
+        let started = std::time::Instant::now();
+        assert_eq!(fetch(proxy.port), 1 << 20);
+        let took = started.elapsed().as_secs_f64();
+        assert!((0.2..2.0).contains(&took), "1 MiB at 4 MiB/s took {took}s");
     }
 
     /// Connections open at the same time share the number of cuts: one cut in all.

@@ -1,7 +1,8 @@
 //! `tcp-proxy LISTEN_PORT UPSTREAM_PORT STATS_FILE [CUT_AFTER CUTS]`: the testkit's counting
 //! proxy as a process, for shell benchmarks. Rewrites STATS_FILE every 100 ms with
 //! `downstream upstream connections cuts`, until killed. With CUT_AFTER and CUTS it cuts
-//! downloads: CUTS connections, each after CUT_AFTER bytes from the server.
+//! downloads: CUTS connections, each after CUT_AFTER bytes from the server. With
+//! TCP_PROXY_RATE (bytes per second) each connection's download is throttled to it.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,15 +19,18 @@ fn main() {
     let (Ok(listen), Ok(upstream)) = (listen.parse(), upstream.parse()) else {
         usage()
     };
-    let faults = match cut.map(|(after, cuts)| (after.parse(), cuts.parse())) {
+    let mut faults = match cut.map(|(after, cuts)| (after.parse(), cuts.parse())) {
         None => Faults::default(),
         Some((Ok(after), Ok(cuts))) => Faults {
             cut_after: Some(after),
             cuts,
-            upstream: false,
+            ..Faults::default()
         },
         Some(_) => usage(),
     };
+    if let Ok(rate) = std::env::var("TCP_PROXY_RATE") {
+        faults.rate = Some(rate.parse().unwrap_or_else(|_| usage()));
+    }
     let proxy = Proxy::start_on(listen, upstream, faults);
     loop {
         let c = &proxy.counters;
@@ -50,6 +54,8 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: tcp-proxy LISTEN_PORT UPSTREAM_PORT STATS_FILE [CUT_AFTER CUTS] (numbers)");
+    eprintln!(
+        "usage: [TCP_PROXY_RATE=BYTES_PER_S] tcp-proxy LISTEN_PORT UPSTREAM_PORT STATS_FILE [CUT_AFTER CUTS] (numbers)"
+    );
     std::process::exit(2);
 }

@@ -4,11 +4,9 @@
 //! whole object's size and SHA-256 matched too. So no unverified byte ever reaches an
 //! importer, and a restore reads the object once instead of twice.
 //!
-//! Parts are read a few at a time, each with its own Range GET and hashed on its own task, so
-//! a link where one stream is slow (latency) and the hashing share the load; memory stays at
-//! a few parts. A read that breaks (connection dropped, stalled, server error) resumes from
-//! the last byte received with a Range GET, after a backoff and within a retry budget; only
-//! what was in flight is read again.
+//! A read that breaks (connection dropped, stalled, server error) resumes from the last byte
+//! received with a Range GET, after a backoff and within a retry budget; only what was in
+//! flight is read again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +17,6 @@ use std::time::Duration;
 
 use async_compression::tokio::bufread::ZstdDecoder;
 use bytes::{Buf, Bytes, BytesMut};
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
@@ -27,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::catalogue::{check_data, check_sums};
 use crate::error::{Error, Result};
 use crate::interrupt::Interrupt;
-use crate::manifest::{Compression, Manifest, PartLayout, Parts};
+use crate::manifest::{Compression, Manifest, Parts};
 use crate::storage::{ByteStream, Storage, StorageError};
 
 /// Failed attempts in a row (no byte received in between) before a read gives up.
@@ -35,9 +32,6 @@ pub const RETRIES: u32 = 4;
 
 /// The wait before the first retry; it doubles with each failure in a row.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-
-/// Bytes of parts being read at once (see [`parallel_parts`]).
-const READ_BUDGET: u64 = 24 << 20;
 
 /// Size of the writes of decompressed data into the consumer.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -120,9 +114,8 @@ impl<'a> Verified<'a> {
     }
 }
 
-/// Reads the stored object once, a few parts at a time (each its own ranged read, hashed on
-/// its own task), and sends each verified part in order; the last one only after the whole
-/// object checked out. Stops quietly when the consumer has gone (it reports why).
+/// Reads the stored object once and sends each verified part; the last one only after the
+/// whole object checked out. Stops quietly when the consumer has gone (it reports why).
 async fn read_parts(
     storage: &Storage,
     manifest: &Manifest,
@@ -130,95 +123,32 @@ async fn read_parts(
     progress: Arc<AtomicU64>,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<()> {
+    let mut source = Resuming::new(storage, &manifest.name, progress);
+    let mut whole = Sha256::new();
     let count = parts.sha256.len();
-    let fetches = parts
-        .layout
-        .parts(manifest.size)
-        .zip(parts.sha256.iter().cloned())
-        .enumerate()
-        .map(|(index, ((offset, len), sha256))| {
-            let at = PartAt {
-                name: manifest.name.clone(),
-                index,
-                count,
-                offset,
-                len,
-                sha256,
-            };
-            Task(tokio::spawn(fetch_part(storage.clone(), at, progress.clone())))
-        });
-    let mut fetched = futures::stream::iter(fetches).buffered(parallel_parts(&parts.layout, manifest.size));
-    let (mut whole, mut size) = (Sha256::new(), 0u64);
-    while let Some(part) = fetched.next().await {
-        let part = part?;
-        whole.update(&part);
-        size += part.len() as u64;
-        if size == manifest.size {
-            check_sums(manifest, size, &hex::encode(whole.clone().finalize()))?;
+    for (index, ((offset, len), want)) in parts.layout.parts(manifest.size).zip(&parts.sha256).enumerate() {
+        let mut part = BytesMut::with_capacity(usize::try_from(len).unwrap_or(usize::MAX));
+        source.read_exact(&mut part, len).await?;
+        let got = hex::encode(Sha256::digest(&part));
+        if got != *want {
+            return Err(Error::Integrity(format!(
+                "backup {:?} is corrupt: part {} of {count} (bytes {offset}..{}) has sha256 {got}, the manifest \
+                 says {want}; no byte of it was released",
+                manifest.name,
+                index + 1,
+                offset + len
+            )));
         }
-        if tx.send(part).await.is_err() {
+        whole.update(&part);
+        if index + 1 == count {
+            check_sums(manifest, source.offset, &hex::encode(whole.clone().finalize()))?;
+            source.expect_end(&manifest.name).await?;
+        }
+        if tx.send(part.freeze()).await.is_err() {
             return Ok(());
         }
     }
     Ok(())
-}
-
-/// Parts read at once: three, fewer when parts are large, so the parts in flight stay
-/// within [`READ_BUDGET`] (plus one queued and one being written).
-fn parallel_parts(layout: &PartLayout, size: u64) -> usize {
-    let largest = layout.parts(size).map(|(_, len)| len).max().unwrap_or(1).max(1);
-    usize::try_from(READ_BUDGET / largest).unwrap_or(1).clamp(1, 3)
-}
-
-/// Where one part is and what it must hash to.
-struct PartAt {
-    name: String,
-    index: usize,
-    count: usize,
-    offset: u64,
-    len: u64,
-    sha256: String,
-}
-
-/// Reads one part with its own (resumable) ranged read and checks its digest.
-async fn fetch_part(storage: Storage, at: PartAt, progress: Arc<AtomicU64>) -> Result<Bytes> {
-    let end = at.offset + at.len;
-    let mut source = Resuming::new(&storage, &at.name, at.offset, end, progress);
-    let mut part = BytesMut::with_capacity(usize::try_from(at.len).unwrap_or(usize::MAX));
-    source.read_exact(&mut part).await?;
-    let got = hex::encode(Sha256::digest(&part));
-    if got != at.sha256 {
-        return Err(Error::Integrity(format!(
-            "backup {:?} is corrupt: part {} of {} (bytes {}..{end}) has sha256 {got}, the manifest says {}; \
-             no byte of it was released",
-            at.name,
-            at.index + 1,
-            at.count,
-            at.offset,
-            at.sha256
-        )));
-    }
-    Ok(part.freeze())
-}
-
-/// A spawned part read that is stopped when it is no longer wanted (the restore failed or
-/// was interrupted), so no read outlives its restore.
-struct Task(tokio::task::JoinHandle<Result<Bytes>>);
-
-impl Future for Task {
-    type Output = Result<Bytes>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|joined| joined.unwrap_or_else(|e| Err(Error::io("reading a part", std::io::Error::other(e)))))
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Writes `first` and then the received (verified) parts into `out`, decompressing them if
@@ -289,13 +219,13 @@ impl AsyncRead for Received {
     }
 }
 
-/// A range of a stored object, reopened at the last byte received when the read breaks.
+/// A stored object read from the start, reopened at the last byte received when the read
+/// breaks.
 struct Resuming<'a> {
     storage: &'a Storage,
     key: &'a str,
-    /// Where the next byte comes from: where a reopened read starts.
+    /// Bytes received so far: where a reopened read starts.
     offset: u64,
-    end: u64,
     stream: Option<ByteStream>,
     /// Failed attempts since the last byte received.
     failures: u32,
@@ -303,21 +233,21 @@ struct Resuming<'a> {
 }
 
 impl<'a> Resuming<'a> {
-    fn new(storage: &'a Storage, key: &'a str, start: u64, end: u64, progress: Arc<AtomicU64>) -> Self {
+    fn new(storage: &'a Storage, key: &'a str, progress: Arc<AtomicU64>) -> Self {
         Resuming {
             storage,
             key,
-            offset: start,
-            end,
+            offset: 0,
             stream: None,
             failures: 0,
             progress,
         }
     }
 
-    /// Appends the whole range to `buf`.
-    async fn read_exact(&mut self, buf: &mut BytesMut) -> Result<()> {
-        while self.offset < self.end {
+    /// Appends the next `len` bytes of the object to `buf`.
+    async fn read_exact(&mut self, buf: &mut BytesMut, len: u64) -> Result<()> {
+        let end = self.offset + len;
+        while self.offset < end {
             let stream = match self.stream.take() {
                 Some(stream) => self.stream.insert(stream),
                 None => {
@@ -325,7 +255,7 @@ impl<'a> Resuming<'a> {
                     self.stream.insert(opened)
                 }
             };
-            let read = stream.take(self.end - self.offset).read_buf(buf).await;
+            let read = stream.take(end - self.offset).read_buf(buf).await;
             match read {
                 Ok(0) => return Err(self.short()),
                 Ok(n) => {
@@ -339,6 +269,21 @@ impl<'a> Resuming<'a> {
         Ok(())
     }
 
+    /// After the last part: an object longer than its manifest says is not the one it
+    /// was written for.
+    async fn expect_end(&mut self, name: &str) -> Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        match stream.read(&mut [0u8; 1]).await {
+            Ok(n) if n > 0 => Err(Error::Integrity(format!(
+                "backup {name:?} is corrupt: the object is longer than the {} bytes its manifest records",
+                self.offset
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn short(&self) -> Error {
         Error::Integrity(format!(
             "backup {:?} is corrupt: the object ends at byte {}, before the size its manifest records",
@@ -350,7 +295,7 @@ impl<'a> Resuming<'a> {
     /// unreachable or failing) within the budget.
     async fn open(&mut self) -> Result<ByteStream> {
         loop {
-            match self.storage.get_range(self.key, self.offset, Some(self.end)).await {
+            match self.storage.get_from(self.key, self.offset).await {
                 Ok(stream) => return Ok(stream),
                 Err(e) if e.is_not_found() => {
                     return Err(Error::Integrity(format!(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::{ByteStream, DeleteFailure, ObjectMeta, PendingUpload, StorageError, StorageResult};
 
@@ -142,7 +142,7 @@ impl FileStore {
         upload.complete().await
     }
 
-    pub async fn get_range(&self, key: &str, start: u64, end: Option<u64>) -> StorageResult<ByteStream> {
+    pub async fn get_from(&self, key: &str, start: u64) -> StorageResult<ByteStream> {
         let mut file = tokio::fs::File::open(self.path(key))
             .await
             .map_err(|e| self.io_error("open", key, e))?;
@@ -151,10 +151,7 @@ impl FileStore {
                 .await
                 .map_err(|e| self.io_error("seek", key, e))?;
         }
-        match end {
-            Some(end) => Ok(Box::new(file.take(end.saturating_sub(start)))),
-            None => Ok(Box::new(file)),
-        }
+        Ok(Box::new(file))
     }
 
     pub async fn start_upload(&self, key: &str) -> StorageResult<FileUpload> {

@@ -229,16 +229,15 @@ impl Storage {
     }
 
     pub async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
-        self.get_range(key, 0, None).await
+        self.get_from(key, 0).await
     }
 
-    /// The object's bytes from `start` up to `end` (exclusive; the object's end when `None`),
-    /// a Range GET on S3: parts are read on their own, and a read that broke resumes where it
-    /// broke instead of starting over.
-    pub async fn get_range(&self, key: &str, start: u64, end: Option<u64>) -> StorageResult<ByteStream> {
+    /// The object's bytes from `start` to its end (a Range GET on S3): a read that broke
+    /// resumes here instead of starting over.
+    pub async fn get_from(&self, key: &str, start: u64) -> StorageResult<ByteStream> {
         match self {
-            Storage::File(s) => s.get_range(key, start, end).await,
-            Storage::S3(s) => s.get_range(key, start, end).await,
+            Storage::File(s) => s.get_from(key, start).await,
+            Storage::S3(s) => s.get_from(key, start).await,
         }
     }
 

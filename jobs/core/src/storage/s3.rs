@@ -375,23 +375,17 @@ impl S3Store {
     }
 
     pub async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
-        self.get_range(key, 0, None).await
+        self.get_from(key, 0).await
     }
 
-    /// GetObject of bytes `start..end` (`Range: bytes=start-(end-1)`; to the object's end
-    /// when `end` is `None`; no header for the whole object).
-    pub async fn get_range(&self, key: &str, start: u64, end: Option<u64>) -> StorageResult<ByteStream> {
-        let range = match end {
-            Some(end) => Some(format!("bytes={start}-{}", end.saturating_sub(1))),
-            None if start > 0 => Some(format!("bytes={start}-")),
-            None => None,
-        };
+    /// GetObject from byte `start` to the end (`Range: bytes=start-` when `start` > 0).
+    pub async fn get_from(&self, key: &str, start: u64) -> StorageResult<ByteStream> {
         let sent = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .set_range(range)
+            .set_range((start > 0).then(|| format!("bytes={start}-")))
             .send();
         let out = self.request("get", key, self.timeouts.request, sent).await?;
         Ok(Box::new(StallGuard {

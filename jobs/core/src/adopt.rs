@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::catalogue::{list, read_backup, Backup, LegacyBackup};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
-use crate::manifest::{Compression, Manifest, FORMAT_VERSION};
+use crate::manifest::{Compression, Manifest, FORMAT_WHOLE};
 use crate::naming::manifest_key;
 use crate::storage::Storage;
 
@@ -49,7 +49,7 @@ async fn adopt_one(storage: &Storage, legacy: &LegacyBackup, now: DateTime<Utc>)
         )));
     }
     let manifest = Manifest {
-        format: FORMAT_VERSION,
+        format: FORMAT_WHOLE,
         name: name.clone(),
         size,
         sha256: sha256.clone(),
@@ -62,6 +62,7 @@ async fn adopt_one(storage: &Storage, legacy: &LegacyBackup, now: DateTime<Utc>)
         run: None,
         data_etag: legacy.etag.clone(),
         adopted: Some(now),
+        parts: None,
     };
     storage
         .put_new(&manifest_key(name), Bytes::from(manifest.to_bytes()))

@@ -12,6 +12,7 @@ use async_compression::tokio::bufread::ZstdEncoder;
 use async_compression::Level;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use crate::claim;
@@ -19,7 +20,7 @@ use crate::command::{finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
-use crate::manifest::{Compression, Manifest, FORMAT_VERSION, MAX_MANIFEST_BYTES};
+use crate::manifest::{Compression, Manifest, PartLayout, Parts, FORMAT_VERSION, MAX_MANIFEST_BYTES};
 use crate::naming::{manifest_key, validate_name, NameTemplate};
 use crate::progress::{human_bytes, Progress};
 use crate::storage::{Storage, StorageError, Upload};
@@ -40,6 +41,8 @@ struct Sums {
     raw_sha256: String,
     size: u64,
     sha256: String,
+    /// SHA-256 of each part as uploaded (stored bytes).
+    parts: Vec<String>,
 }
 
 /// Runs one backup and returns the committed manifest.
@@ -141,6 +144,7 @@ async fn write(
         run: storage.records_runs().then(|| run.to_string()),
         data_etag,
         adopted: None,
+        parts: Some(Parts::standard(storage.part_size(), sums.parts)),
     };
     commit_manifest(storage, &manifest).await?;
     Ok(manifest)
@@ -344,19 +348,20 @@ async fn pump<R: AsyncRead + Unpin>(
     let sums = match compression {
         Compression::None => {
             let mut stored = raw.with_progress(progress.counter());
-            send_parts(&mut stored, part_size, upload, interrupt).await?;
+            let parts = send_parts(&mut stored, part_size, upload, interrupt).await?;
             let (size, sha256) = stored.finish();
             Sums {
                 raw_size: size,
                 raw_sha256: sha256.clone(),
                 size,
                 sha256,
+                parts,
             }
         }
         Compression::Zstd => {
             let encoder = ZstdEncoder::with_quality(BufReader::with_capacity(256 * 1024, raw), Level::Default);
             let mut stored = HashingReader::new(encoder).with_progress(progress.counter());
-            send_parts(&mut stored, part_size, upload, interrupt).await?;
+            let parts = send_parts(&mut stored, part_size, upload, interrupt).await?;
             let (encoder, size, sha256) = stored.into_parts();
             let (raw_size, raw_sha256) = encoder.into_inner().into_inner().finish();
             Sums {
@@ -364,6 +369,7 @@ async fn pump<R: AsyncRead + Unpin>(
                 raw_sha256,
                 size,
                 sha256,
+                parts,
             }
         }
     };
@@ -379,12 +385,15 @@ fn refuse_empty(sums: Sums) -> Result<Sums> {
     Ok(sums)
 }
 
+/// Cuts the stored stream into parts by [`PartLayout::standard`] and uploads them; returns
+/// the SHA-256 of each part (the manifest's per-part digests).
 async fn send_parts<R: AsyncRead + Unpin>(
     reader: &mut R,
     part_size: usize,
     upload: &mut Upload,
     interrupt: &mut Interrupt,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let mut digests = Vec::new();
     for index in 0.. {
         let part_size = part_size_for(part_size, index);
         let mut part = BytesMut::with_capacity(part_size);
@@ -400,26 +409,24 @@ async fn send_parts<R: AsyncRead + Unpin>(
             }
         }
         if !part.is_empty() {
+            digests.push(hex::encode(Sha256::digest(&part)));
             tokio::select! {
                 sent = upload.put_part(part.freeze()) => sent?,
                 err = interrupt.wait() => return Err(err),
             }
         }
         if eof {
-            return Ok(());
+            break;
         }
     }
-    Ok(())
+    Ok(digests)
 }
 
-/// S3 takes at most 10,000 parts and 5 GiB per part. The part size doubles every 2,500
-/// parts (at most 8 times the base), so the default 8 MiB parts carry a backup of up to
-/// about 290 GiB, while memory stays at base x (concurrency + 1) for the first 19.5 GiB.
+/// Bytes in part `index` of a backup with `base`-sized parts: the manifest's rule
+/// ([`PartLayout::standard`]), so restore finds the same boundaries.
 fn part_size_for(base: usize, index: usize) -> usize {
-    const PARTS_PER_STEP: usize = 2_500;
-    const MAX_PART: usize = 5 << 30;
-    let factor = 1usize << (index / PARTS_PER_STEP).min(3);
-    base.saturating_mul(factor).min(MAX_PART.max(base))
+    let len = PartLayout::standard(base as u64).part_len(index as u64);
+    usize::try_from(len).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

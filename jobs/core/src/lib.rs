@@ -19,6 +19,7 @@ pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod storage;
+mod verified;
 
 pub use error::{Error, Result};
 pub use exit::Exit;

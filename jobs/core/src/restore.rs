@@ -1,11 +1,13 @@
 //! The guarded restore of one backup into the target behind an import command.
 //!
-//! The restore never touches the target before the backup is proven intact: it checks the
-//! target is empty (unless forced), verifies the whole object against its manifest, and only
-//! then runs the import command. When the import reads stdin, the object is streamed a second
-//! time and at least the last full chunk (1 MiB) is held back until the checksum matches
-//! again, so a backup that changed in between is never fed to the importer complete.
-//! Legacy StackState backups have no checksum: they are restored with a warning.
+//! No unverified byte ever reaches the importer. A backup with per-part digests (manifest
+//! format 2) is read once: each part is released only after its SHA-256 matched, the last
+//! only after the whole object's did too (`verified`). A corrupt part mid-stream stops the
+//! import (exit 4): the target may then hold the verified parts before it, a partial import.
+//! Older backups (format 1, adopted) take two passes: the whole object is verified first, then
+//! streamed a second time with at least the last full chunk (1 MiB) held back until the
+//! checksum matches again, so a backup that changed in between is never fed to the importer
+//! complete. Legacy StackState backups have no checksum: they are restored with a warning.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -22,9 +24,10 @@ use crate::command::{describe_status, finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
-use crate::manifest::{Compression, Manifest, FORMAT_VERSION};
+use crate::manifest::{Compression, Manifest, FORMAT_WHOLE};
 use crate::progress::{human_bytes, Progress};
 use crate::storage::Storage;
+use crate::verified::{stream_verified, Verified};
 
 /// Size of the chunks streamed into an importer; at least one full chunk is held back.
 const CHUNK: usize = 1 << 20;
@@ -81,7 +84,7 @@ fn unchecked(backup: &Backup) -> (Manifest, bool) {
         Backup::Committed(m) => (m.clone(), true),
         Backup::Legacy(l) => (
             Manifest {
-                format: FORMAT_VERSION,
+                format: FORMAT_WHOLE,
                 name: l.name.clone(),
                 size: l.size,
                 sha256: String::new(),
@@ -94,6 +97,7 @@ fn unchecked(backup: &Backup) -> (Manifest, bool) {
                 run: None,
                 data_etag: l.etag.clone(),
                 adopted: None,
+                parts: None,
             },
             false,
         ),
@@ -166,7 +170,23 @@ async fn restore_via_file(
         .map_err(|e| Error::io(format!("creating the scratch file {}", file.display()), e))?;
     let progress = Progress::start("downloaded");
     let sink = Sink::Scratch(&file);
-    let (size, sha256) = stream_out(storage, manifest, &progress, &mut out, &sink, interrupt, false).await?;
+    let (size, sha256) = match &manifest.parts {
+        Some(parts) => {
+            let write_failed = |e: &std::io::Error| sink.write_failed(e);
+            stream_verified(
+                storage,
+                manifest,
+                parts,
+                progress.counter(),
+                &mut out,
+                write_failed,
+                interrupt,
+            )
+            .await?;
+            (manifest.size, manifest.sha256.clone())
+        }
+        None => stream_out(storage, manifest, &progress, &mut out, &sink, interrupt, false).await?,
+    };
     out.sync_all()
         .await
         .map_err(|e| Error::io(format!("writing the scratch file {}", file.display()), e))?;
@@ -187,7 +207,9 @@ async fn restore_via_file(
     finish(import, "import command", &mut child, interrupt).await
 }
 
-/// Verifies, then streams a second time into the importer's stdin, holding back the end.
+/// Streams into the importer's stdin: in one verified pass (format 2; the importer starts
+/// once the first part passed), else verifies first and streams a second time, holding back
+/// the end.
 async fn restore_via_stdin(
     storage: &Storage,
     import: &CommandSpec,
@@ -196,38 +218,51 @@ async fn restore_via_stdin(
     interrupt: &mut Interrupt,
 ) -> Result<()> {
     let name = manifest.name.as_str();
-    if checked {
-        verify_backup(storage, name).await?;
-    }
+    let progress = Progress::start("imported");
+    let one_pass = match &manifest.parts {
+        Some(parts) => Some(Verified::start(storage, manifest, parts, progress.counter(), interrupt).await?),
+        None if checked => verify_backup(storage, name).await.map(|_| None)?,
+        None => None,
+    };
     tracing::info!(
-        "=== Importing backup \"{name}\" with `{}` (streamed on stdin)...",
-        import.display()
+        "=== Importing backup \"{name}\" with `{}` (streamed on stdin{})...",
+        import.display(),
+        if one_pass.is_some() {
+            ", each part verified before it is released"
+        } else {
+            ""
+        }
     );
     let mut child = import.spawn(None, Stdio::piped(), Stdio::from(std::io::stderr()))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let progress = Progress::start("imported");
-    let streamed = stream_out(
-        storage,
-        manifest,
-        &progress,
-        &mut stdin,
-        &Sink::Importer,
-        interrupt,
-        checked,
-    )
-    .await;
-    let streamed = streamed.and_then(|(size, sha256)| {
-        if checked {
-            check_sums(manifest, size, &sha256)
-        } else {
-            Ok(())
+    let streamed = match one_pass {
+        Some(verified) => {
+            let write_failed = |e: &std::io::Error| Sink::Importer.write_failed(e);
+            verified.deliver(&mut stdin, write_failed, interrupt).await
         }
-    });
+        None => stream_again(storage, manifest, &progress, &mut stdin, interrupt, checked).await,
+    };
     if let Err(e) = streamed {
         return Err(stop_importer(&mut child, e).await);
     }
     drop(stdin);
     finish(import, "import command", &mut child, interrupt).await
+}
+
+/// The second pass of a format-1 restore: the end is held back until the checksum matched.
+async fn stream_again<W: AsyncWrite + Unpin>(
+    storage: &Storage,
+    manifest: &Manifest,
+    progress: &Progress,
+    stdin: &mut W,
+    interrupt: &mut Interrupt,
+    checked: bool,
+) -> Result<()> {
+    let (size, sha256) = stream_out(storage, manifest, progress, stdin, &Sink::Importer, interrupt, checked).await?;
+    match checked {
+        true => check_sums(manifest, size, &sha256),
+        false => Ok(()),
+    }
 }
 
 /// Ends an import that cannot complete and says what it means for the target: the
@@ -245,6 +280,10 @@ async fn stop_importer(child: &mut Child, e: Error) -> Error {
         (Error::Storage(s), _) => Error::Command(format!(
             "{s}; the import command was stopped before the end of the stream, so the target may hold a \
              partial import: rerun the restore with --force once the storage is reachable"
+        )),
+        (Error::Integrity(msg), _) => Error::Integrity(format!(
+            "{msg}; the import command was stopped before the end of the stream, so the target may hold a \
+             partial import (only verified bytes reached it): restore a good backup into it with --force"
         )),
         (e, _) => e,
     }

@@ -79,6 +79,7 @@ fn manifest(key: &str, body: &[u8], t: DateTime<Utc>) -> Vec<u8> {
         run: None,
         data_etag: None,
         adopted: None,
+        parts: None,
     }
     .to_bytes()
 }

@@ -382,7 +382,7 @@ fn manifest_hex_case_and_oversize() {
         assert_eq!(out.code, 0, "upper-case hex is the same checksum: {out:?}");
 
         let mut padded = serde_json::to_string_pretty(&manifest).unwrap();
-        padded.push_str(&" ".repeat(100 * 1024));
+        padded.push_str(&" ".repeat(1025 * 1024)); // over the 1 MiB limit (10,000 part digests fit)
         std::fs::write(&path, padded).unwrap();
         let out = backend.run(&["verify", "m.graph"]);
         assert_eq!(out.code, 4, "an oversize manifest is an integrity failure: {out:?}");

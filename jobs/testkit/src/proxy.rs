@@ -1,7 +1,7 @@
 //! A TCP proxy between a client and a real server, for what a network does to a transfer:
 //! it counts the bytes each way (so a test can prove a restore read the object once) and can
-//! cut connections after a number of bytes from the server (so a test can prove a transfer
-//! resumes where it broke, instead of starting over).
+//! cut connections after a number of bytes from the server, or to it (so a test can prove a
+//! transfer resumes where it broke, instead of starting over).
 //!
 //! Blocking threads, one pair per connection: tests move at most a few GiB through it.
 
@@ -18,6 +18,11 @@ pub struct Faults {
     pub cut_after: Option<u64>,
     /// ... this many times in all (then pass everything).
     pub cuts: u64,
+    /// Count the bytes *to* the server for `cut_after` instead (cut uploads).
+    pub upstream: bool,
+    /// At most this many bytes per second from the server, per connection: a link where one
+    /// stream is slow (latency, a shaped WAN), so parallel streams show their worth.
+    pub rate: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -61,8 +66,15 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
-                let cut_here = faults.cut_after.filter(|_| c.cut.load(Ordering::Relaxed) < faults.cuts);
-                relay(client, server, c.clone(), cut_here);
+                let cut_here = faults
+                    .cut_after
+                    .filter(|_| c.cut.load(Ordering::Relaxed) < faults.cuts)
+                    .map(|limit| (limit, faults.cuts));
+                let (cut_up, cut_down) = match faults.upstream {
+                    true => (cut_here, None),
+                    false => (None, cut_here),
+                };
+                relay(client, server, c.clone(), cut_up, (cut_down, faults.rate));
             }
         });
         Proxy { port, counters, stop }
@@ -89,7 +101,10 @@ impl Drop for Proxy {
     }
 }
 
-fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_after: Option<u64>) {
+/// A cut: after this many bytes on one connection, while fewer than this many cuts were made.
+type Cut = Option<(u64, u64)>;
+
+fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_up: Cut, down: (Cut, Option<u64>)) {
     let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
@@ -99,7 +114,7 @@ fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_afte
             client_r,
             server,
             |n| up.upstream.fetch_add(n, Ordering::Relaxed),
-            None,
+            (cut_up, None),
             &up,
         )
     });
@@ -108,29 +123,31 @@ fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_afte
             server_r,
             client,
             |n| counters.downstream.fetch_add(n, Ordering::Relaxed),
-            cut_after,
+            down,
             &counters,
         )
     });
 }
 
-/// Copies `from` to `to`, counting; with `cut_after`, drops both ends after that many bytes.
+/// Copies `from` to `to`, counting; with `cut`, drops both ends after that many bytes (unless
+/// the connections cut meanwhile have used up the number of cuts).
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     count: impl Fn(u64) -> u64,
-    cut_after: Option<u64>,
+    (mut cut, rate): (Cut, Option<u64>),
     counters: &Counters,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut carried = 0u64;
+    let started = std::time::Instant::now();
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let allowed = match cut_after {
-            Some(limit) => n.min(usize::try_from(limit.saturating_sub(carried)).unwrap_or(usize::MAX)),
+        let allowed = match cut {
+            Some((limit, _)) => n.min(usize::try_from(limit.saturating_sub(carried)).unwrap_or(usize::MAX)),
             None => n,
         };
         // Counted before it is written, so a client that has read it sees it counted.
@@ -139,11 +156,25 @@ fn pump(
         if allowed > 0 && to.write_all(&buf[..allowed]).is_err() {
             break;
         }
-        if cut_after.is_some_and(|limit| carried >= limit) {
-            counters.cut.fetch_add(1, Ordering::Relaxed);
-            let _ = from.shutdown(Shutdown::Both);
-            let _ = to.shutdown(Shutdown::Both);
-            return;
+        if let Some(rate) = rate.filter(|r| *r > 0) {
+            let due = std::time::Duration::from_secs_f64(carried as f64 / rate as f64);
+            thread::sleep(due.saturating_sub(started.elapsed()));
+        }
+        if let Some((_, cuts)) = cut.filter(|(limit, _)| carried >= *limit) {
+            let counted = counters
+                .cut
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c < cuts).then_some(c + 1));
+            if counted.is_ok() {
+                let _ = from.shutdown(Shutdown::Both);
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
+            // The cuts are used up: pass the rest, including what was held back.
+            cut = None;
+            if n > allowed && to.write_all(&buf[allowed..n]).is_err() {
+                break;
+            }
+            count((n - allowed) as u64);
         }
     }
     let _ = to.shutdown(Shutdown::Write);
@@ -171,18 +202,52 @@ mod tests {
         got.len()
     }
 
+    /// A proxy to a 1 MiB sender that cuts one connection after 1000 bytes.
+    fn one_cut_after_1000() -> Proxy {
+        let faults = Faults {
+            cut_after: Some(1000),
+            cuts: 1,
+            ..Faults::default()
+        };
+        Proxy::start(sender(1 << 20), faults)
+    }
+
     #[test]
     fn counts_and_cuts() {
-        let proxy = Proxy::start(
-            sender(1 << 20),
-            Faults {
-                cut_after: Some(1000),
-                cuts: 1,
-            },
-        );
+        let proxy = one_cut_after_1000();
         assert_eq!(fetch(proxy.port), 1000, "the first connection is cut after 1000 bytes");
         assert_eq!(fetch(proxy.port), 1 << 20, "later ones pass whole");
         assert_eq!(proxy.cuts(), 1);
         assert_eq!(proxy.downstream(), 1000 + (1 << 20));
+    }
+
+    #[test]
+    fn throttles_each_connection() {
+        let faults = Faults {
+            rate: Some(4 << 20),
+            ..Faults::default()
+        };
+        let proxy = Proxy::start(sender(1 << 20), faults);
+        let started = std::time::Instant::now();
+        assert_eq!(fetch(proxy.port), 1 << 20);
+        let took = started.elapsed().as_secs_f64();
+        assert!((0.2..2.0).contains(&took), "1 MiB at 4 MiB/s took {took}s");
+    }
+
+    /// Connections open at the same time share the number of cuts: one cut in all.
+    #[test]
+    fn cuts_are_counted_across_concurrent_connections() {
+        let proxy = one_cut_after_1000();
+        let (mut a, mut b) = (
+            TcpStream::connect(("127.0.0.1", proxy.port)).unwrap(),
+            TcpStream::connect(("127.0.0.1", proxy.port)).unwrap(),
+        );
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        let _ = a.read_to_end(&mut got_a);
+        let _ = b.read_to_end(&mut got_b);
+        let mut sizes = [got_a.len(), got_b.len()];
+        sizes.sort();
+        assert_eq!(sizes, [1000, 1 << 20]);
+        assert_eq!(proxy.cuts(), 1);
     }
 }

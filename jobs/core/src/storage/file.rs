@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::{ByteStream, DeleteFailure, ObjectMeta, PendingUpload, StorageError, StorageResult};
 
@@ -142,10 +142,15 @@ impl FileStore {
         upload.complete().await
     }
 
-    pub async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
-        let file = tokio::fs::File::open(self.path(key))
+    pub async fn get_from(&self, key: &str, start: u64) -> StorageResult<ByteStream> {
+        let mut file = tokio::fs::File::open(self.path(key))
             .await
             .map_err(|e| self.io_error("open", key, e))?;
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| self.io_error("seek", key, e))?;
+        }
         Ok(Box::new(file))
     }
 

@@ -229,9 +229,15 @@ impl Storage {
     }
 
     pub async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
+        self.get_from(key, 0).await
+    }
+
+    /// The object's bytes from `start` to its end (a Range GET on S3): a read that broke
+    /// resumes here instead of starting over.
+    pub async fn get_from(&self, key: &str, start: u64) -> StorageResult<ByteStream> {
         match self {
-            Storage::File(s) => s.get_stream(key).await,
-            Storage::S3(s) => s.get_stream(key).await,
+            Storage::File(s) => s.get_from(key, start).await,
+            Storage::S3(s) => s.get_from(key, start).await,
         }
     }
 

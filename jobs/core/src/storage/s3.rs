@@ -375,11 +375,17 @@ impl S3Store {
     }
 
     pub async fn get_stream(&self, key: &str) -> StorageResult<ByteStream> {
+        self.get_from(key, 0).await
+    }
+
+    /// GetObject from byte `start` to the end (`Range: bytes=start-` when `start` > 0).
+    pub async fn get_from(&self, key: &str, start: u64) -> StorageResult<ByteStream> {
         let sent = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
+            .set_range((start > 0).then(|| format!("bytes={start}-")))
             .send();
         let out = self.request("get", key, self.timeouts.request, sent).await?;
         Ok(Box::new(StallGuard {

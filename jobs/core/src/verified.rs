@@ -1,0 +1,334 @@
+//! The one-pass read of a format-2 backup (per-part digests in the manifest). The stored
+//! object is read once and cut into the parts it was uploaded in; each part is released to
+//! the consumer only after its SHA-256 matched the manifest, the last one only after the
+//! whole object's size and SHA-256 matched too. So no unverified byte ever reaches an
+//! importer, and a restore reads the object once instead of twice.
+//!
+//! A read that breaks (connection dropped, stalled, server error) resumes from the last byte
+//! received with a Range GET, after a backoff and within a retry budget; only what was in
+//! flight is read again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use async_compression::tokio::bufread::ZstdDecoder;
+use bytes::{Buf, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
+
+use crate::catalogue::{check_data, check_sums};
+use crate::error::{Error, Result};
+use crate::interrupt::Interrupt;
+use crate::manifest::{Compression, Manifest, Parts};
+use crate::storage::{ByteStream, Storage, StorageError};
+
+/// Failed attempts in a row (no byte received in between) before a read gives up.
+pub const RETRIES: u32 = 4;
+
+/// The wait before the first retry; it doubles with each failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Size of the writes of decompressed data into the consumer.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Streams a format-2 backup into `out` (decompressed), part by part, each part verified
+/// before any byte of it is written. `write_failed` names the consumer in errors.
+pub(crate) async fn stream_verified<W: AsyncWrite + Unpin>(
+    storage: &Storage,
+    manifest: &Manifest,
+    parts: &Parts,
+    progress: Arc<AtomicU64>,
+    out: &mut W,
+    write_failed: impl Fn(&std::io::Error) -> Error,
+    interrupt: &mut Interrupt,
+) -> Result<()> {
+    let pending = Verified::start(storage, manifest, parts, progress, interrupt).await?;
+    pending.deliver(out, write_failed, interrupt).await
+}
+
+type Reading<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// A one-pass read that has verified its first part, so its consumer (the importer) is
+/// started only once there is verified data to give it: a backup whose first part is bad
+/// never starts the importer.
+pub(crate) struct Verified<'a> {
+    /// The rest of the read; `None` once it has finished.
+    reading: Option<Reading<'a>>,
+    rx: mpsc::Receiver<Bytes>,
+    first: Bytes,
+    compression: Compression,
+}
+
+impl<'a> Verified<'a> {
+    /// Checks the data object against the manifest and reads until the first part passed.
+    pub(crate) async fn start(
+        storage: &'a Storage,
+        manifest: &'a Manifest,
+        parts: &'a Parts,
+        progress: Arc<AtomicU64>,
+        interrupt: &mut Interrupt,
+    ) -> Result<Verified<'a>> {
+        check_data(storage, manifest).await?;
+        // One part in the channel, one being read, one being written: memory is three parts.
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut reading: Reading<'a> = Box::pin(read_parts(storage, manifest, parts, progress, tx));
+        let (first, finished) = tokio::select! {
+            first = rx.recv() => (first, false),
+            done = &mut reading => {
+                done?;
+                (rx.recv().await, true)
+            }
+            err = interrupt.wait() => return Err(err),
+        };
+        Ok(Verified {
+            reading: (!finished).then_some(reading),
+            rx,
+            first: first.unwrap_or_default(),
+            compression: manifest.compression,
+        })
+    }
+
+    /// Writes every verified part into `out` while the read goes on.
+    pub(crate) async fn deliver<W: AsyncWrite + Unpin>(
+        self,
+        out: &mut W,
+        write_failed: impl Fn(&std::io::Error) -> Error,
+        interrupt: &mut Interrupt,
+    ) -> Result<()> {
+        let write = deliver(self.first, self.rx, self.compression, out, write_failed);
+        match self.reading {
+            Some(reading) => tokio::select! {
+                done = futures::future::try_join(reading, write) => done.map(|_| ()),
+                err = interrupt.wait() => Err(err),
+            },
+            None => tokio::select! {
+                done = write => done,
+                err = interrupt.wait() => Err(err),
+            },
+        }
+    }
+}
+
+/// Reads the stored object once and sends each verified part; the last one only after the
+/// whole object checked out. Stops quietly when the consumer has gone (it reports why).
+async fn read_parts(
+    storage: &Storage,
+    manifest: &Manifest,
+    parts: &Parts,
+    progress: Arc<AtomicU64>,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<()> {
+    let mut source = Resuming::new(storage, &manifest.name, progress);
+    let mut whole = Sha256::new();
+    let count = parts.sha256.len();
+    for (index, ((offset, len), want)) in parts.layout.parts(manifest.size).zip(&parts.sha256).enumerate() {
+        let mut part = BytesMut::with_capacity(usize::try_from(len).unwrap_or(usize::MAX));
+        source.read_exact(&mut part, len).await?;
+        let got = hex::encode(Sha256::digest(&part));
+        if got != *want {
+            return Err(Error::Integrity(format!(
+                "backup {:?} is corrupt: part {} of {count} (bytes {offset}..{}) has sha256 {got}, the manifest \
+                 says {want}; no byte of it was released",
+                manifest.name,
+                index + 1,
+                offset + len
+            )));
+        }
+        whole.update(&part);
+        if index + 1 == count {
+            check_sums(manifest, source.offset, &hex::encode(whole.clone().finalize()))?;
+            source.expect_end(&manifest.name).await?;
+        }
+        if tx.send(part.freeze()).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Writes `first` and then the received (verified) parts into `out`, decompressing them if
+/// the backup is.
+async fn deliver<W: AsyncWrite + Unpin>(
+    first: Bytes,
+    mut rx: mpsc::Receiver<Bytes>,
+    compression: Compression,
+    out: &mut W,
+    write_failed: impl Fn(&std::io::Error) -> Error,
+) -> Result<()> {
+    match compression {
+        Compression::None => {
+            out.write_all(&first).await.map_err(|e| write_failed(&e))?;
+            while let Some(part) = rx.recv().await {
+                out.write_all(&part).await.map_err(|e| write_failed(&e))?;
+            }
+        }
+        Compression::Zstd => {
+            let mut decoder = ZstdDecoder::new(Received { rx, current: first });
+            decoder.multiple_members(true);
+            let mut buf = vec![0u8; WRITE_CHUNK];
+            loop {
+                let n = decoder
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Error::Integrity(format!("decompressing a verified backup failed: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).await.map_err(|e| write_failed(&e))?;
+            }
+        }
+    }
+    out.flush().await.map_err(|e| write_failed(&e))
+}
+
+/// The verified parts as one byte stream, for the decompressor.
+struct Received {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl AsyncBufRead for Received {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
+        let this = self.get_mut();
+        while this.current.is_empty() {
+            match ready!(this.rx.poll_recv(cx)) {
+                Some(part) => this.current = part,
+                None => break,
+            }
+        }
+        Poll::Ready(Ok(&this.current[..]))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        self.get_mut().current.advance(amt);
+    }
+}
+
+impl AsyncRead for Received {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let available = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = available.len().min(buf.remaining());
+        buf.put_slice(&available[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A stored object read from the start, reopened at the last byte received when the read
+/// breaks.
+struct Resuming<'a> {
+    storage: &'a Storage,
+    key: &'a str,
+    /// Bytes received so far: where a reopened read starts.
+    offset: u64,
+    stream: Option<ByteStream>,
+    /// Failed attempts since the last byte received.
+    failures: u32,
+    progress: Arc<AtomicU64>,
+}
+
+impl<'a> Resuming<'a> {
+    fn new(storage: &'a Storage, key: &'a str, progress: Arc<AtomicU64>) -> Self {
+        Resuming {
+            storage,
+            key,
+            offset: 0,
+            stream: None,
+            failures: 0,
+            progress,
+        }
+    }
+
+    /// Appends the next `len` bytes of the object to `buf`.
+    async fn read_exact(&mut self, buf: &mut BytesMut, len: u64) -> Result<()> {
+        let end = self.offset + len;
+        while self.offset < end {
+            let stream = match self.stream.take() {
+                Some(stream) => self.stream.insert(stream),
+                None => {
+                    let opened = self.open().await?;
+                    self.stream.insert(opened)
+                }
+            };
+            let read = stream.take(end - self.offset).read_buf(buf).await;
+            match read {
+                Ok(0) => return Err(self.short()),
+                Ok(n) => {
+                    self.offset += n as u64;
+                    self.failures = 0;
+                    self.progress.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => self.failed(&e).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// After the last part: an object longer than its manifest says is not the one it
+    /// was written for.
+    async fn expect_end(&mut self, name: &str) -> Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        match stream.read(&mut [0u8; 1]).await {
+            Ok(n) if n > 0 => Err(Error::Integrity(format!(
+                "backup {name:?} is corrupt: the object is longer than the {} bytes its manifest records",
+                self.offset
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn short(&self) -> Error {
+        Error::Integrity(format!(
+            "backup {:?} is corrupt: the object ends at byte {}, before the size its manifest records",
+            self.key, self.offset
+        ))
+    }
+
+    /// Opens the object at the current offset, retrying what may pass (the server
+    /// unreachable or failing) within the budget.
+    async fn open(&mut self) -> Result<ByteStream> {
+        loop {
+            match self.storage.get_from(self.key, self.offset).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if e.is_not_found() => {
+                    return Err(Error::Integrity(format!(
+                        "backup {:?}: the data object is missing",
+                        self.key
+                    )))
+                }
+                Err(e @ (StorageError::Unreachable { .. } | StorageError::Failed { .. })) => self.failed(&e).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Counts one failed attempt and waits before the next; past the budget the read fails
+    /// as a lost connection (exit 1: the backup is not at fault).
+    async fn failed(&mut self, e: &(dyn std::fmt::Display + Sync)) -> Result<()> {
+        self.stream = None;
+        self.failures += 1;
+        if self.failures > RETRIES {
+            return Err(Error::Storage(StorageError::ConnectionLost {
+                key: self.key.to_string(),
+                detail: format!("{e} (gave up at byte {} after {RETRIES} retries)", self.offset),
+            }));
+        }
+        let wait = FIRST_BACKOFF * 2u32.pow(self.failures - 1);
+        tracing::warn!(
+            "reading {:?} broke at byte {} ({e}); resuming from there in {} (retry {} of {RETRIES})",
+            self.key,
+            self.offset,
+            humantime::format_duration(wait),
+            self.failures
+        );
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}

@@ -529,7 +529,7 @@ def orchestrate_rbac_is_least_privilege_and_only_on_the_orchestrated_pods():
     role = r.one("Role", "orchestrate")
     rules = {(tuple(x["apiGroups"]), tuple(x["resources"])): sorted(x["verbs"]) for x in role["rules"]}
     assert rules == {
-        (("apps",), ("deployments", "statefulsets", "deployments/scale", "statefulsets/scale")):
+        (("apps",), ("deployments", "statefulsets")):
             ["get", "list", "patch", "watch"],
         (("",), ("pods",)): ["list", "watch"],
         (("coordination.k8s.io",), ("leases",)): ["create", "get", "update"],

@@ -35,25 +35,6 @@ fn as_job(es: &FakeEs, s3: &S3, kubeconfig: &Path, pod: &str, force: bool) -> Ru
     run_bin(&["restore", SNAP], &env)
 }
 
-fn replicas(double: &KubeDouble) -> String {
-    double
-        .kubectl(&[
-            "-n",
-            NS,
-            "get",
-            "deployment/router",
-            "statefulset/graph",
-            "-o",
-            "jsonpath={.items[*].spec.replicas}",
-        ])
-        .trim()
-        .to_string()
-}
-
-fn reasons(double: &KubeDouble) -> String {
-    double.kubectl(&["-n", NS, "get", "events", "-o", "jsonpath={.items[*].reason}"])
-}
-
 /// PATCHes of the writers the double served, in order.
 fn writer_patches(double: &KubeDouble) -> Vec<String> {
     std::fs::read_to_string(double.dir.path().join("access.log"))
@@ -80,9 +61,13 @@ fn refused_without_force_scales_nothing_and_forced_scales_down_and_back() {
     let refused = as_job(&es, &s3, &kc, "restore-run-aaaaa", false);
     assert_eq!(refused.code, 3, "{}", refused.all());
     es.assert_untouched();
-    assert_eq!(replicas(&double), "3 2");
+    assert_eq!(double.writer_replicas(), "3 2");
     assert!(writer_patches(&double).is_empty(), "{:?}", writer_patches(&double));
-    assert!(reasons(&double).contains("RestoreRefused"), "{}", reasons(&double));
+    assert!(
+        double.event_reasons().contains("RestoreRefused"),
+        "{}",
+        double.event_reasons()
+    );
 
     // Forced: the writers go down (counts recorded), the overwrite and restore run, they come back.
     let done = as_job(&es, &s3, &kc, "restore-run-bbbbb", true);
@@ -100,8 +85,12 @@ fn refused_without_force_scales_nothing_and_forced_scales_down_and_back() {
     assert!(done.stderr.contains("Locked store elasticsearch"), "{}", done.stderr);
     assert!(!es.requests_to("indices.close").is_empty() && !es.requests_to("snapshot.restore").is_empty());
     assert_eq!(writer_patches(&double).len(), 4, "{:?}", writer_patches(&double));
-    assert_eq!(replicas(&double), "3 2");
-    assert!(reasons(&double).contains("RestoreCompleted"), "{}", reasons(&double));
+    assert_eq!(double.writer_replicas(), "3 2");
+    assert!(
+        double.event_reasons().contains("RestoreCompleted"),
+        "{}",
+        double.event_reasons()
+    );
     let holder = double.kubectl(&["-n", NS, "get", "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}"]);
     assert_eq!(holder.trim(), "", "the lease was not released");
 }
@@ -121,8 +110,12 @@ fn a_role_without_patch_on_statefulsets_fails_before_any_change() {
         run.stderr
     );
     es.assert_untouched();
-    assert_eq!(replicas(&double), "3 2");
-    assert!(reasons(&double).contains("RestoreFailed"), "{}", reasons(&double));
+    assert_eq!(double.writer_replicas(), "3 2");
+    assert!(
+        double.event_reasons().contains("RestoreFailed"),
+        "{}",
+        double.event_reasons()
+    );
 }
 
 /// A renamed restore overwrites nothing: no writer is scaled even with --force.

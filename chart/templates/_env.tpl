@@ -79,6 +79,8 @@ every job binary reads (docs/interfaces.md lists the variables).
 {{ include "sts-backup.stackGraph.env" . | trim }}
 - name: BACKUP_NAME
   value: "__BACKUP_NAME__"
+- name: RESTORE_LATEST
+  value: "__LATEST__"
 - name: RESTORE_FORCE
   value: "__FORCE__"
 {{- with $r.forceArg }}
@@ -188,15 +190,16 @@ every job binary reads (docs/interfaces.md lists the variables).
 {{- end }}
 
 {{/*
-Env of an orchestrated StackGraph run (dict: root, selector - empty for a backup): the flags'
-env twins and who the pod is, from the downward API (the Job controller labels its pods job-name).
+Env of an orchestrated run (dict: root, selector - empty for none, store - default stackgraph):
+the flags' env twins and who the pod is, from the downward API (the Job controller labels its
+pods job-name). scaleWait and leaseDuration are backup.stackGraph.orchestrate's for every store.
 */}}
 {{- define "sts-backup.stackGraph.orchestrateEnv" -}}
 {{- $o := .root.Values.backup.stackGraph.orchestrate -}}
 - name: STS_ORCHESTRATE
   value: "true"
 - name: STS_STORE
-  value: stackgraph
+  value: {{ .store | default "stackgraph" }}
 {{- with .selector }}
 - name: STS_SCALE_DOWN_SELECTOR
   value: {{ . | quote }}

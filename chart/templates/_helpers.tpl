@@ -215,7 +215,9 @@ Usage: include "sts-backup.stackGraph.deadline" (list . $explicit)
 {{/* "true" when a rendered Job runs with --orchestrate (restore templates or the backup CronJob). */}}
 {{- define "sts-backup.orchestrate.used" -}}
 {{- $sg := .Values.backup.stackGraph -}}
-{{- and .Values.backup.enabled $sg.orchestrate.enabled (or $sg.restore.enabled $sg.scheduled.enabled) | toString -}}
+{{- $esr := .Values.backup.elasticsearch.restore -}}
+{{- $graph := and $sg.orchestrate.enabled (or $sg.restore.enabled $sg.scheduled.enabled) -}}
+{{- and .Values.backup.enabled (or $graph (and $esr.enabled $esr.orchestrate)) | toString -}}
 {{- end }}
 
 {{- define "sts-backup.orchestrate.serviceAccountName" -}}

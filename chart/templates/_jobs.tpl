@@ -46,6 +46,12 @@ spec:
 {{- include "sts-backup.jobTemplate" (dict "root" . "graph" true "component" "stackgraph-restore" "name" "restore" "args" (concat (list "restore" "--") $cmd) "env" $env "command" $cmd "deadline" $deadline "orchestrate" $orchestrate) }}
 {{- end }}
 
+{{/* `restore-stackgraph-backup.sh --finalize`: scale back what an interrupted restore left down. */}}
+{{- define "sts-backup.jobTemplate.stackgraphFinalize" -}}
+{{- $env := include "sts-backup.stackGraph.orchestrateEnv" (dict "root" . "selector" "") }}
+{{- include "sts-backup.jobTemplate" (dict "root" . "component" "stackgraph-finalize" "name" "finalize" "binary" "stackgraph-backup" "args" (list "finalize") "env" $env "orchestrate" true) }}
+{{- end }}
+
 {{- define "sts-backup.jobTemplate.elasticsearchList" -}}
 {{- $env := include "sts-backup.es.listEnv" . }}
 {{- include "sts-backup.jobTemplate" (dict "root" . "component" "es-list" "name" "list" "binary" "es-snapshot-register" "args" (list "list") "env" $env "es" true) }}
@@ -53,7 +59,11 @@ spec:
 
 {{- define "sts-backup.jobTemplate.elasticsearchRestore" -}}
 {{- $env := include "sts-backup.es.restoreEnv" . }}
-{{- include "sts-backup.jobTemplate" (dict "root" . "component" "es-restore" "name" "restore" "binary" "es-snapshot-register" "args" (list "restore") "env" $env "es" true) }}
+{{- $r := .Values.backup.elasticsearch.restore }}
+{{- if $r.orchestrate }}
+{{- $env = printf "%s\n%s" ($env | trim) (include "sts-backup.stackGraph.orchestrateEnv" (dict "root" . "selector" $r.scaleDownSelector "store" "elasticsearch")) }}
+{{- end }}
+{{- include "sts-backup.jobTemplate" (dict "root" . "component" "es-restore" "name" "restore" "binary" "es-snapshot-register" "args" (list "restore") "env" $env "es" true "orchestrate" $r.orchestrate) }}
 {{- end }}
 
 {{/* YAML text to pretty JSON; refuses to render a template that is not valid YAML. */}}

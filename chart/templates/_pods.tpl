@@ -24,8 +24,22 @@ affinity:
 {{- end }}
 
 {{/*
+Who a job pod is to the API server (dict: root, orchestrate): an orchestrated run talks to it as
+the chart's least-privilege ServiceAccount; every other pod gets no token at all.
+*/}}
+{{- define "sts-backup.podIdentity" -}}
+{{- if .orchestrate -}}
+serviceAccountName: {{ include "sts-backup.orchestrate.serviceAccountName" .root }}
+automountServiceAccountToken: true
+{{- else -}}
+automountServiceAccountToken: false
+{{- end }}
+{{- end }}
+
+{{/*
 Pod template (metadata + spec) of a job running the jobs image.
-dict: root, component, name (container), binary, args (list), env (YAML list string), es (bool: mount the ES Secrets)
+dict: root, component, name (container), binary, args (list), env (YAML list string), es (bool: mount the ES Secrets),
+orchestrate (bool: run as the orchestration ServiceAccount)
 */}}
 {{- define "sts-backup.jobsPodTemplate" -}}
 {{- $root := .root }}
@@ -42,7 +56,7 @@ metadata:
   {{- end }}
 spec:
   restartPolicy: Never
-  automountServiceAccountToken: false
+  {{- include "sts-backup.podIdentity" . | nindent 2 }}
   enableServiceLinks: false
   {{- with $v.backup.podSecurityContext }}
   securityContext:
@@ -112,13 +126,7 @@ metadata:
   {{- end }}
 spec:
   restartPolicy: Never
-  {{- if .orchestrate }}
-  {{- /* The orchestrated run talks to the API server as the chart's least-privilege ServiceAccount. */}}
-  serviceAccountName: {{ include "sts-backup.orchestrate.serviceAccountName" $root }}
-  automountServiceAccountToken: true
-  {{- else }}
-  automountServiceAccountToken: false
-  {{- end }}
+  {{- include "sts-backup.podIdentity" . | nindent 2 }}
   enableServiceLinks: false
   {{- if $sg.securityContext.enabled }}
   securityContext:

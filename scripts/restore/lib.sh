@@ -1,35 +1,37 @@
 # shellcheck shell=bash
 # Shared code of the restore scripts in scripts/restore/: argument parsing,
-# name validation, JSON escaping, rendering the chart's job templates, running
-# a one-shot Job and following it, scaling writer deployments down and back up,
-# and cleanup that runs exactly once (also on Ctrl-C / SIGTERM).
+# JSON escaping, rendering the chart's job templates, running a one-shot Job
+# and following it, and cleanup that runs exactly once (also on Ctrl-C).
+# No Kubernetes logic beyond that: an orchestrated restore Job locks the
+# store and scales the writers itself (jobs/cluster); the scripts launch and
+# follow it.
 #
 # Sourced by the scripts, not run. The contract with the chart and the jobs is
 # docs/interfaces.md ("Chart -> restore scripts: the job-template ConfigMap").
 #
-# Exit codes of every script:
+# Exit codes of every script: the Job's, passed through —
 #   0  success
 #   1  runtime failure: no template ConfigMap, the template for the action is
 #      missing (the message names the chart value to enable), kubectl failed,
 #      a timeout, or the job failed (exit 1 of the job)
-#   2  usage error or invalid name (nothing was changed)
-#   3  the job refused: the target is not empty (rerun with -force)
+#   2  usage error or invalid name (nothing was changed; the job's binary
+#      judges names, the scripts only escape them)
+#   3  the job refused for safety, nothing changed: the target is not empty
+#      (rerun with -force), or another restore or backup holds the store's lock
 #   4  the job found an integrity failure (checksum mismatch, bad manifest)
-#   130/143  interrupted by SIGINT/SIGTERM (after cleanup)
+#   130/143  interrupted by SIGINT/SIGTERM: a restore Job keeps running (it
+#      finishes on its own; how to follow it is printed), a list Job is deleted
 #
 # Settings (environment):
 #   KUBECTL                    kubectl command (default: kubectl)
 #   STS_RESTORE_POLL_INTERVAL  seconds between status polls (default: 2)
 #   STS_RESTORE_START_TIMEOUT  seconds for the job's pod to start (default: 900)
-#   STS_RESTORE_SCALE_TIMEOUT  seconds for scaled-down pods to go (default: 600)
 #   STS_RESTORE_RUN_TIMEOUT    seconds for the job to finish (default: 86400)
 
 KUBECTL="${KUBECTL:-kubectl}"
 readonly TEMPLATE_LABEL='sts-backup.io/job-templates=true'
-readonly REPLICAS_ANNOTATION='sts-backup.io/replicas-before-restore'
 readonly POLL_INTERVAL="${STS_RESTORE_POLL_INTERVAL:-2}"
 readonly START_TIMEOUT="${STS_RESTORE_START_TIMEOUT:-900}"
-readonly SCALE_TIMEOUT="${STS_RESTORE_SCALE_TIMEOUT:-600}"
 readonly RUN_TIMEOUT="${STS_RESTORE_RUN_TIMEOUT:-86400}"
 
 # Options and arguments (set by lib::parse_args).
@@ -37,6 +39,7 @@ NAMESPACE=""
 CONTEXT=""
 KEEP=false
 FORCE=false
+BACKGROUND=false
 OUTPUT=table
 ARGS=()
 ORIG_ARGS=()
@@ -55,9 +58,11 @@ POD_SEEN=false
 FOLLOW_PID=""
 TMP_DIR=""
 CLEANED_UP=false
-SCALED_NAMES=()
-SCALED_COUNTS=()
-SCALED_SELECTORS=()
+# A restore Job outlives an interrupted script: it finishes (and scales back) on its own.
+DETACH_ON_INTERRUPT=false
+JOB_RUNNING=false
+JOB_DETACHED=false
+JOB_CONTAINER=""
 
 lib::info() { printf '=== %s\n' "$*" >&2; }
 lib::warn() { printf '!!! %s\n' "$*" >&2; }
@@ -104,9 +109,11 @@ lib::usage_error() {
 #######################################
 # Parses the common flags.
 # Arguments:
-#   FEATURES  words enabling script-specific flags: "output" (-o), "force"
+#   FEATURES  words enabling script-specific flags: "output" (-o), "force",
+#             "background"
 #   ARGS...   the script's arguments
-# Globals set: NAMESPACE CONTEXT KEEP FORCE OUTPUT ARGS ORIG_ARGS KUBE_FLAGS
+# Globals set: NAMESPACE CONTEXT KEEP FORCE BACKGROUND OUTPUT ARGS ORIG_ARGS
+#   KUBE_FLAGS
 #######################################
 lib::parse_args() {
   local features=" $1 "
@@ -122,6 +129,10 @@ lib::parse_args() {
       --namespace=* | --context=* | -o=* | --output=*)
         lib::set_option "${1%%=*}" "${1#*=}" "${features}" ;;
       --keep) KEEP=true ;;
+      --background)
+        [[ ${features} == *' background '* ]] \
+          || lib::usage_error "unknown flag: $(printf '%q' "$1")"
+        BACKGROUND=true ;;
       -force | --force)
         [[ ${features} == *' force '* ]] \
           || lib::usage_error "unknown flag: $(printf '%q' "$1")"
@@ -154,95 +165,6 @@ lib::set_option() {
         || lib::usage_error "-o must be table or json, not $(printf '%q' "${value}")"
       OUTPUT=${value} ;;
   esac
-}
-
-# The validators print why a name is rejected to stderr and return 1.
-lib::reject() {
-  printf '%s: invalid %s %q: %s\n' "${0##*/}" "$1" "$2" "$3" >&2
-  return 1
-}
-
-#######################################
-# A StackGraph backup name is an object name in the bucket: 1-255 characters
-# from [A-Za-z0-9._-], starting with a letter or digit, without "..".
-#######################################
-lib::validate_backup_name() {
-  local LC_ALL=C
-  local name=$1 why=""
-  if [[ -z ${name} ]]; then why="is empty"
-  elif ((${#name} > 255)); then why="is longer than 255 characters"
-  elif [[ ${name} == *[[:cntrl:]]* ]]; then why="contains a control character"
-  elif [[ ${name} == */* ]]; then why="contains '/'"
-  elif [[ ${name} == *..* ]]; then why="contains '..'"
-  elif [[ ${name} == *[!A-Za-z0-9._-]* ]]; then
-    why="may only contain letters, digits, '.', '_' and '-'"
-  elif [[ ${name} != [A-Za-z0-9]* ]]; then why="must start with a letter or digit"
-  fi
-  [[ -z ${why} ]] || lib::reject "backup name" "${name}" "${why}"
-}
-
-#######################################
-# Elasticsearch snapshot name rules: not empty, lowercase, no whitespace or
-# control characters, none of \ / * ? " < > | , #, not starting with '_'.
-# Stricter than Elasticsearch: at most 255 bytes, not starting with '-'
-# (it would read as a flag), not "." or "..".
-#######################################
-lib::validate_snapshot_name() {
-  local LC_ALL=C
-  local name=$1 why=""
-  if [[ -z ${name} ]]; then why="is empty"
-  elif ((${#name} > 255)); then why="is longer than 255 bytes"
-  elif [[ ${name} == *[[:space:][:cntrl:]]* ]]; then
-    why="contains whitespace or a control character"
-  elif lib::has_any_of "${name}" '\/*?"<>|,#'; then
-    why="contains one of \\ / * ? \" < > | , #"
-  elif [[ ${name} == *[A-Z]* ]]; then why="must be lowercase"
-  elif [[ ${name} == [_-]* ]]; then why="must not start with '_' or '-'"
-  elif [[ ${name} == . || ${name} == .. ]]; then why="must not be '.' or '..'"
-  fi
-  [[ -z ${why} ]] || lib::reject "snapshot name" "${name}" "${why}"
-}
-
-#######################################
-# An index list is empty (= the configured pattern) or comma-separated index
-# names or patterns: each lowercase, no whitespace or control characters, none
-# of \ / ? " < > | # :, not starting with '_' or '+'; '*' and a leading '-'
-# (exclusion) are allowed. At most 4096 bytes.
-#######################################
-lib::validate_indices() {
-  local LC_ALL=C
-  local list=$1 why="" index
-  local -a parts=()
-  [[ -n ${list} ]] || return 0
-  if ((${#list} > 4096)); then why="is longer than 4096 bytes"
-  elif [[ ${list} == *[[:space:][:cntrl:]]* ]]; then
-    why="contains whitespace or a control character"
-  elif [[ ${list} == ,* || ${list} == *, || ${list} == *,,* ]]; then
-    why="has an empty element (separate indices with single commas)"
-  elif lib::has_any_of "${list}" '\/?"<>|#:'; then
-    why="contains one of \\ / ? \" < > | # :"
-  elif [[ ${list} == *[A-Z]* ]]; then why="must be lowercase"
-  else
-    IFS=, read -r -a parts <<<"${list}"
-    for index in "${parts[@]}"; do
-      if [[ ${index} == [_+]* || ${index} == -[_+]* ]]; then
-        why="element ${index} must not start with '_' or '+'"
-      elif [[ ${index} == . || ${index} == .. || ${index} == - ]]; then
-        why="element '${index}' is not an index name"
-      fi
-      [[ -z ${why} ]] || break
-    done
-  fi
-  [[ -z ${why} ]] || lib::reject "index list" "${list}" "${why}"
-}
-
-# Returns 0 when STRING contains any character of CHARS.
-lib::has_any_of() {
-  local string=$1 chars=$2 i
-  for ((i = 0; i < ${#chars}; i++)); do
-    [[ ${string} != *"${chars:i:1}"* ]] || return 0
-  done
-  return 1
 }
 
 #######################################
@@ -346,18 +268,29 @@ lib::on_signal() {
     lib::warn "--keep: job ${JOB_NAME} is kept and may still be running"
   fi
   lib::cleanup || true
-  printf '=== Interrupted. To start again, run: %s\n' "$(lib::rerun_command)" >&2
+  if [[ ${JOB_DETACHED} == false ]]; then
+    printf '=== Interrupted. To start again, run: %s\n' "$(lib::rerun_command)" >&2
+  fi
   exit "${rc}"
 }
 
+# Prints how to follow, check and stop the running Job (container CONTAINER).
+lib::detached_hint() {
+  local container=$1
+  lib::info "Job ${JOB_NAME} keeps running in the cluster and finishes on its own (it scales the writers back itself)."
+  lib::info "  follow it:   $(lib::kubectl_hint logs --follow "job/${JOB_NAME}" -c "${container}")"
+  lib::info "  its outcome: $(lib::kubectl_hint describe job "${JOB_NAME}") (Events RestoreCompleted/RestoreRefused/RestoreFailed)"
+  lib::info "  stop it:     $(lib::kubectl_hint delete job "${JOB_NAME}") (the restore stops and scales the writers back)"
+  lib::info "  delete it once finished: $(lib::kubectl_hint delete job "${JOB_NAME}")"
+}
+
 #######################################
-# Stops following logs, deletes the Job (or keeps it with --keep), scales the
-# scaled-down deployments back up and removes the temp dir. Runs once; a
-# signal during cleanup only interrupts the kubectl call in progress.
-# Returns 1 if a deployment could not be scaled back.
+# Stops following logs, deletes the Job (or keeps it: --keep, --background,
+# or a restore Job that has not finished — it must not be stopped because this
+# terminal went away) and removes the temp dir. Runs once; a signal during
+# cleanup only interrupts the kubectl call in progress.
 #######################################
 lib::cleanup() {
-  local rc=0
   [[ ${CLEANED_UP} == false ]] || return 0
   CLEANED_UP=true
   trap 'lib::warn "cleanup in progress"' INT TERM
@@ -367,30 +300,27 @@ lib::cleanup() {
     FOLLOW_PID=""
   fi
   if [[ ${JOB_CREATED} == true ]]; then
-    if [[ ${KEEP} == true ]]; then
+    if [[ ${DETACH_ON_INTERRUPT} == true && ${JOB_RUNNING} == true ]]; then
+      JOB_DETACHED=true
+      lib::detached_hint "${JOB_CONTAINER}"
+    elif [[ ${KEEP} == true ]]; then
       lib::info "Kept job ${JOB_NAME} (--keep). Delete it with: $(lib::kubectl_hint delete job "${JOB_NAME}")"
     elif lib::kubectl delete job "${JOB_NAME}" --ignore-not-found \
-      --cascade=foreground --timeout=120s >&2; then
+      --cascade=foreground --wait=false >&2; then
       :
     else
       lib::warn "Could not delete job ${JOB_NAME}; delete it with: $(lib::kubectl_hint delete job "${JOB_NAME}")"
     fi
   fi
-  lib::scale_up || rc=1
   [[ -z ${TMP_DIR} ]] || rm -rf "${TMP_DIR:?}"
-  return "${rc}"
 }
 
 #######################################
-# Runs the cleanup, prints MESSAGE as the final line, exits with RC (1 when
-# the cleanup failed after a success).
+# Runs the cleanup, prints MESSAGE as the final line, exits with RC.
 #######################################
 lib::finish() {
   local rc=$1 message=$2
-  if ! lib::cleanup && ((rc == 0)); then
-    rc=1
-    message+=" But scaling back failed, see above."
-  fi
+  lib::cleanup
   [[ -z ${message} ]] || printf '=== %s\n' "${message}" >&2
   exit "${rc}"
 }
@@ -434,17 +364,6 @@ lib::load_template() {
 lib::orchestrated() {
   local template=$1
   [[ ${template} =~ \"name\":[[:space:]]*\"STS_ORCHESTRATE\",[[:space:]]*\"value\":[[:space:]]*\"true\" ]]
-}
-
-# Prints the scale-down selector from ConfigMap key KEY, or DEFAULT.
-lib::scale_selector() {
-  local key=$1 default=$2 selector
-  selector=$(lib::configmap_value "${key}") || exit 1
-  if [[ -z ${selector} ]]; then
-    lib::warn "ConfigMap ${CONFIGMAP} has no ${key}; using ${default}"
-    selector=${default}
-  fi
-  printf '%s' "${selector}"
 }
 
 # Creates the Job from MANIFEST (JOB_NAME must be set).
@@ -499,12 +418,15 @@ lib::wait_for_phase() {
 
 #######################################
 # Waits for the job's pod to start, follows the logs of container CONTAINER
-# (to stdout, or into FILE), waits for the pod to end and sets JOB_RC to the
-# container's exit code (1 when the pod did not start, vanished or the
-# container never ran).
+# (to stdout, or into FILE; with COPY also to stdout and into COPY), waits
+# for the pod to end and sets JOB_RC to the container's exit code (1 when the
+# pod did not start, vanished or the container never ran). With --background
+# it returns (JOB_RC 0) as soon as the pod runs.
+# Arguments: CONTAINER [FILE] [COPY]
 #######################################
 lib::run_job() {
-  local container=$1 file=${2:-} rc=0
+  local container=$1 file=${2:-} copy=${3:-} rc=0
+  JOB_CONTAINER=${container}
   lib::info "Waiting for the pod of job ${JOB_NAME} to start..."
   JOB_RC=1
   lib::wait_for_phase "${container}" "${START_TIMEOUT}" Running Succeeded Failed || rc=$?
@@ -513,8 +435,16 @@ lib::run_job() {
     return 0
   fi
   if ((rc == 0)); then
+    [[ ${POD_PHASE} != Running ]] || JOB_RUNNING=true
+    if [[ ${BACKGROUND} == true && ${JOB_RUNNING} == true ]]; then
+      lib::info "Job ${JOB_NAME} is running (--background)."
+      JOB_RC=0
+      return 0
+    fi
     if [[ -n ${file} ]]; then
       "${KUBECTL}" "${KUBE_FLAGS[@]}" logs --follow "pod/${POD_NAME}" -c "${container}" >"${file}" &
+    elif [[ -n ${copy} ]]; then
+      "${KUBECTL}" "${KUBE_FLAGS[@]}" logs --follow "pod/${POD_NAME}" -c "${container}" > >(tee "${copy}") &
     else
       "${KUBECTL}" "${KUBE_FLAGS[@]}" logs --follow "pod/${POD_NAME}" -c "${container}" &
     fi
@@ -525,7 +455,10 @@ lib::run_job() {
   fi
   if ((rc == 1)); then
     lib::error "job ${JOB_NAME} did not finish within ${RUN_TIMEOUT}s"
-  elif ((rc == 2)); then
+    return 0
+  fi
+  JOB_RUNNING=false
+  if ((rc == 2)); then
     lib::error "the pod of job ${JOB_NAME} disappeared before it finished; see: $(lib::kubectl_hint describe job "${JOB_NAME}")"
   elif [[ ${POD_EXIT} =~ ^[0-9]+$ ]]; then
     JOB_RC=${POD_EXIT}
@@ -582,108 +515,4 @@ lib::print_data() {
     fi
   done <"$1"
   [[ ${printed} == true ]]
-}
-
-# Prints "k1=v1,k2=v2" from a matchLabels map printed as JSON by jsonpath,
-# or nothing when it cannot be read safely.
-lib::label_selector() {
-  local map=$1 pair selector=""
-  local -a pairs=()
-  map=${map#\{}
-  map=${map%\}}
-  [[ -n ${map} ]] || return 0
-  IFS=, read -r -a pairs <<<"${map}"
-  for pair in "${pairs[@]}"; do
-    [[ ${pair} =~ ^\"([A-Za-z0-9./_-]+)\":\"([A-Za-z0-9._-]*)\"$ ]] || return 0
-    selector+="${selector:+,}${BASH_REMATCH[1]}=${BASH_REMATCH[2]}"
-  done
-  printf '%s' "${selector}"
-}
-
-#######################################
-# Scales the deployments matching SELECTOR to 0 and waits until their pods
-# are gone. Each one's replica count is first recorded in the annotation
-# REPLICAS_ANNOTATION; an existing annotation (from an interrupted earlier
-# run) is kept. lib::cleanup scales them back.
-#######################################
-lib::scale_down() {
-  local selector=$1 rows row name replicas labels recorded
-  local -a lines=()
-  local jsonpath='{range .items[*]}{.metadata.name}{"|"}{.spec.replicas}{"|"}'
-  jsonpath+='{.spec.selector.matchLabels}{"|"}'
-  jsonpath+="{.metadata.annotations.${REPLICAS_ANNOTATION//./'\.'}}"
-  jsonpath+='{"\n"}{end}'
-  lib::info "Scaling down the deployments matching ${selector}"
-  rows=$(lib::kubectl get deployments -l "${selector}" -o "jsonpath=${jsonpath}") \
-    || lib::die "cannot list the deployments matching ${selector}"
-  mapfile -t lines < <(printf '%s' "${rows}")
-  ((${#lines[@]} > 0)) || lib::warn "no deployment matches ${selector}"
-  for row in "${lines[@]}"; do
-    IFS='|' read -r name replicas labels recorded <<<"${row}"
-    [[ -n ${name} ]] || continue
-    if [[ ${recorded} =~ ^[0-9]+$ ]]; then
-      lib::info "  - ${name}: keeping the replica count ${recorded} recorded by an earlier run"
-    else
-      [[ ${replicas} =~ ^[0-9]+$ ]] || replicas=1
-      recorded=${replicas}
-      lib::kubectl annotate deployment "${name}" --overwrite \
-        "${REPLICAS_ANNOTATION}=${recorded}" >&2 \
-        || lib::die "cannot annotate deployment ${name}"
-    fi
-    SCALED_NAMES+=("${name}")
-    SCALED_COUNTS+=("${recorded}")
-    SCALED_SELECTORS+=("$(lib::label_selector "${labels}")")
-    lib::kubectl scale deployment "${name}" --replicas=0 >&2 \
-      || lib::die "cannot scale deployment ${name} to 0"
-  done
-  lib::wait_scaled_down
-}
-
-# Polls until no pod of the scaled-down deployments is left (SCALE_TIMEOUT).
-lib::wait_scaled_down() {
-  local deadline=$((SECONDS + SCALE_TIMEOUT)) i left said
-  for i in "${!SCALED_NAMES[@]}"; do
-    said=false
-    while :; do
-      if [[ -n ${SCALED_SELECTORS[i]} ]]; then
-        left=$(lib::kubectl get pods -l "${SCALED_SELECTORS[i]}" \
-          -o 'jsonpath={.items[*].metadata.name}') || left="?"
-      else
-        left=$(lib::kubectl get deployment "${SCALED_NAMES[i]}" \
-          -o 'jsonpath={.status.replicas}') || left="?"
-        [[ ${left} != 0 ]] || left=""
-      fi
-      [[ -n ${left} ]] || break
-      ((SECONDS < deadline)) \
-        || lib::die "pods of deployment ${SCALED_NAMES[i]} still there after ${SCALE_TIMEOUT}s: ${left}"
-      if [[ ${said} == false ]]; then
-        lib::info "Waiting for the pods of ${SCALED_NAMES[i]} to terminate: ${left}"
-        said=true
-      fi
-      lib::sleep "${POLL_INTERVAL}"
-    done
-  done
-}
-
-# Scales every scaled-down deployment back to its recorded replica count and
-# removes the annotation. Returns 1 if one failed (the command is printed).
-lib::scale_up() {
-  local i name count rc=0
-  ((${#SCALED_NAMES[@]} > 0)) || return 0
-  lib::info "Scaling the deployments back up"
-  for i in "${!SCALED_NAMES[@]}"; do
-    name=${SCALED_NAMES[i]}
-    count=${SCALED_COUNTS[i]}
-    if lib::kubectl scale deployment "${name}" "--replicas=${count}" >&2 \
-      && lib::kubectl annotate deployment "${name}" "${REPLICAS_ANNOTATION}-" >&2; then
-      lib::info "  - ${name} (replicas: 0 -> ${count})"
-    else
-      lib::error "could not scale ${name} back; run: $(lib::kubectl_hint scale deployment "${name}" "--replicas=${count}") && $(lib::kubectl_hint annotate deployment "${name}" "${REPLICAS_ANNOTATION}-")"
-      rc=1
-    fi
-  done
-  SCALED_NAMES=()
-  SCALED_COUNTS=()
-  SCALED_SELECTORS=()
-  return "${rc}"
 }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Restores an Elasticsearch snapshot through a one-shot Job made from the
-# chart's job-elasticsearch-restore.json template. The job checks everything
-# before it changes anything and refuses (exit 3) when existing indices would
-# be overwritten; with -force the writer deployments are scaled to 0, the job
-# closes (or, for data stream backing indices, deletes) the conflicting
-# indices and restores, and the deployments are scaled back (also on
-# failure/Ctrl-C). --rename-to restores beside the live indices instead.
+# chart's job-elasticsearch-restore.json template, and follows it. The job
+# checks everything before it changes anything and refuses (exit 3) when
+# existing indices would be overwritten; with -force it closes (or, for data
+# stream backing indices, deletes) the conflicting indices and restores.
+# Orchestrated (the chart's default) the Job also locks the store, scales the
+# configured writers down right before it overwrites and back on every path,
+# and records Events; this script only launches and follows it.
+# --rename-to restores beside the live indices instead.
 #
 # Usage: scripts/restore/restore-elasticsearch-snapshot.sh NAME|--latest [INDICES]
 #          [-force] [--allow-partial] [--rename-to PATTERN]
@@ -19,7 +21,6 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 readonly SCRIPT_DIR
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "${SCRIPT_DIR}/lib.sh"
-readonly DEFAULT_SELECTOR='observability.suse.com/scalable-during-es-restore=true'
 
 usage() {
   cat <<USAGE
@@ -38,9 +39,9 @@ present, templates of its data streams).
   -force, --force          overwrite the existing indices the snapshot holds:
                            open indices are closed (the restore reopens them),
                            data streams are rolled over and their conflicting
-                           backing indices deleted; the deployments matching
-                           the ConfigMap's elasticsearch-scale-down-selector
-                           are scaled to 0 meanwhile and back afterwards
+                           backing indices deleted; the Job scales the writers
+                           (backup.elasticsearch.restore.scaleDownSelector) to
+                           0 meanwhile and back to their recorded counts
       --allow-partial      restore a PARTIAL snapshot: only its indices whose
                            shards all succeeded (the others are listed)
       --rename-to PATTERN  restore beside the live indices, {} standing for
@@ -90,7 +91,7 @@ main() {
   lib::parse_args "force" "${REST[@]}"
   # shellcheck disable=SC2034  # read by lib::rerun_command: repeat this script's own flags too
   ORIG_ARGS=("$@")
-  local name="" indices="" selector="" manifest message what
+  local name="" indices="" manifest message what
   if [[ ${LATEST} == true ]]; then
     ((${#ARGS[@]} <= 1)) || lib::usage_error "with --latest, expected only [INDICES], got ${#ARGS[@]} arguments"
     indices=${ARGS[0]:-}
@@ -99,22 +100,20 @@ main() {
     ((${#ARGS[@]} >= 1 && ${#ARGS[@]} <= 2)) \
       || lib::usage_error "expected NAME [INDICES] or --latest [INDICES], got ${#ARGS[@]} arguments"
     name=${ARGS[0]} indices=${ARGS[1]:-}
-    lib::validate_snapshot_name "${name}" || exit 2
     what="snapshot ${name}"
   fi
-  lib::validate_indices "${indices}" || exit 2
   what+=" (indices: ${indices:-the configured pattern}${RENAME_TO:+, renamed to ${RENAME_TO}})"
   lib::init
   lib::load_template job-elasticsearch-restore.json backup.elasticsearch.restore.enabled
-  # Renamed restores overwrite nothing: the writers keep running.
-  if [[ ${FORCE} == true && -z ${RENAME_TO} ]]; then
-    selector=$(lib::scale_selector elasticsearch-scale-down-selector "${DEFAULT_SELECTOR}")
-  fi
   JOB_NAME=$(lib::job_name elasticsearch-restore)
   manifest=$(lib::render_template "${TEMPLATE}" JOB_NAME="${JOB_NAME}" \
     SNAPSHOT_NAME="${name}" INDICES="${indices}" FORCE="${FORCE}" \
     LATEST="${LATEST}" ALLOW_PARTIAL="${ALLOW_PARTIAL}" RENAME_TO="${RENAME_TO}")
-  [[ -z ${selector} ]] || lib::scale_down "${selector}"
+  if lib::orchestrated "${TEMPLATE}"; then
+    DETACH_ON_INTERRUPT=true
+  elif [[ ${FORCE} == true && -z ${RENAME_TO} ]]; then
+    lib::warn "The chart renders this restore without orchestration (backup.elasticsearch.restore.orchestrate=false): nothing locks the store or scales its writers down; stop them yourself first."
+  fi
   lib::create_job "${manifest}"
   lib::run_job restore
   case ${JOB_RC} in

@@ -88,6 +88,7 @@ PLACEHOLDER_VALUES = {
     "__JOB_NAME__": "restore-20260101t000000",
     "__BACKUP_NAME__": "sts-backup-20260101-0300.graph",
     "__FORCE__": "false",
+    "__LATEST__": "false",
     "__SNAPSHOT_NAME__": "sts-backup-20260101-0300-abc",
     "__INDICES__": "",
     "__OUTPUT_FORMAT__": "json",
@@ -529,7 +530,7 @@ def orchestrate_rbac_is_least_privilege_and_only_on_the_orchestrated_pods():
     role = r.one("Role", "orchestrate")
     rules = {(tuple(x["apiGroups"]), tuple(x["resources"])): sorted(x["verbs"]) for x in role["rules"]}
     assert rules == {
-        (("apps",), ("deployments", "statefulsets", "deployments/scale", "statefulsets/scale")):
+        (("apps",), ("deployments", "statefulsets")):
             ["get", "list", "patch", "watch"],
         (("",), ("pods",)): ["list", "watch"],
         (("coordination.k8s.io",), ("leases",)): ["create", "get", "update"],
@@ -552,11 +553,29 @@ def orchestrate_rbac_is_least_privilege_and_only_on_the_orchestrated_pods():
         assert src["POD_NAME"] == "metadata.name" and src["POD_NAMESPACE"] == "metadata.namespace"
         assert src["JOB_NAME"] == "metadata.labels['job-name']"
     assert env_of(container(restore))["STS_SCALE_DOWN_SELECTOR"] == "stackstate.com/connects-to-stackgraph=true"
+    # --finalize: the jobs image runs `stackgraph-backup finalize` as the same ServiceAccount
+    fin = r.job_templates()["job-stackgraph-finalize.json"]
+    assert fin["metadata"]["name"] == "__JOB_NAME__" and fin["spec"]["backoffLimit"] == 0
+    assert container(fin)["command"] == ["/usr/local/bin/stackgraph-backup"] and container(fin)["args"] == ["finalize"]
+    assert pod_spec(fin)["serviceAccountName"] == name and pod_spec(fin)["automountServiceAccountToken"] is True
+    assert env_of(container(fin))["STS_STORE"] == "stackgraph" and "STS_SCALE_DOWN_SELECTOR" not in env_of(container(fin))
+    assert_hardened(fin)
     assert "STS_SCALE_DOWN_SELECTOR" not in env_of(container(backup))
-    for key in ("job-stackgraph-list.json", "job-elasticsearch-restore.json"):
+    for key in ("job-stackgraph-list.json", "job-elasticsearch-list.json"):
         assert "serviceAccountName" not in pod_spec(r.job_templates()[key]), key
-    off = render(sets=set_(backup__stackGraph__orchestrate__enabled="false"))
+    # the Elasticsearch restore locks its own store and scales its own writers
+    es = r.job_templates()["job-elasticsearch-restore.json"]
+    assert pod_spec(es)["serviceAccountName"] == name and pod_spec(es)["automountServiceAccountToken"] is True
+    es_env = env_of(container(es))
+    assert es_env["STS_ORCHESTRATE"] == "true" and es_env["STS_STORE"] == "elasticsearch"
+    assert es_env["STS_SCALE_DOWN_SELECTOR"] == "observability.suse.com/scalable-during-es-restore=true"
+    sg_off = render(sets=set_(backup__stackGraph__orchestrate__enabled="false"))
+    assert sg_off.all("Role") and "STS_ORCHESTRATE" not in env_of(container(sg_off.job_templates()["job-stackgraph-restore.json"]))
+    off = render(sets=set_(backup__stackGraph__orchestrate__enabled="false",
+                           backup__elasticsearch__restore__orchestrate="false"))
     assert not off.all("Role") and not off.all("ServiceAccount")
+    assert "job-stackgraph-finalize.json" not in off.job_templates()
+    assert "serviceAccountName" not in pod_spec(off.job_templates()["job-elasticsearch-restore.json"])
     assert pod_spec(off.one("CronJob", "stackgraph-backup"))["automountServiceAccountToken"] is False
 
 
@@ -568,6 +587,7 @@ def job_templates_configmap():
     t = r.job_templates()
     assert sorted(t) == sorted(["job-stackgraph-list.json", "job-stackgraph-restore.json",
                                 "job-elasticsearch-list.json", "job-elasticsearch-restore.json",
+                                "job-stackgraph-finalize.json",
                                 "stackgraph-scale-down-selector", "elasticsearch-scale-down-selector"])
     assert t["stackgraph-scale-down-selector"] == "stackstate.com/connects-to-stackgraph=true"
     assert t["elasticsearch-scale-down-selector"] == "observability.suse.com/scalable-during-es-restore=true"
@@ -575,7 +595,8 @@ def job_templates_configmap():
     backup_env = env_of(container(backup_cj))
     expected = {
         "job-stackgraph-list.json": ("list", {"OUTPUT_FORMAT": "__OUTPUT_FORMAT__"}),
-        "job-stackgraph-restore.json": ("restore", {"BACKUP_NAME": "__BACKUP_NAME__", "RESTORE_FORCE": "__FORCE__"}),
+        "job-stackgraph-restore.json": ("restore", {"BACKUP_NAME": "__BACKUP_NAME__", "RESTORE_FORCE": "__FORCE__",
+                                                    "RESTORE_LATEST": "__LATEST__"}),
         "job-elasticsearch-list.json": ("list", {"OUTPUT_FORMAT": "__OUTPUT_FORMAT__"}),
         "job-elasticsearch-restore.json": ("restore", {"SNAPSHOT_NAME": "__SNAPSHOT_NAME__",
                                                        "INDICES_TO_RESTORE": "__INDICES__"}),

@@ -23,7 +23,7 @@ from test_apiserver import wait_for
 from test_images import ETCD, JOBS, RCLONE
 
 NS = "sts"
-VALUES = [os.path.join(ROOT, "tests/e2e/values", f) for f in ("common.yaml", "local.yaml", "etcd.yaml")]
+VALUES = [os.path.join(ROOT, "tests/e2e/values", f) for f in ("common.yaml", "local.yaml", "etcd.yaml", "cluster.yaml")]
 WRITER = {"apiVersion": "apps/v1", "kind": "Deployment",
           "metadata": {"name": "graph-writer", "namespace": NS,
                        "labels": {"stackstate.com/connects-to-stackgraph": "true"}},
@@ -57,26 +57,44 @@ def start_etcd(data_dir, log):
     return proc, endpoint
 
 
+def fill_etcd(endpoint, count):
+    """`count` keys of graph-like JSON values."""
+    env = dict(os.environ, ETCDCTL_API="3")
+    for i in range(count):
+        subprocess.run(["etcdctl", "--endpoints", endpoint, "put", f"/registry/vertices/{i:04d}",
+                        json.dumps({"id": i, "blob": hashlib.md5(str(i).encode()).hexdigest()})],
+                       check=True, capture_output=True, env=env)
+
+
 def etcd_digest(endpoint):
     out = subprocess.run(["etcdctl", "--endpoints", endpoint, "get", "", "--prefix"], capture_output=True,
                          text=True, check=True, env=dict(os.environ, ETCDCTL_API="3")).stdout
     return hashlib.sha256(out.encode()).hexdigest(), out.count("\n") // 2
 
 
+def start_graph(cls, prefix, keys):
+    """The images, a work dir and the etcd graph server with `keys` keys, as class attributes
+    (work, etcd_log, etcd, endpoint); stop_graph undoes it."""
+    images.build_jobs_image(JOBS)
+    images.build_rclone_image(RCLONE)
+    images.build_etcd_image(ETCD)
+    cls.work = tempfile.mkdtemp(prefix=prefix)
+    cls.etcd_log = open(os.path.join(cls.work, "etcd.log"), "w", encoding="utf-8")  # noqa: SIM115
+    cls.etcd, cls.endpoint = start_etcd(os.path.join(cls.work, "etcd-data"), cls.etcd_log)
+    fill_etcd(cls.endpoint, keys)
+
+
+def stop_graph(cls):
+    cls.etcd.terminate()
+    cls.etcd.wait()
+    cls.etcd_log.close()
+    shutil.rmtree(cls.work, ignore_errors=True)
+
+
 class StackGraphEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        images.build_jobs_image(JOBS)
-        images.build_rclone_image(RCLONE)
-        images.build_etcd_image(ETCD)
-        cls.work = tempfile.mkdtemp(prefix="sts-e2e-cluster-")
-        cls.etcd_log = open(os.path.join(cls.work, "etcd.log"), "w", encoding="utf-8")  # noqa: SIM115
-        cls.etcd, cls.endpoint = start_etcd(os.path.join(cls.work, "etcd-data"), cls.etcd_log)
-        env = dict(os.environ, ETCDCTL_API="3")
-        for i in range(200):
-            subprocess.run(["etcdctl", "--endpoints", cls.endpoint, "put", f"/registry/vertices/{i:04d}",
-                            json.dumps({"id": i, "blob": hashlib.md5(str(i).encode()).hexdigest()})],
-                           check=True, capture_output=True, env=env)
+        start_graph(cls, "sts-e2e-cluster-", 200)
         cls.c = Cluster("1.34", kubelet=True)
         c = cls.c
         c.kubectl("create", "namespace", NS)
@@ -98,10 +116,7 @@ class StackGraphEndToEnd(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.c.stop()
-        cls.etcd.terminate()
-        cls.etcd.wait()
-        cls.etcd_log.close()
-        shutil.rmtree(cls.work, ignore_errors=True)
+        stop_graph(cls)
 
     def script(self, name, *args, check=False):
         return self.c.run("bash", os.path.join(ROOT, "scripts", "restore", name), "-n", NS, *args, check=check,
@@ -199,23 +214,25 @@ class StackGraphEndToEnd(unittest.TestCase):
         wait_for(lambda: self.metric('sts_backup_overdue{store="stackgraph"}') == 1, 90,
                  "the monitor to report the store overdue")
 
-    def test_operator_without_scale_permission_gets_the_403(self):
-        """Negative control: an operator whose Role lacks `patch` on deployments/scale cannot run a
-        restore; the script fails and the API's 403 names the missing verb and resource."""
+    def test_operator_without_create_on_jobs_gets_the_403(self):
+        """Negative control of the operator's minimal Role (scripts/restore/operator-role.yaml, with
+        which test_orchestrate.py runs every restore): without `create` on jobs the script fails
+        and the API's 403 names the verb and resource; nothing was started."""
         c = self.c
+        with open(os.path.join(ROOT, "scripts", "restore", "operator-role.yaml"), encoding="utf-8") as f:
+            role = f.read()
+        self.assertIn("verbs: [create, get, delete]", role)
         c.kubectl("create", "serviceaccount", "operator", "-n", NS)
-        c.kubectl("create", "role", "operator", "-n", NS, "--verb=get,list,watch,create,delete,patch",
-                  "--resource=jobs,pods,pods/log,configmaps,deployments")
-        c.kubectl("create", "rolebinding", "operator", "-n", NS, "--role=operator", f"--serviceaccount={NS}:operator")
-        listed = self.script("list-stackgraph-backups.sh", "-o", "json", check=True).stdout
-        rows = json.loads([ln for ln in listed.splitlines() if ln.startswith("[")][0])
+        c.kubectl("apply", "-n", NS, "-f", "-", input=role.replace("verbs: [create, get, delete]", "verbs: [get, delete]"))
+        c.kubectl("create", "rolebinding", "operator", "-n", NS, "--role=sts-backup-operator",
+                  f"--serviceaccount={NS}:operator")
+        jobs_before = c.kubectl("get", "jobs", "-n", NS, "-o", "name").stdout
         kc = c.token_kubeconfig(NS, "operator")
-        env_kc = dict(c.env, KUBECONFIG=kc)
-        p = subprocess.run(["bash", os.path.join(ROOT, "scripts", "restore", "restore-stackgraph-backup.sh"), "-n", NS,
-                            rows[0]["name"], "-force"], capture_output=True, text=True, env=env_kc,
-                           cwd=ROOT, timeout=300)
-        self.assertNotEqual(p.returncode, 0)
-        self.assertIn('cannot patch resource "deployments/scale" in API group "apps"', p.stderr)
+        p = c.run("bash", os.path.join(ROOT, "scripts", "restore", "restore-stackgraph-backup.sh"), "-n", NS,
+                  "--latest", "-force", kubeconfig=kc, check=False, timeout=300)
+        self.assertEqual(p.returncode, 1, f"{p.stdout}\n{p.stderr}")
+        self.assertIn('cannot create resource "jobs" in API group "batch"', p.stderr)
+        self.assertEqual(c.kubectl("get", "jobs", "-n", NS, "-o", "name").stdout, jobs_before)
 
 
 if __name__ == "__main__":

@@ -795,7 +795,7 @@ def cycle(results, mode, store):
 
     def restore(force, name):
         job = filled_job(r, "job-stackgraph-restore.json", JOB_NAME=f"stackgraph-restore-{name}",
-                         BACKUP_NAME=state["current"], FORCE="true" if force else "false")
+                         BACKUP_NAME=state["current"], LATEST="false", FORCE="true" if force else "false")
         return node.run_pod(pod_template(job), name)
 
     def step_restore():

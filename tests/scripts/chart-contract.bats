@@ -95,9 +95,26 @@ assert_job() {
 @test "chart: restore-elasticsearch-snapshot.sh NAME INDICES -force" {
   run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" -n sts snap-1 'sts*,.ds-sts_k8s_logs*' -force
   assert_success
-  assert_called --namespace sts get deployments -l observability.suse.com/scalable-during-es-restore=true \
-    -o 'jsonpath={range .items[*]}{.metadata.name}{"|"}{.spec.replicas}{"|"}{.spec.selector.matchLabels}{"|"}{.metadata.annotations.sts-backup\.io/replicas-before-restore}{"\n"}{end}'
+  # The chart's Job runs --orchestrate for the elasticsearch store: it scales the writers itself.
+  run grep -E ' (scale|annotate) deployment|get deployments' "${STUB_DIR}/calls"
+  assert_failure
   assert_job restore elasticsearch-restore
   run manifest_get 'env("restore", "SNAPSHOT_NAME"), env("restore", "INDICES_TO_RESTORE"), env("restore", "RESTORE_FORCE")'
   assert_output '["snap-1", "sts*,.ds-sts_k8s_logs*", "true"]'
+  run manifest_get 'env("restore", "STS_ORCHESTRATE"), env("restore", "STS_STORE"), env("restore", "STS_SCALE_DOWN_SELECTOR")'
+  assert_output '["true", "elasticsearch", "observability.suse.com/scalable-during-es-restore=true"]'
+  run manifest_get 'm["spec"]["template"]["spec"]["serviceAccountName"], m["spec"]["template"]["spec"]["automountServiceAccountToken"]'
+  assert_output '["sts-sts-backup-orchestrate", true]'
+}
+
+@test "chart: restore-stackgraph-backup.sh --finalize and --latest" {
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" -n sts --finalize
+  assert_success
+  assert_job finalize stackgraph-finalize
+  : >"${STUB_DIR}/calls"
+  rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" -n sts --latest
+  assert_success
+  run manifest_get 'env("restore", "BACKUP_NAME"), env("restore", "RESTORE_LATEST")'
+  assert_output '["", "true"]'
 }

@@ -160,3 +160,18 @@ interrupt() {
   output=$(cat "${BATS_TEST_TMPDIR}/out")
   stderr=$(cat "${BATS_TEST_TMPDIR}/err")
 }
+
+# without_orchestration KEY: rewrites the stub ConfigMap's template KEY as the
+# chart renders it with orchestration off (no STS_* env in its container).
+without_orchestration() {
+  python3 - "${STUB_DIR}/cm/$1" <<'PY'
+import json, sys
+path = sys.argv[1]
+with open(path, encoding="utf-8") as f:
+    job = json.load(f)
+c = job["spec"]["template"]["spec"]["containers"][0]
+c["env"] = [e for e in c["env"] if not e["name"].startswith("STS_")]
+with open(path, "w", encoding="utf-8") as f:
+    json.dump(job, f, indent=2, sort_keys=True)
+PY
+}

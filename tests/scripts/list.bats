@@ -27,9 +27,9 @@ readonly JOB_RE='^stackgraph-list-backups-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$'
   assert_called --namespace sts get pods -l "job-name=${job}" -o "$(pod_query list)"
   assert_equal "$(count_calls --namespace sts get pods -l "job-name=${job}" -o "$(pod_query list)")" 3
   assert_called --namespace sts logs --follow pod/pod-1 -c list
-  assert_called --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --timeout=120s
+  assert_called --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --wait=false
   assert_order "--namespace sts logs --follow pod/pod-1 -c list" \
-    "--namespace sts delete job ${job} --ignore-not-found --cascade=foreground --timeout=120s"
+    "--namespace sts delete job ${job} --ignore-not-found --cascade=foreground --wait=false"
   refute_verb scale
 }
 
@@ -44,7 +44,7 @@ readonly JOB_RE='^stackgraph-list-backups-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$'
   [[ ${stderr} == *'"message":"done"'* ]]
   run manifest_get 'env("list", "OUTPUT_FORMAT")'
   assert_output '"json"'
-  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
+  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
 }
 
 @test "json mode: a log without a data line is a failure" {
@@ -71,7 +71,7 @@ readonly JOB_RE='^stackgraph-list-backups-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$'
   run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n sts
   assert_failure 1
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Listing the StackGraph backups failed (exit 1), see the log above. To keep the job for debugging, rerun: ${RESTORE}/list-stackgraph-backups.sh -n sts --keep"
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
+  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
 }
 
 @test "--keep keeps the job and prints the delete command" {
@@ -88,7 +88,7 @@ readonly JOB_RE='^stackgraph-list-backups-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$'
   assert_failure 1
   [[ ${stderr} == *"ERROR: the pod of job $(job_name) did not start within 0s (phase: Pending)"* ]]
   refute_verb logs
-  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
+  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
 }
 
 @test "a pod that fails before the list container runs: exit 1" {
@@ -112,5 +112,5 @@ readonly JOB_RE='^stackgraph-list-backups-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$'
   assert_failure 1
   [[ ${stderr} == *"ERROR: could not create job $(job_name)"* ]]
   refute_verb logs
-  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
+  assert_called delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
 }

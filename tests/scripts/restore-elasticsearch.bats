@@ -1,27 +1,22 @@
 #!/usr/bin/env bats
 # restore-elasticsearch-snapshot.sh against the stub kubectl: job env, the
-# refusal without -force, scale down/up of the writers with -force, and the
-# pass-through of --latest, --allow-partial and --rename-to.
+# refusal without -force, -force reaching the orchestrated Job (which scales
+# the writers itself), the pass-through of --latest, --allow-partial and
+# --rename-to, and names passed verbatim for the binary to judge.
 # shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
 
 setup() {
   load helpers
   common_setup
-  fixture deployments \
-    'e2es|1|{"app.kubernetes.io/component":"e2es"}|' \
-    'mm2es|2|{"app.kubernetes.io/component":"mm2es"}|'
 }
 
 readonly SCRIPT=restore-elasticsearch-snapshot.sh
 readonly SNAP=sts-backup-20240101-0300-abcd1234
-readonly SELECTOR=observability.suse.com/scalable-during-es-restore=true
-readonly ANNOTATION=sts-backup.io/replicas-before-restore
 
-assert_scaled_back() {
-  assert_called --namespace sts scale deployment e2es --replicas=1
-  assert_called --namespace sts annotate deployment e2es "${ANNOTATION}-"
-  assert_called --namespace sts scale deployment mm2es --replicas=2
-  assert_called --namespace sts annotate deployment mm2es "${ANNOTATION}-"
+# refute_workload_calls: the script never read, scaled or annotated a workload.
+refute_workload_calls() {
+  run grep -E ' (scale|annotate) |get (deployments?|statefulsets?) |scale-down-selector' "${STUB_DIR}/calls"
+  assert_failure
 }
 
 @test "without -force: no scaling, the job gets the snapshot, empty INDICES and force false" {
@@ -39,11 +34,9 @@ assert_scaled_back() {
   run manifest_get 'env("restore", "RESTORE_FORCE")'
   assert_output '"false"'
   assert_template_read job-elasticsearch-restore.json --namespace sts
-  refute_verb scale
-  refute_verb annotate
-  if grep -F 'deployments' "${STUB_DIR}/calls"; then fail "deployments were listed"; fi
+  refute_workload_calls
   assert_called --namespace sts logs --follow pod/pod-1 -c restore
-  assert_called --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --timeout=120s
+  assert_called --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --wait=false
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored Elasticsearch snapshot ${SNAP} (indices: the configured pattern)."
 }
 
@@ -62,33 +55,24 @@ assert_scaled_back() {
   assert_failure 3
   assert_output 'refusing: open indices would be overwritten: sts_topology, sts_k8s_logs'
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored, nothing changed: refused for safety (reason above). If existing indices would be overwritten, rerun with -force (closes them; deletes only data stream backing indices): ${RESTORE}/${SCRIPT} -n sts ${SNAP} sts\\* -force or restore beside them with --rename-to restored-{}"
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
-  refute_verb scale
+  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  refute_workload_calls
 }
 
-@test "-force: writers scaled down with recorded counts, force true, scaled back" {
-  fixture pods-left 'e2es-5c4d-xyz12' '' ''
+@test "-force: force true; the orchestrated Job scales, the script touches no workload" {
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts -force "${SNAP}"
   assert_success
   run manifest_get 'env("restore", "RESTORE_FORCE")'
   assert_output '"true"'
-  assert_called --namespace sts get configmap "${CM}" -o 'jsonpath={.data.elasticsearch-scale-down-selector}'
-  assert_called --namespace sts get deployments -l "${SELECTOR}" -o 'jsonpath={range .items[*]}{.metadata.name}{"|"}{.spec.replicas}{"|"}{.spec.selector.matchLabels}{"|"}{.metadata.annotations.sts-backup\.io/replicas-before-restore}{"\n"}{end}'
-  assert_called --namespace sts annotate deployment e2es --overwrite "${ANNOTATION}=1"
-  assert_called --namespace sts annotate deployment mm2es --overwrite "${ANNOTATION}=2"
-  assert_called --namespace sts scale deployment e2es --replicas=0
-  assert_called --namespace sts scale deployment mm2es --replicas=0
-  assert_equal "$(count_calls --namespace sts get pods -l app.kubernetes.io/component=e2es -o 'jsonpath={.items[*].metadata.name}')" 2
-  assert_order "--namespace sts scale deployment mm2es --replicas=0" "--namespace sts create -f -"
-  assert_order "--namespace sts logs --follow pod/pod-1 -c restore" "--namespace sts scale deployment e2es --replicas=1"
-  assert_scaled_back
+  refute_workload_calls
+  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
 }
 
-@test "-force and a failing restore (a shard failed): exit 1, still scaled back" {
+@test "-force and a failing restore (a shard failed): exit 1 passed through" {
   phases 'pod-1 Running' 'pod-1 Failed 1'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${SNAP}" -force
   assert_failure 1
-  assert_scaled_back
+  refute_workload_calls
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restore of Elasticsearch snapshot ${SNAP} (indices: the configured pattern) failed (exit 1), see the log above. To keep the job for debugging, rerun: ${RESTORE}/${SCRIPT} -n sts ${SNAP} -force --keep"
 }
 
@@ -97,39 +81,35 @@ assert_scaled_back() {
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${SNAP}" --force
   assert_failure 3
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored, nothing changed: refused for safety (reason above). If existing indices would be overwritten, rerun with -force (closes them; deletes only data stream backing indices): ${RESTORE}/${SCRIPT} -n sts ${SNAP} --force or restore beside them with --rename-to restored-{}"
-  assert_scaled_back
 }
 
-@test "-force: SIGTERM while following the logs scales back and exits 143" {
+@test "-force: SIGTERM while following leaves the orchestrated Job running, exit 143" {
   interrupt TERM "${RESTORE}/${SCRIPT}" -n sts -force "${SNAP}"
   assert_equal "${status}" 143
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
-  assert_scaled_back
+  refute_verb delete
+  refute_workload_calls
+  [[ ${stderr} == *"===   follow it:   kubectl -n sts logs --follow job/$(job_name) -c restore"* ]]
 }
 
-@test "-force: SIGINT while waiting for pods to go scales back and exits 130" {
-  fixture pods-left 'e2es-5c4d-xyz12'
-  STS_RESTORE_POLL_INTERVAL=0.2 run_bg "${RESTORE}/${SCRIPT}" -n sts -force "${SNAP}"
-  wait_for_file "${STUB_DIR}/.count-pods-left"
-  kill -INT "${BG_PID}"
-  local rc=0
-  wait "${BG_PID}" || rc=$?
-  assert_equal "${rc}" 130
-  refute_verb create
-  assert_scaled_back
+@test "a template without orchestration: -force warns that nothing scales the writers, and the Job is deleted on Ctrl-C" {
+  without_orchestration job-elasticsearch-restore.json
+  interrupt INT "${RESTORE}/${SCRIPT}" -n sts -force "${SNAP}"
+  assert_equal "${status}" 130
+  [[ ${stderr} == *"!!! The chart renders this restore without orchestration"* ]]
+  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  refute_workload_calls
 }
 
-@test "hostile snapshot names and index lists are rejected before anything happens" {
+@test "snapshot names and index lists reach the job JSON-escaped: the binary judges them" {
   local name
-  for name in 'a/b' 'a"b' 'a b' $'a\nb' 'Snap' '_x' 'a,b'; do
-    run --separate-stderr "${RESTORE}/${SCRIPT}" "${name}"
-    assert_failure 2
+  for name in 'a/b' 'a"b' 'a b' $'a\nb' 'Snap' 'a,b' 'x"__FORCE__'; do
+    : >"${STUB_DIR}/calls"
+    rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
+    run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts -- "${name}" "${name}"
+    assert_success
+    run manifest_get '[env("restore", "SNAPSHOT_NAME"), env("restore", "INDICES_TO_RESTORE"), env("restore", "RESTORE_FORCE")]'
+    assert_output "$(python3 -c 'import json,sys; print(json.dumps([sys.argv[1], sys.argv[1], "false"], ensure_ascii=False))' "${name}")"
   done
-  for name in 'sts*,a b' $'sts*\n' 'a"b' 'a/b' 'a,,b'; do
-    run --separate-stderr "${RESTORE}/${SCRIPT}" "${SNAP}" "${name}"
-    assert_failure 2
-  done
-  [[ ! -s ${STUB_DIR}/calls ]]
 }
 
 @test "names with &, ' and non-ASCII that Elasticsearch allows reach the job intact" {

@@ -1,36 +1,28 @@
 #!/usr/bin/env bats
-# restore-stackgraph-backup.sh against the stub kubectl: job env, scale down
-# and back up with the recorded replica counts, exit codes, cleanup.
+# restore-stackgraph-backup.sh against the stub kubectl: the script only
+# renders the Job, creates it, follows it and passes its exit code through;
+# the orchestrated Job (STS_ORCHESTRATE=true in the template) locks and scales
+# by itself, so the script never touches a workload and never stops a running
+# restore because the terminal went away. The same script runs against the
+# API double with the real kubectl in tests/cluster/test_orchestrate.py.
 # shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
 
 setup() {
   load helpers
   common_setup
-  fixture deployments \
-    'server|1|{"app.kubernetes.io/component":"server","app.kubernetes.io/instance":"sts"}|' \
-    'api|3|{"app.kubernetes.io/component":"api"}|'
 }
 
 readonly SCRIPT=restore-stackgraph-backup.sh
 readonly NAME=sts-backup-20240101-0300.graph
-readonly SELECTOR=stackstate.com/connects-to-stackgraph=true
-readonly ANNOTATION=sts-backup.io/replicas-before-restore
-readonly DEPLOY_QUERY='jsonpath={range .items[*]}{.metadata.name}{"|"}{.spec.replicas}{"|"}{.spec.selector.matchLabels}{"|"}{.metadata.annotations.sts-backup\.io/replicas-before-restore}{"\n"}{end}'
 
-# assert_scaled_back: both deployments went back to 1 and 3 replicas and lost
-# the annotation, after the job was deleted (unless --keep).
-assert_scaled_back() {
-  assert_called --namespace sts scale deployment server --replicas=1
-  assert_called --namespace sts annotate deployment server "${ANNOTATION}-"
-  assert_called --namespace sts scale deployment api --replicas=3
-  assert_called --namespace sts annotate deployment api "${ANNOTATION}-"
-  assert_order "--namespace sts scale deployment server --replicas=1" \
-    "--namespace sts annotate deployment server ${ANNOTATION}-"
+# refute_workload_calls: the script never read, scaled or annotated a workload.
+refute_workload_calls() {
+  run grep -E ' (scale|annotate) |get (deployments?|statefulsets?) ' "${STUB_DIR}/calls"
+  assert_failure
 }
 
-@test "restore: scale down with recorded counts, job with the name, follow, delete, scale back" {
+@test "restore: job with the name, follow, delete; nothing else" {
   fixture logs 'restoring' 'done'
-  fixture pods-left 'server-7d9f-abcde server-7d9f-fghij' 'server-7d9f-abcde' '' ''
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_success
   assert_output $'restoring\ndone'
@@ -38,201 +30,166 @@ assert_scaled_back() {
   job=$(job_name)
   [[ ${job} =~ ^stackgraph-restore-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$ ]] || fail "bad job name ${job}"
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored StackGraph backup ${NAME}."
-
-  # The job: the backup name and no force.
   run manifest_get 'env("restore", "BACKUP_NAME")'
   assert_output "\"${NAME}\""
-  run manifest_get 'env("restore", "RESTORE_FORCE")'
-  assert_output '"false"'
+  run manifest_get '[env("restore", "RESTORE_FORCE"), env("restore", "RESTORE_LATEST")]'
+  assert_output '["false", "false"]'
   run manifest_get 'm["metadata"]["name"]'
   assert_output "\"${job}\""
-
-  # The exact sequence of calls.
   local expected
   expected=$(cat <<CALLS
 $(q --namespace sts get configmap -l sts-backup.io/job-templates=true -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}')
 $(q --namespace sts get configmap "${CM}" -o 'jsonpath={.data.job-stackgraph-restore\.json}')
-$(q --namespace sts get configmap "${CM}" -o 'jsonpath={.data.stackgraph-scale-down-selector}')
-$(q --namespace sts get deployments -l "${SELECTOR}" -o "${DEPLOY_QUERY}")
-$(q --namespace sts annotate deployment server --overwrite "${ANNOTATION}=1")
-$(q --namespace sts scale deployment server --replicas=0)
-$(q --namespace sts annotate deployment api --overwrite "${ANNOTATION}=3")
-$(q --namespace sts scale deployment api --replicas=0)
-$(q --namespace sts get pods -l app.kubernetes.io/component=server,app.kubernetes.io/instance=sts -o 'jsonpath={.items[*].metadata.name}')
-$(q --namespace sts get pods -l app.kubernetes.io/component=server,app.kubernetes.io/instance=sts -o 'jsonpath={.items[*].metadata.name}')
-$(q --namespace sts get pods -l app.kubernetes.io/component=server,app.kubernetes.io/instance=sts -o 'jsonpath={.items[*].metadata.name}')
-$(q --namespace sts get pods -l app.kubernetes.io/component=api -o 'jsonpath={.items[*].metadata.name}')
 $(q --namespace sts create -f -)
   stdin> manifest-1.json
 $(q --namespace sts get pods -l "job-name=${job}" -o "$(pod_query restore)")
 $(q --namespace sts get pods -l "job-name=${job}" -o "$(pod_query restore)")
 $(q --namespace sts logs --follow pod/pod-1 -c restore)
 $(q --namespace sts get pods -l "job-name=${job}" -o "$(pod_query restore)")
-$(q --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --timeout=120s)
-$(q --namespace sts scale deployment server --replicas=1)
-$(q --namespace sts annotate deployment server "${ANNOTATION}-")
-$(q --namespace sts scale deployment api --replicas=3)
-$(q --namespace sts annotate deployment api "${ANNOTATION}-")
+$(q --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --wait=false)
 CALLS
 )
   assert_equal "$(cat "${STUB_DIR}/calls")" "${expected}"
-  [[ ${stderr} == *"=== Waiting for the pods of server to terminate: server-7d9f-abcde server-7d9f-fghij"* ]]
-  [[ ${stderr} == *"===   - api (replicas: 0 -> 3)"* ]]
 }
 
-@test "-force is passed to the job only when given" {
+@test "-force and --latest reach the job only when given" {
   run "${RESTORE}/${SCRIPT}" -n sts -force "${NAME}"
   assert_success
   run manifest_get 'env("restore", "RESTORE_FORCE")'
   assert_output '"true"'
   : >"${STUB_DIR}/calls"
   rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
-  run "${RESTORE}/${SCRIPT}" -n sts "${NAME}" --force
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --latest
   assert_success
-  run manifest_get 'env("restore", "RESTORE_FORCE")'
-  assert_output '"true"'
+  run manifest_get '[env("restore", "BACKUP_NAME"), env("restore", "RESTORE_LATEST"), env("restore", "RESTORE_FORCE")]'
+  assert_output '["", "true", "false"]'
 }
 
-@test "an annotation left by an interrupted run is kept and used for scaling back" {
-  fixture deployments \
-    'server|0|{"app":"server"}|2' \
-    'api|3|{"app":"api"}|'
-  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
-  assert_success
-  if grep -F "annotate deployment server --overwrite" "${STUB_DIR}/calls"; then
-    fail "the recorded count of server was overwritten"
-  fi
-  assert_called --namespace sts annotate deployment api --overwrite "${ANNOTATION}=3"
-  assert_called --namespace sts scale deployment server --replicas=0
-  assert_called --namespace sts scale deployment server --replicas=2
-  assert_called --namespace sts annotate deployment server "${ANNOTATION}-"
-  assert_called --namespace sts scale deployment api --replicas=3
-  [[ ${stderr} == *"===   - server: keeping the replica count 2 recorded by an earlier run"* ]]
+@test "--latest with a NAME, --finalize with a NAME or -force: usage error, no kubectl call" {
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --latest "${NAME}"
+  assert_failure 2
+  assert_equal "$(head -n 1 <<<"${stderr}")" "${SCRIPT}: --latest takes no NAME"
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --finalize "${NAME}"
+  assert_failure 2
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --finalize -force
+  assert_failure 2
+  [[ ! -s ${STUB_DIR}/calls ]]
 }
 
-@test "the selector comes from the ConfigMap" {
-  printf 'app.kubernetes.io/part-of=graph-writers' >"${STUB_DIR}/cm/stackgraph-scale-down-selector"
-  run "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
-  assert_success
-  assert_called --namespace sts get deployments -l app.kubernetes.io/part-of=graph-writers -o "${DEPLOY_QUERY}"
-}
-
-@test "pods that do not go away: bounded wait, exit 1, no job, scaled back" {
-  fixture pods-left 'server-7d9f-abcde'
-  STS_RESTORE_SCALE_TIMEOUT=0 run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
-  assert_failure 1
-  [[ ${stderr} == *"ERROR: pods of deployment server still there after 0s: server-7d9f-abcde"* ]]
-  refute_verb create
-  refute_verb delete
-  assert_scaled_back
-}
-
-@test "exit 3 (StackGraph not empty) is propagated with the command to rerun with -force" {
+@test "exit 3 (StackGraph not empty) is passed through with the command to rerun with -force" {
   phases 'pod-1 Running' 'pod-1 Failed 3'
+  fixture logs 'error: the target holds data and restoring backup would overwrite it; nothing was changed.'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_failure 3
-  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored: StackGraph is not empty. To delete its data and restore ${NAME}, rerun: ${RESTORE}/${SCRIPT} -n sts ${NAME} -force"
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
-  assert_scaled_back
-  assert_order "--namespace sts delete job $(job_name) --ignore-not-found --cascade=foreground --timeout=120s" \
-    "--namespace sts scale deployment server --replicas=1"
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored, nothing changed: StackGraph is not empty. To delete its data and restore backup ${NAME}, rerun: ${RESTORE}/${SCRIPT} -n sts ${NAME} -force"
+  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  refute_workload_calls
 }
 
-@test "exit 4 (integrity failure) is propagated, scaled back, job deleted" {
+@test "exit 3 from the store's lock names the lock, not -force" {
+  phases 'pod-1 Running' 'pod-1 Failed 3'
+  fixture logs 'error: store "stackgraph" is locked by sts/stackgraph-restore-x (restore, since 2026-01-01T00:00:00Z); not starting another run'
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
+  assert_failure 3
+  assert_output --partial 'is locked by sts/stackgraph-restore-x (restore'
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored, nothing changed: another restore or backup holds the store's lock (see above). Wait for it, then rerun: ${RESTORE}/${SCRIPT} -n sts ${NAME}"
+}
+
+@test "exit 4 (integrity failure) is passed through, job deleted" {
   phases 'pod-1 Running' 'pod-1 Failed 4'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_failure 4
-  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored: backup ${NAME} failed its integrity check (checksum mismatch or missing manifest). Pick another backup: ${RESTORE}/list-stackgraph-backups.sh"
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
-  assert_scaled_back
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored: StackGraph backup ${NAME} failed its integrity check (checksum mismatch or missing manifest). Pick another backup: ${RESTORE}/list-stackgraph-backups.sh"
+  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
 }
 
-@test "exit 1 with --keep: job kept, scaled back, hint to read its log" {
+@test "exit 1 with --keep: job kept, hint to read its log" {
   phases 'pod-1 Failed 1'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --keep "${NAME}"
   assert_failure 1
   refute_verb delete
-  assert_scaled_back
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restore of StackGraph backup ${NAME} failed (exit 1), see the log above. Its log: kubectl -n sts logs job/$(job_name) -c restore"
 }
 
-@test "a failing job create still scales back" {
+@test "a failing job create: exit 1, nothing else" {
   fixture fail-create 1
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_failure 1
-  assert_scaled_back
+  refute_workload_calls
 }
 
-@test "a failing scale-back makes a successful restore exit 1 and prints the command" {
-  fixture fail-annotate 1
-  fixture deployments 'server|0|{"app":"server"}|2'
-  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
-  assert_failure 1
-  [[ ${stderr} == *"ERROR: could not scale server back; run: kubectl -n sts scale deployment server --replicas=2 && kubectl -n sts annotate deployment server ${ANNOTATION}-"* ]]
-  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored StackGraph backup ${NAME}. But scaling back failed, see above."
-}
-
-@test "SIGINT while following the logs: job deleted, scaled back, exit 130" {
+@test "SIGINT while following: the running restore Job is left to finish, how to follow it is printed, exit 130" {
   interrupt INT "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_equal "${status}" 130
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s
-  assert_scaled_back
-  assert_order "--namespace sts delete job $(job_name) --ignore-not-found --cascade=foreground --timeout=120s" \
-    "--namespace sts scale deployment server --replicas=1"
-  assert_equal "$(count_calls --namespace sts scale deployment api --replicas=3)" 1
+  refute_verb delete
+  refute_workload_calls
+  local job
+  job=$(job_name)
   [[ ${stderr} == *'!!! Interrupted (SIGINT); cleaning up'* ]]
-  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Interrupted. To start again, run: ${RESTORE}/${SCRIPT} -n sts ${NAME}"
+  [[ ${stderr} == *"=== Job ${job} keeps running in the cluster and finishes on its own"* ]]
+  [[ ${stderr} == *"===   follow it:   kubectl -n sts logs --follow job/${job} -c restore"* ]]
+  [[ ${stderr} == *"===   stop it:     kubectl -n sts delete job ${job}"* ]]
 }
 
-@test "SIGTERM while following the logs: same cleanup, once, exit 143" {
+@test "SIGTERM while following: same, once, exit 143" {
   interrupt TERM "${RESTORE}/${SCRIPT}" -n sts "${NAME}" -force
   assert_equal "${status}" 143
-  assert_equal "$(count_calls --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --timeout=120s)" 1
-  assert_scaled_back
-  assert_equal "$(count_calls --namespace sts scale deployment server --replicas=1)" 1
-}
-
-@test "SIGINT with --keep: job kept (with a warning), deployments scaled back" {
-  interrupt INT "${RESTORE}/${SCRIPT}" -n sts --keep "${NAME}"
-  assert_equal "${status}" 130
   refute_verb delete
-  assert_scaled_back
-  [[ ${stderr} == *"!!! --keep: job $(job_name) is kept and may still be running"* ]]
+  assert_equal "$(grep -c 'keeps running in the cluster' <<<"${stderr}")" 1
 }
 
-@test "a deployment without matchLabels: wait on its status.replicas instead" {
-  fixture deployments 'server|1||'
-  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
+@test "--background: returns once the pod runs, follows nothing, keeps the Job, prints how to follow it" {
+  phases 'pod-1 Pending' 'pod-1 Running'
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --background "${NAME}"
   assert_success
-  assert_called --namespace sts get deployment server -o 'jsonpath={.status.replicas}'
-  assert_called --namespace sts scale deployment server --replicas=1
+  refute_verb logs
+  refute_verb delete
+  local job
+  job=$(job_name)
+  [[ ${stderr} == *"===   follow it:   kubectl -n sts logs --follow job/${job} -c restore"* ]]
+  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Started the restore of StackGraph backup ${NAME} in job ${job}."
 }
 
-@test "hostile backup names are rejected before anything happens" {
+@test "--background on a Job that already ended: its exit code, as without it" {
+  phases 'pod-1 Failed 3'
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --background "${NAME}"
+  assert_failure 3
+  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+}
+
+@test "--finalize: runs the finalize template and passes its exit through" {
+  fixture logs 'scaled statefulset/graph (2) back'
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --finalize
+  assert_success
+  assert_output 'scaled statefulset/graph (2) back'
+  assert_template_read job-stackgraph-finalize.json --namespace sts
+  run manifest_get '[m["metadata"]["name"].startswith("stackgraph-finalize-"), m["spec"]["template"]["spec"]["containers"][0]["args"]]'
+  assert_output '[true, ["finalize"]]'
+  : >"${STUB_DIR}/calls"
+  rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
+  phases 'pod-1 Failed 3'
+  run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --finalize
+  assert_failure 3
+  [[ ${stderr} == *"Not finalized: a restore or backup holds the store's lock"* ]]
+}
+
+@test "names reach the job verbatim, JSON-escaped: the binary judges them" {
   local name
-  for name in 'a/b' 'a&b' 'x"y' 'a b' $'a\nb' '../../etc' "\$(touch ${BATS_TEST_TMPDIR}/pwned)"; do
-    run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${name}"
-    assert_failure 2
+  for name in 'a/b' 'a&b' 'x"y' 'a b' $'a\nb' '../../etc' "\$(touch ${BATS_TEST_TMPDIR}/pwned)" 'x"__FORCE__'; do
+    : >"${STUB_DIR}/calls"
+    rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
+    run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts -- "${name}"
+    assert_success
+    run manifest_get '[env("restore", "BACKUP_NAME"), env("restore", "RESTORE_FORCE")]'
+    assert_output "$(python3 -c 'import json,sys; print(json.dumps([sys.argv[1], "false"], ensure_ascii=False))' "${name}")"
   done
-  [[ ! -s ${STUB_DIR}/calls ]]
   [[ ! -e ${BATS_TEST_TMPDIR}/pwned ]]
 }
 
-@test "restore: an orchestrated Job template (STS_ORCHESTRATE=true) scales nothing from the script" {
-  python3 - "${STUB_DIR}/cm/job-stackgraph-restore.json" <<'PY'
-import json, sys
-path = sys.argv[1]
-job = json.load(open(path))
-job["spec"]["template"]["spec"]["containers"][0].setdefault("env", []).append(
-    {"name": "STS_ORCHESTRATE", "value": "true"})
-open(path, "w").write(json.dumps(job, indent=2, sort_keys=True))
-PY
-  fixture logs 'restoring' 'done'
+@test "a template without orchestration: a warning, still no scaling from the script" {
+  without_orchestration job-stackgraph-restore.json
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_success
-  assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored StackGraph backup ${NAME}."
-  [[ ${stderr} == *"The restore Job scales the writers (${SELECTOR}) down and back itself"* ]]
-  run grep -E ' (scale|annotate) deployment|get deployments' "${STUB_DIR}/calls"
-  assert_failure
-  assert_called --namespace sts create -f -
+  [[ ${stderr} == *"!!! The chart renders this restore without orchestration"* ]]
+  refute_workload_calls
 }

@@ -54,18 +54,17 @@ async fn begin(cluster: &Cluster, orch: &Orchestration, operation: Operation) ->
     }
 }
 
-/// Scales back with retries, turning a failure into the run's error when it had none.
-async fn end(cluster: &Cluster, held: StoreLock, result: Result<(), Error>) -> Result<(), Error> {
-    let back = scale::scale_back_retrying(cluster, SCALE_BACK_ATTEMPTS).await;
-    held.release().await;
+/// The run's result after scaling back: a scale-back failure becomes the run's error when it
+/// had none (and is logged when it had one).
+fn combine(result: Result<(), Error>, back: Result<(), ClusterError>) -> Result<(), Error> {
     match (result, back) {
         (Err(e), Err(b)) => {
             tracing::error!("{b}");
             Err(e)
         }
-        (Err(e), Ok(_)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
         (Ok(()), Err(b)) => Err(b.into()),
-        (Ok(()), Ok(_)) => Ok(()),
+        (Ok(()), Ok(())) => Ok(()),
     }
 }
 
@@ -73,6 +72,42 @@ fn size_of(backup: &Backup) -> u64 {
     match backup {
         Backup::Committed(m) => m.raw_size,
         Backup::Legacy(l) => l.size,
+    }
+}
+
+/// A restore of a store whose checks and import live in another crate (Elasticsearch): the
+/// lock is held and an interrupted restore finished by [`RestoreGuard::begin`]; the caller runs
+/// its checks, calls [`RestoreGuard::scale_down`] right before its first change, and ends with
+/// [`RestoreGuard::end`] on every path. The StackGraph restore runs the same steps.
+pub struct RestoreGuard<'a> {
+    cluster: &'a Cluster,
+    orch: &'a Orchestration,
+    held: StoreLock,
+}
+
+impl<'a> RestoreGuard<'a> {
+    /// Takes the store's lock and scales back what an interrupted restore left down.
+    pub async fn begin(cluster: &'a Cluster, orch: &'a Orchestration) -> Result<RestoreGuard<'a>, ClusterError> {
+        let held = begin(cluster, orch, Operation::Restore).await?;
+        Ok(RestoreGuard { cluster, orch, held })
+    }
+
+    /// Scales the store's writers down (recording their counts) and waits for their pods;
+    /// nothing when the store has no writers configured (an empty selector).
+    pub async fn scale_down(&self) -> Result<(), ClusterError> {
+        if self.orch.scale_down_selector.is_empty() {
+            return Ok(());
+        }
+        scale::scale_down(self.cluster, &self.orch.scale_down_selector, self.orch.scale_wait)
+            .await
+            .map(|_| ())
+    }
+
+    /// Scales back whatever is recorded (retrying) and releases the lock.
+    pub async fn end(self) -> Result<(), ClusterError> {
+        let back = scale::scale_back_retrying(self.cluster, SCALE_BACK_ATTEMPTS).await;
+        self.held.release().await;
+        back.map(|_| ())
     }
 }
 
@@ -111,23 +146,24 @@ async fn restore_steps(
 ) -> Result<Backup, Error> {
     // From here on SIGTERM is a value, not the end of the process: scale back still runs.
     let mut interrupt = Interrupt::new()?;
-    let held = begin(cluster, orch, Operation::Restore).await?;
+    let guard = RestoreGuard::begin(cluster, orch).await?;
     let checked = match restore::check(storage, opts).await {
         Ok(b) => b,
         Err(e) => {
-            held.release().await;
+            // Nothing was scaled: release without touching any workload.
+            guard.held.release().await;
             return Err(e);
         }
     };
     let result = async {
         tokio::select! {
-            down = scale::scale_down(cluster, &orch.scale_down_selector, orch.scale_wait) => { down?; }
+            down = guard.scale_down() => { down?; }
             e = interrupt.wait() => return Err(e),
         }
         restore::import(storage, opts, &checked).await
     }
     .await;
-    end(cluster, held, result).await.map(|()| checked)
+    combine(result, guard.end().await).map(|()| checked)
 }
 
 /// An orchestrated scheduled backup. A store locked by another run is skipped (`Ok(None)`,
@@ -197,9 +233,10 @@ pub struct OrchestrateArgs {
     #[arg(long, env = "STS_ORCHESTRATE")]
     pub orchestrate: bool,
 
-    /// The store's name, for its lock (one Lease per store).
-    #[arg(long = "store", env = "STS_STORE", default_value = "stackgraph", value_name = "NAME")]
-    pub store: String,
+    /// The store's name, for its lock (one Lease per store); default: the binary's store
+    /// (stackgraph, elasticsearch).
+    #[arg(long = "store", env = "STS_STORE", value_name = "NAME")]
+    pub store: Option<String>,
 
     /// Label selector of the store's writers (Deployments and StatefulSets) to scale down
     /// during a restore. Required with --orchestrate for restore.
@@ -216,13 +253,12 @@ pub struct OrchestrateArgs {
 }
 
 impl OrchestrateArgs {
-    /// The run's settings; `needs_selector` for restores (a restore must know what to stop).
-    pub fn orchestration(&self, needs_selector: bool) -> Result<Orchestration, Error> {
-        if self.store.trim().is_empty() || lock::lease_name(self.store.trim()).len() > 253 {
-            return Err(Error::invalid(format!(
-                "--store: {:?} is not a usable store name",
-                self.store
-            )));
+    /// The run's settings; `needs_selector` for restores that must know what to stop;
+    /// `default_store` when no --store is given.
+    pub fn orchestration(&self, needs_selector: bool, default_store: &str) -> Result<Orchestration, Error> {
+        let store = self.store.as_deref().unwrap_or(default_store).trim();
+        if store.is_empty() || lock::lease_name(store).len() > 253 {
+            return Err(Error::invalid(format!("--store: {store:?} is not a usable store name")));
         }
         let selector = self.scale_down_selector.clone().unwrap_or_default();
         if needs_selector && selector.trim().is_empty() {
@@ -231,7 +267,7 @@ impl OrchestrateArgs {
             ));
         }
         Ok(Orchestration {
-            store: self.store.trim().to_string(),
+            store: store.to_string(),
             scale_down_selector: selector.trim().to_string(),
             scale_wait: self.scale_wait,
             lease_duration: self.lease_duration,

@@ -27,6 +27,6 @@ pub use client::{ApiError, ClusterInfo, EsAuth, EsClient, EsConfig};
 pub use connection::ConnectionArgs;
 pub use error::{Error, Result};
 pub use register::{register, CredentialsMode, RegisterOptions, RegisterReport, OWNER_MARKER};
-pub use restore::{restore, RestoreOptions, RestoreReport};
+pub use restore::{restore, restore_with, RestoreOptions, RestoreReport};
 pub use snapshots::{list_snapshots, SnapshotRow};
 pub use validate::IndexPattern;

@@ -4,12 +4,15 @@
 //! renders the library's reports as text or JSON and maps errors to exit codes.
 #![warn(clippy::too_many_lines)]
 
+mod orchestrated;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use sts_backup_cli as cli;
+use sts_backup_cluster::orchestrate::OrchestrateArgs;
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
 use sts_backup_core::logging::{self, LogFormat};
 use sts_backup_core::storage::{Addressing, StorageArgs};
@@ -84,7 +87,7 @@ enum Command {
     List(ListArgs),
     /// Restore a snapshot, after every check has passed (never the internal indices; never
     /// over existing indices without --force, which closes rather than deletes where it can).
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +275,9 @@ struct RestoreArgs {
     /// Output of the final report: text lines, or one line of JSON.
     #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
+
+    #[command(flatten)]
+    orchestrate: OrchestrateArgs,
 }
 
 fn client(es: &EsArgs) -> Result<EsClient, Error> {
@@ -390,9 +396,18 @@ fn restore_options(es: &EsArgs, args: &RestoreArgs) -> Result<RestoreOptions, Er
 
 async fn run_restore(es: &EsArgs, args: RestoreArgs) -> Result<(), Error> {
     let opts = restore_options(es, &args)?;
+    let orchestration = args
+        .orchestrate
+        .orchestrate
+        .then(|| args.orchestrate.orchestration(false, orchestrated::STORE))
+        .transpose()
+        .map_err(|e| Error::invalid(e.to_string()))?;
     let client = client(es)?;
     client.wait_ready(es.wait_timeout).await?;
-    let report = restore(&client, &opts).await?;
+    let report = match &orchestration {
+        Some(orch) => orchestrated::restore(&client, &opts, orch).await?,
+        None => restore(&client, &opts).await?,
+    };
     match args.output {
         OutputFormat::Json => {
             let json =
@@ -413,7 +428,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Register(args) => run_register(&cli.es, *args).await,
         Command::List(args) => run_list(&cli.es, args).await,
-        Command::Restore(args) => run_restore(&cli.es, args).await,
+        Command::Restore(args) => run_restore(&cli.es, *args).await,
     }
 }
 

@@ -24,6 +24,9 @@ use sts_backup_core::restore::{self, BackupRestoreOptions};
 use sts_backup_core::retention::{self as pruning, RetentionArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};
 
+/// The store this binary locks when no --store is given.
+const STORE: &str = "stackgraph";
+
 #[derive(Parser)]
 #[command(
     name = "stackgraph-backup",
@@ -157,8 +160,13 @@ struct RestoreArgs {
     storage: StorageArgs,
 
     /// The backup to restore.
+    /// The backup to restore (or --latest).
     #[arg(env = "BACKUP_NAME")]
-    name: String,
+    name: Option<String>,
+
+    /// Restore the newest committed backup (one with a manifest); no NAME.
+    #[arg(long, env = "RESTORE_LATEST")]
+    latest: bool,
 
     /// Restore even when the target holds data (it is overwritten).
     #[arg(long, env = "RESTORE_FORCE")]
@@ -232,7 +240,7 @@ async fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
     let orchestration = args
         .orchestrate
         .orchestrate
-        .then(|| args.orchestrate.orchestration(false))
+        .then(|| args.orchestrate.orchestration(false, STORE))
         .transpose()?;
     let storage = Storage::open(&args.storage).await?;
     match orchestration {
@@ -292,6 +300,21 @@ async fn verify_command(args: VerifyArgs) -> anyhow::Result<()> {
 /// `restore`: the guarded restore, orchestrated in the cluster when asked.
 async fn restore_command(args: RestoreArgs) -> anyhow::Result<()> {
     let rerun_hint = rerun_with_force();
+    let storage = Storage::open(&args.storage).await?;
+    // The Job template sets both env twins: an empty BACKUP_NAME is no name.
+    let name = match (
+        args.name.as_deref().map(str::trim).filter(|n| !n.is_empty()),
+        args.latest,
+    ) {
+        (Some(name), false) => name.to_string(),
+        (None, true) => newest_committed(&storage).await?,
+        (Some(_), true) => {
+            return Err(sts_backup_core::Error::invalid("NAME: give a backup name or --latest, not both").into())
+        }
+        (None, false) => {
+            return Err(sts_backup_core::Error::invalid("NAME: missing; give a backup name or --latest").into())
+        }
+    };
     let opts = BackupRestoreOptions {
         empty_check: args
             .empty_check
@@ -299,7 +322,7 @@ async fn restore_command(args: RestoreArgs) -> anyhow::Result<()> {
             .map(|line| CommandSpec::parse_line("--empty-check", line))
             .transpose()?,
         import: CommandSpec::new("IMPORT_CMD", args.import)?,
-        name: args.name.trim().to_string(),
+        name,
         force: args.force,
         force_arg: args.force_arg.filter(|arg| !arg.is_empty()),
         empty_check_timeout: args.empty_check_timeout,
@@ -309,9 +332,8 @@ async fn restore_command(args: RestoreArgs) -> anyhow::Result<()> {
     let orchestration = args
         .orchestrate
         .orchestrate
-        .then(|| args.orchestrate.orchestration(true))
+        .then(|| args.orchestrate.orchestration(true, STORE))
         .transpose()?;
-    let storage = Storage::open(&args.storage).await?;
     let restored = match orchestration {
         Some(orch) => {
             let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
@@ -345,7 +367,7 @@ async fn adopt_command(args: AdoptArgs) -> anyhow::Result<()> {
 
 /// `finalize`: scale back what an interrupted restore scaled down.
 async fn finalize_command(args: FinalizeArgs) -> anyhow::Result<()> {
-    let orch = args.orchestrate.orchestration(false)?;
+    let orch = args.orchestrate.orchestration(false, STORE)?;
     let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;
     let back = orchestrate::finalize(&cluster, &orch)
         .await
@@ -357,6 +379,23 @@ async fn finalize_command(args: FinalizeArgs) -> anyhow::Result<()> {
         println!("scaled {w} back");
     }
     Ok(())
+}
+
+/// `--latest`: the newest backup with a manifest (a legacy one is restored only by name).
+async fn newest_committed(storage: &Storage) -> anyhow::Result<String> {
+    let all = catalogue::list(storage).await?;
+    let newest = all.backups.iter().rev().find_map(|b| match b {
+        Backup::Committed(m) => Some(m.name.clone()),
+        Backup::Legacy(_) => None,
+    });
+    let name = newest.ok_or_else(|| {
+        sts_backup_core::Error::invalid(format!(
+            "--latest: the store holds no committed backup ({} restorable in all; see `list`)",
+            all.backups.len()
+        ))
+    })?;
+    tracing::info!("--latest: backup {name}");
+    Ok(name)
 }
 
 /// This invocation again with `--force` after `restore`, quoted for a shell.

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{sg, Backend, Run};
-use sts_backup_testkit::kube_double::{restore_namespace, KubeDouble, ALL_VERBS, NS, SELECTOR};
+use sts_backup_testkit::kube_double::{restore_namespace, ALL_VERBS, NS, SELECTOR};
 
 fn as_job(backend: &Backend, kubeconfig: &Path, pod: &str, args: &[&str]) -> Run {
     let mut cmd = sg();
@@ -21,25 +21,6 @@ fn as_job(backend: &Backend, kubeconfig: &Path, pod: &str, args: &[&str]) -> Run
         cmd.env(k, v);
     }
     Run::from(cmd.output().unwrap())
-}
-
-fn replicas(double: &KubeDouble) -> String {
-    double
-        .kubectl(&[
-            "-n",
-            NS,
-            "get",
-            "deployment/router",
-            "statefulset/graph",
-            "-o",
-            "jsonpath={.items[*].spec.replicas}",
-        ])
-        .trim()
-        .to_string()
-}
-
-fn reasons(double: &KubeDouble) -> String {
-    double.kubectl(&["-n", NS, "get", "events", "-o", "jsonpath={.items[*].reason}"])
 }
 
 #[test]
@@ -77,8 +58,8 @@ fn orchestrated_restore_through_the_binary() {
     let refused = restore("restore-run-aaaaa", "sh -c 'exit 1'");
     assert_eq!(refused.code, 3, "{refused:?}");
     assert!(!target.exists());
-    assert_eq!(replicas(&double), "3 2");
-    assert!(reasons(&double).contains("RestoreRefused"));
+    assert_eq!(double.writer_replicas(), "3 2");
+    assert!(double.event_reasons().contains("RestoreRefused"));
 
     // Another run holds the store: exit 3 naming it.
     double.apply(&format!(
@@ -96,8 +77,8 @@ fn orchestrated_restore_through_the_binary() {
     let done = restore("restore-run-ccccc", "sh -c 'exit 0'");
     assert_eq!(done.code, 0, "{done:?}");
     assert_eq!(std::fs::read(&target).unwrap(), b"graph-data");
-    assert_eq!(replicas(&double), "3 2");
-    assert!(reasons(&double).contains("RestoreCompleted"));
+    assert_eq!(double.writer_replicas(), "3 2");
+    assert!(double.event_reasons().contains("RestoreCompleted"));
 
     let fin = as_job(&backend, &kc, "restore-run-ddddd", &["finalize"]);
     assert_eq!(fin.code, 0, "{fin:?}");
@@ -145,7 +126,7 @@ fn sigterm_during_the_import_still_scales_back() {
     }
     let child = cmd.spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while replicas(&double) != "0 0" {
+    while double.writer_replicas() != "0 0" {
         assert!(std::time::Instant::now() < deadline, "never scaled down");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -159,7 +140,7 @@ fn sigterm_during_the_import_still_scales_back() {
     let run = Run::from(child.wait_with_output().unwrap());
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("SIGTERM"), "{run:?}");
-    assert_eq!(replicas(&double), "3 2");
+    assert_eq!(double.writer_replicas(), "3 2");
     let lease = double.kubectl(&[
         "-n",
         NS,
@@ -170,5 +151,46 @@ fn sigterm_during_the_import_still_scales_back() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     assert_eq!(lease.trim(), "", "lock released");
-    assert!(reasons(&double).contains("RestoreFailed"));
+    assert!(double.event_reasons().contains("RestoreFailed"));
+}
+
+/// `restore --latest` (what `restore-stackgraph-backup.sh --latest` renders): the newest
+/// committed backup; a NAME with --latest, or neither (the template's empty BACKUP_NAME), is
+/// invalid input.
+#[test]
+fn latest_restores_the_newest_committed_backup() {
+    let backend = Backend::file();
+    for (template, data) in [("a-%Y%m%d.graph", "older"), ("b-%Y%m%d.graph", "newer")] {
+        let made = backend.run(&[
+            "backup",
+            "--name-template",
+            template,
+            "--",
+            "sh",
+            "-c",
+            &format!("printf {data}"),
+        ]);
+        assert_eq!(made.code, 0, "{made:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("imported");
+    let import = format!("cat > {}", target.display());
+    let latest = backend.run_with(
+        &["restore", "--", "sh", "-c", &import],
+        &[("RESTORE_LATEST", "true"), ("BACKUP_NAME", "")],
+    );
+    assert_eq!(latest.code, 0, "{latest:?}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"newer");
+    assert!(latest.stderr.contains("--latest: backup b-"), "{latest:?}");
+
+    let both = backend.run(&["restore", "x.graph", "--latest", "--", "cat"]);
+    assert_eq!(both.code, 2, "{both:?}");
+    assert!(both.stderr.contains("not both"), "{both:?}");
+    let neither = backend.run_with(
+        &["restore", "--", "cat"],
+        &[("BACKUP_NAME", ""), ("RESTORE_LATEST", "false")],
+    );
+    assert_eq!(neither.code, 2, "{neither:?}");
+    assert!(neither.stderr.contains("NAME: missing"), "{neither:?}");
 }

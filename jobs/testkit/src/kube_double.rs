@@ -56,6 +56,26 @@ impl KubeDouble {
         self.kubectl_with(&self.admin_kubeconfig, args, None)
     }
 
+    /// `spec.replicas` of the fixture's writers, "router graph" (e.g. "3 2").
+    pub fn writer_replicas(&self) -> String {
+        self.kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "deployment/router",
+            "statefulset/graph",
+            "-o",
+            "jsonpath={.items[*].spec.replicas}",
+        ])
+        .trim()
+        .to_string()
+    }
+
+    /// The reasons of every Event in the fixture's namespace, space-separated.
+    pub fn event_reasons(&self) -> String {
+        self.kubectl(&["-n", NS, "get", "events", "-o", "jsonpath={.items[*].reason}"])
+    }
+
     /// `kubectl apply -f -` of `yaml` as the admin.
     pub fn apply(&self, yaml: &str) -> String {
         self.kubectl_with(&self.admin_kubeconfig, &["apply", "-f", "-"], Some(yaml))

@@ -161,6 +161,22 @@ impl RestoreReport {
 /// Restores a snapshot: checks → (with `--force`) least destructive overwrite → async
 /// restore followed to the end. Failed shards are in the report ([`RestoreReport::failure`]).
 pub async fn restore(client: &EsClient, opts: &RestoreOptions) -> Result<RestoreReport> {
+    restore_with(client, opts, || async { Ok(()) }).await
+}
+
+/// [`restore`], calling `before_overwrite` once every check has passed and right before the
+/// first change of an in-place `--force` restore (not for `--rename-to`, which overwrites
+/// nothing): where an orchestrated run stops the writers. Its error ends the restore with
+/// nothing in Elasticsearch changed.
+pub async fn restore_with<F, Fut>(
+    client: &EsClient,
+    opts: &RestoreOptions,
+    before_overwrite: F,
+) -> Result<RestoreReport>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     opts.validate()?;
     let cluster = client.info().await?;
     let snapshot = resolve(client, opts).await?;
@@ -172,10 +188,13 @@ pub async fn restore(client: &EsClient, opts: &RestoreOptions) -> Result<Restore
         left_out: plan.left_out.clone(),
         ..RestoreReport::default()
     };
+    if plan.has_conflicts() && !opts.force {
+        return Err(plan.refusal());
+    }
+    if opts.force && opts.rename_to.is_none() {
+        before_overwrite().await?;
+    }
     if plan.has_conflicts() {
-        if !opts.force {
-            return Err(plan.refusal());
-        }
         overwrite::clear(client, opts, &plan, &mut report).await?;
     }
     tracing::info!(

@@ -5,6 +5,7 @@
 //!
 //! Everything runs inside the Job's pod with its ServiceAccount (kube-rs, in-cluster config;
 //! `KUBECONFIG` works too). The operator's workstation only launches and follows the Job.
+#![warn(clippy::print_stdout, clippy::print_stderr, clippy::too_many_lines)]
 
 pub mod context;
 pub mod error;

@@ -95,8 +95,6 @@ pub async fn acquire(cluster: &Cluster, store: &str, operation: Operation, durat
     let api = cluster.api::<Lease>();
     let name = lease_name(store);
     let seconds = i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX);
-    let mut annotations = BTreeMap::new();
-    annotations.insert(OPERATION_ANNOTATION.to_string(), operation.as_str().to_string());
     let spec = LeaseSpec {
         holder_identity: Some(cluster.identity.clone()),
         lease_duration_seconds: Some(seconds),
@@ -114,48 +112,16 @@ pub async fn acquire(cluster: &Cluster, store: &str, operation: Operation, durat
         operation: holder.operation,
         since: holder.since,
     };
-    let written = match existing {
-        None => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    annotations: Some(annotations),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    lease_transitions: Some(0),
-                    ..spec
-                }),
-            };
-            api.create(&PostParams::default(), &lease).await
-        }
-        Some(lease) => {
-            if let Some(holder) = current_holder(&lease) {
-                return Err(locked(holder));
-            }
-            if let Some(previous) = lease
-                .spec
-                .as_ref()
-                .and_then(|s| s.holder_identity.clone())
-                .filter(|h| !h.is_empty())
-            {
-                tracing::warn!(
-                    "store {store}: taking over the expired lock of {previous} (it stopped renewing; a run that died?)"
-                );
-            }
-            let transitions = lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0) + 1;
-            let mut taken = lease;
-            taken
-                .metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .extend(annotations);
-            taken.spec = Some(LeaseSpec {
-                lease_transitions: Some(transitions),
-                ..spec
-            });
-            api.replace(&name, &PostParams::default(), &taken).await
-        }
+    let lease = match existing {
+        None => new_lease(&name, operation, spec),
+        Some(lease) => match current_holder(&lease) {
+            Some(holder) => return Err(locked(holder)),
+            None => take_over(lease, store, operation, spec),
+        },
+    };
+    let written = match lease.metadata.resource_version {
+        None => api.create(&PostParams::default(), &lease).await,
+        Some(_) => api.replace(&name, &PostParams::default(), &lease).await,
     };
     match written {
         Ok(_) => {}
@@ -182,6 +148,52 @@ pub async fn acquire(cluster: &Cluster, store: &str, operation: Operation, durat
         stop,
         renewer,
     })
+}
+
+fn operation_annotation(operation: Operation) -> BTreeMap<String, String> {
+    BTreeMap::from([(OPERATION_ANNOTATION.to_string(), operation.as_str().to_string())])
+}
+
+/// The first Lease of a store (created, so it has no resourceVersion yet).
+fn new_lease(name: &str, operation: Operation, spec: LeaseSpec) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            annotations: Some(operation_annotation(operation)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            lease_transitions: Some(0),
+            ..spec
+        }),
+    }
+}
+
+/// A free (expired or released) Lease taken over; its resourceVersion makes the replace
+/// fail with 409 if another run took it meanwhile.
+fn take_over(lease: Lease, store: &str, operation: Operation, spec: LeaseSpec) -> Lease {
+    if let Some(previous) = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .filter(|h| !h.is_empty())
+    {
+        tracing::warn!(
+            "store {store}: taking over the expired lock of {previous} (it stopped renewing; a run that died?)"
+        );
+    }
+    let transitions = lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0) + 1;
+    let mut taken = lease;
+    taken
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .extend(operation_annotation(operation));
+    taken.spec = Some(LeaseSpec {
+        lease_transitions: Some(transitions),
+        ..spec
+    });
+    taken
 }
 
 /// Who holds the store now, if anyone (expired Leases count as free).

@@ -252,6 +252,9 @@ from values: `rclone delete` without it would empty the roots.
 */}}
 {{- define "sts-backup.storage.cleanupScript" -}}
 set -u
+# PID 1 ignores signals it has no handler for: stop at once on SIGTERM instead of waiting out
+# the pod's grace period (the sleep runs in the background so the trap fires during it).
+trap 'exit 0' TERM INT
 echo "multipart-cleanup: every ${CLEANUP_INTERVAL_SECONDS}s, leftovers older than ${CLEANUP_MIN_AGE} in: ${CLEANUP_ROOTS}"
 while :; do
   for root in ${CLEANUP_ROOTS}; do
@@ -261,7 +264,8 @@ while :; do
       --retries 1 --stats 0 -v \
       || echo "multipart-cleanup: ${root}: rclone delete failed; next try in ${CLEANUP_INTERVAL_SECONDS}s" >&2
   done
-  sleep "${CLEANUP_INTERVAL_SECONDS}"
+  sleep "${CLEANUP_INTERVAL_SECONDS}" &
+  wait $!
 done
 {{- end }}
 

@@ -1500,6 +1500,40 @@ def interrupted_multipart_upload(s3_env, key, data_dir, kill_server=None):
 
 
 @test
+def the_cleanup_sidecar_stops_on_sigterm_as_pid_1():
+    """PID 1 ignores signals it has no handler for: without its trap the sidecar would hold every
+    storage pod stop for the whole grace period. Run the rendered script as PID 1 of a new PID
+    namespace (unshare, as root) and send SIGTERM to it alone."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        raise AssertionError("this check needs root and unshare (util-linux) to run a PID namespace")
+    r = render(sets=set_(**KEYS))
+    dep, _, _ = storage(r)
+    side = container(dep, "multipart-cleanup")
+    env = {"PATH": os.environ["PATH"], "CLEANUP_INTERVAL_SECONDS": "600", "CLEANUP_MIN_AGE": "24h",
+           "CLEANUP_ROOTS": str(WORK / "no-such-root")}
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", *side["command"]], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        shell = None
+        for _ in range(100):  # the shell inside the namespace: unshare's only child
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            pids = children.read_text().split() if children.exists() else []
+            if pids:
+                shell = int(pids[0])
+                break
+            time.sleep(0.05)
+        assert shell, "the sidecar's shell did not start"
+        time.sleep(0.5)  # past the trap, into the sleep
+        os.kill(shell, signal.SIGTERM)
+        proc.wait(timeout=3)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError("the sidecar ignored SIGTERM as PID 1")
+
+
+@test
 def rclone_multipart_leftovers_are_cleaned_by_the_rendered_sidecar():
     r = render(sets=set_(**KEYS), keep=False)
     dep, _, _ = storage(r)

@@ -29,6 +29,9 @@ pub const CLAIM_PREFIX: &str = ".sts-backup-claim~";
 /// (the chart's job deadline defaults to a few hours).
 pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// How long removing a claim may take before the run ends without it.
+const RELEASE_BUDGET: Duration = Duration::from_secs(3);
+
 /// Attempts before a run gives up on a name that other runs keep claiming.
 const ATTEMPTS: u32 = 6;
 
@@ -74,11 +77,19 @@ pub async fn take(storage: &Storage, name: &str, run: &str) -> Result<Claim> {
 }
 
 impl Claim {
-    /// Removes the claim. Best effort: a claim left behind only delays a same-name run until
-    /// it is stale, and the pruner removes it.
+    /// Removes the claim. Best effort and bounded ([`RELEASE_BUDGET`]): it runs after an
+    /// interrupted upload's abort too, which already used its own bound on a stalled server,
+    /// and a claim left behind only holds that one name until it is stale (the pruner then
+    /// removes it).
     pub async fn release(self, storage: &Storage) {
-        if let Err(e) = storage.delete(&self.key).await {
-            tracing::warn!("could not remove the claim {:?}: {e}", self.key);
+        match tokio::time::timeout(RELEASE_BUDGET, storage.delete(&self.key)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("could not remove the claim {:?}: {e}", self.key),
+            Err(_) => tracing::warn!(
+                "could not remove the claim {:?}: no answer within {}s",
+                self.key,
+                RELEASE_BUDGET.as_secs()
+            ),
         }
     }
 }

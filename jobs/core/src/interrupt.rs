@@ -6,7 +6,7 @@
 //! start-up ends the job on a signal only while no step holds one (see [`unhandled`]). A signal
 //! that arrives between two steps is therefore not lost: the next step sees it at once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -19,6 +19,10 @@ static RECEIVED: OnceLock<watch::Receiver<Option<&'static str>>> = OnceLock::new
 
 /// How many [`Interrupt`]s are alive: steps that handle a signal themselves.
 static HANDLERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a step has seen the signal: the job then ends through that step's error, after
+/// whatever cleanup follows it (an upload aborted, a claim released), never cut short.
+static HANDLED: AtomicBool = AtomicBool::new(false);
 
 /// Starts the process's signal watcher (idempotent). Needs a running Tokio runtime.
 pub fn install() -> Result<()> {
@@ -47,8 +51,9 @@ fn interrupted(name: &str) -> Error {
     Error::Command(format!("interrupted by {name}"))
 }
 
-/// Resolves with the job's error when a signal arrives while no [`Interrupt`] is held: the
-/// start-up then ends the job (nothing is mid-write between steps).
+/// Resolves with the job's error when a signal arrives that no step handles (no [`Interrupt`]
+/// held, or none that saw it): the start-up then ends the job (nothing is mid-write between
+/// steps). Once a step has seen the signal this never resolves: that step ends the job.
 pub async fn unhandled() -> Error {
     let Some(mut rx) = RECEIVED.get().cloned() else {
         return std::future::pending().await;
@@ -61,6 +66,9 @@ pub async fn unhandled() -> Error {
         let Ok(name) = name else {
             return std::future::pending().await;
         };
+        if HANDLED.load(Ordering::SeqCst) {
+            return std::future::pending().await;
+        }
         if HANDLERS.load(Ordering::SeqCst) == 0 {
             return interrupted(name);
         }
@@ -94,7 +102,10 @@ impl Interrupt {
             .await
             .map(|name| (*name).unwrap_or("a signal"));
         match name {
-            Ok(name) => interrupted(name),
+            Ok(name) => {
+                HANDLED.store(true, Ordering::SeqCst);
+                interrupted(name)
+            }
             Err(_) => std::future::pending().await,
         }
     }

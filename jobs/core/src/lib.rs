@@ -18,6 +18,7 @@ pub mod naming;
 pub mod progress;
 pub mod restore;
 pub mod retention;
+pub mod signature;
 pub mod storage;
 mod verified;
 

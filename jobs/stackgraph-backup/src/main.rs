@@ -22,6 +22,7 @@ use sts_backup_core::naming::{NameTemplate, DEFAULT_NAME_TEMPLATE};
 use sts_backup_core::progress::human_bytes;
 use sts_backup_core::restore::{self, BackupRestoreOptions};
 use sts_backup_core::retention::{self as pruning, RetentionArgs};
+use sts_backup_core::signature::{self, Policy, SigningArgs, TrustArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};
 
 /// The store this binary locks when no --store is given.
@@ -79,6 +80,12 @@ struct BackupArgs {
     #[command(flatten)]
     storage: StorageArgs,
 
+    #[command(flatten)]
+    trust: TrustArgs,
+
+    #[command(flatten)]
+    signing: SigningArgs,
+
     /// Backup name, strftime in UTC. `$(date +FORMAT)` is accepted and translated.
     #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE", default_value = DEFAULT_NAME_TEMPLATE)]
     name_template: String,
@@ -119,6 +126,9 @@ struct ListArgs {
     #[command(flatten)]
     storage: StorageArgs,
 
+    #[command(flatten)]
+    trust: TrustArgs,
+
     /// Output format; json is one line on stdout.
     #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = ListFormat::Table)]
     output: ListFormat,
@@ -129,6 +139,9 @@ struct VerifyArgs {
     #[command(flatten)]
     storage: StorageArgs,
 
+    #[command(flatten)]
+    trust: TrustArgs,
+
     /// The backup to verify.
     #[arg(env = "BACKUP_NAME")]
     name: String,
@@ -138,6 +151,12 @@ struct VerifyArgs {
 struct AdoptArgs {
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
+
+    #[command(flatten)]
+    signing: SigningArgs,
 
     /// The backup to adopt.
     #[arg(env = "BACKUP_NAME", required_unless_present = "all", conflicts_with = "all")]
@@ -158,6 +177,9 @@ struct FinalizeArgs {
 struct RestoreArgs {
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
 
     /// The backup to restore.
     /// The backup to restore (or --latest).
@@ -207,6 +229,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    signature::install(signature_policy(&command)?)?;
     match command {
         Command::Backup(args) => backup_command(args).await,
         Command::List(args) => list_command(args).await,
@@ -215,6 +238,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Adopt(args) => adopt_command(args).await,
         Command::Finalize(args) => finalize_command(args).await,
         Command::CopyTo { dir } => copy_to(&dir),
+    }
+}
+
+/// The keys this run signs with and trusts, read before anything else happens.
+fn signature_policy(command: &Command) -> sts_backup_core::Result<Policy> {
+    match command {
+        Command::Backup(a) => Policy::from_args(&a.trust, Some(&a.signing)),
+        Command::Adopt(a) => Policy::from_args(&a.trust, Some(&a.signing)),
+        Command::List(ListArgs { trust, .. })
+        | Command::Verify(VerifyArgs { trust, .. })
+        | Command::Restore(RestoreArgs { trust, .. }) => Policy::from_args(trust, None),
+        Command::Finalize(_) | Command::CopyTo { .. } => Ok(Policy::default()),
     }
 }
 
@@ -423,6 +458,8 @@ fn list_json(backups: &[Backup]) -> serde_json::Value {
                         "raw_size": m.raw_size,
                         "checksum": true,
                         "adopted": m.adopted.is_some(),
+                        "signed_by": m.signature.as_ref().map(|s| &s.key_id),
+                        "signature_checked": signature::policy().requires_signatures(),
                     }),
                     Backup::Legacy(l) => serde_json::json!({
                         "name": l.name,
@@ -433,6 +470,8 @@ fn list_json(backups: &[Backup]) -> serde_json::Value {
                         "raw_size": l.size,
                         "checksum": false,
                         "adopted": false,
+                        "signed_by": null,
+                        "signature_checked": false,
                     }),
                 }
             })

@@ -2,13 +2,17 @@
 //! bucket can replace the data and recompute every digest. An ed25519 signature over the
 //! manifest, made with a key the bucket never sees, makes such a substitute detectable.
 //!
-//! The signature covers the whole manifest except the signature itself, as canonical JSON
-//! (keys sorted, no whitespace): the backup's name, creation time, sizes, whole and per-part
-//! digests. So neither data, digests, name nor time can change without the signature failing,
-//! and an old signed manifest cannot pose as a newer backup (its name is signed, and a
-//! manifest must carry the name of the object it sits beside). For manifests of ASCII text
-//! (all this tool writes) the signed bytes equal `jq -cjS 'del(.signature)'`, so an operator
-//! can check a manifest with openssl alone (`docs/interfaces.md`).
+//! The signature covers the manifest as canonical JSON (keys sorted, no whitespace): the
+//! backup's name, creation time, sizes, whole and per-part digests, everything but the
+//! signature and the two fields that tie it to one stored copy ([`UNSIGNED_FIELDS`]). So
+//! neither data, digests, name nor time can change without the signature failing, and an old
+//! signed manifest cannot pose as a newer backup (its name is signed, and a manifest must carry
+//! the name of the object it sits beside). The copy-binding fields stay outside so that a copy
+//! in another bucket (`replicate`) keeps its signature: they only guard against two runs
+//! mixing their objects, and every byte is still checked against the signed digests. For
+//! manifests of ASCII text (all this tool writes) the signed bytes equal
+//! `jq -cjS 'del(.signature, .run, .data_etag)'`, so an operator can check a manifest with
+//! openssl alone (`docs/interfaces.md`).
 //!
 //! Keys are standard PEM files, as `openssl genpkey -algorithm ed25519` writes them (PKCS#8)
 //! and `openssl pkey -pubout` exports (SubjectPublicKeyInfo). A key is named by its id: the
@@ -30,6 +34,10 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+
+/// Manifest fields a signature does not cover: itself, and the run id and ETag of the stored
+/// data object, which differ between copies of one backup.
+pub const UNSIGNED_FIELDS: [&str; 3] = ["signature", "run", "data_etag"];
 
 /// The signature a manifest carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,14 +237,16 @@ fn manifest_value(manifest: &Manifest) -> Value {
     serde_json::to_value(manifest).expect("a manifest always serializes")
 }
 
-/// The bytes a signature covers: the manifest without `signature`, canonical JSON.
+/// The bytes a signature covers: the manifest without [`UNSIGNED_FIELDS`], canonical JSON.
 fn signed_bytes(manifest: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     match manifest {
         Value::Object(map) => {
-            let mut unsigned = map.clone();
-            unsigned.remove("signature");
-            write_canonical(&Value::Object(unsigned), &mut out);
+            let mut signed = map.clone();
+            for field in UNSIGNED_FIELDS {
+                signed.remove(field);
+            }
+            write_canonical(&Value::Object(signed), &mut out);
         }
         other => write_canonical(other, &mut out),
     }
@@ -328,6 +338,14 @@ mod tests {
         // Negative control for the next case: the untouched manifest passes.
         let (good, m) = sealed(1);
         assert!(!refused(&good, &m));
+        // A copy of the backup elsewhere has its own run id and ETag: the signature still holds.
+        let text = String::from_utf8(good.clone()).unwrap();
+        let copy = text
+            .replace("0123456789abcdef", "fedcba9876543210")
+            .replace("900150983cd24fb0d6963f7d28e17f72", "x-1");
+        assert_ne!(copy, text);
+        let copied: Manifest = serde_json::from_str(&copy).unwrap();
+        assert!(!refused(copy.as_bytes(), &copied), "copy-binding fields are not signed");
         for (from, to) in [("\"size\": 3", "\"size\": 4"), ("b.graph", "c.graph"), ("1970", "2070")] {
             let text = String::from_utf8(good.clone()).unwrap();
             assert!(text.contains(from), "{from} in {text}");
@@ -350,6 +368,10 @@ mod tests {
         );
         assert!(
             !canonical.contains("signature") && !canonical.contains(' '),
+            "{canonical}"
+        );
+        assert!(
+            !canonical.contains("\"run\"") && !canonical.contains("data_etag"),
             "{canonical}"
         );
     }

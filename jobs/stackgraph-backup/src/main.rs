@@ -20,6 +20,7 @@ use sts_backup_core::logging::LogFormat;
 use sts_backup_core::manifest::Compression;
 use sts_backup_core::naming::{NameTemplate, DEFAULT_NAME_TEMPLATE};
 use sts_backup_core::progress::human_bytes;
+use sts_backup_core::replicate::{self, DestinationArgs};
 use sts_backup_core::restore::{self, BackupRestoreOptions};
 use sts_backup_core::retention::{self as pruning, RetentionArgs};
 use sts_backup_core::signature::{self, Policy, SigningArgs, TrustArgs};
@@ -64,6 +65,10 @@ enum Command {
     /// checksum and that it was adopted. Later restores are verified like any other.
     #[command(after_help = EXIT_CODES_HELP)]
     Adopt(AdoptArgs),
+    /// Copy the committed backups that another storage location (--to) lacks: each checked
+    /// against its manifest while copied, the manifest written last. Never deletes there.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Replicate(ReplicateArgs),
     /// Finish an interrupted restore: take the store's lock, scale its writers back to the
     /// recorded replica counts, release the lock (inside the cluster).
     #[command(after_help = EXIT_CODES_HELP)]
@@ -168,6 +173,22 @@ struct AdoptArgs {
 }
 
 #[derive(Args)]
+struct ReplicateArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
+
+    #[command(flatten)]
+    to: DestinationArgs,
+
+    /// Output format; json is one line on stdout.
+    #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = ListFormat::Table)]
+    output: ListFormat,
+}
+
+#[derive(Args)]
 struct FinalizeArgs {
     #[command(flatten)]
     orchestrate: OrchestrateArgs,
@@ -236,6 +257,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Verify(args) => verify_command(args).await,
         Command::Restore(args) => restore_command(args).await,
         Command::Adopt(args) => adopt_command(args).await,
+        Command::Replicate(args) => replicate_command(args).await,
         Command::Finalize(args) => finalize_command(args).await,
         Command::CopyTo { dir } => copy_to(&dir),
     }
@@ -248,7 +270,8 @@ fn signature_policy(command: &Command) -> sts_backup_core::Result<Policy> {
         Command::Adopt(a) => Policy::from_args(&a.trust, Some(&a.signing)),
         Command::List(ListArgs { trust, .. })
         | Command::Verify(VerifyArgs { trust, .. })
-        | Command::Restore(RestoreArgs { trust, .. }) => Policy::from_args(trust, None),
+        | Command::Restore(RestoreArgs { trust, .. })
+        | Command::Replicate(ReplicateArgs { trust, .. }) => Policy::from_args(trust, None),
         Command::Finalize(_) | Command::CopyTo { .. } => Ok(Policy::default()),
     }
 }
@@ -396,6 +419,33 @@ async fn adopt_command(args: AdoptArgs) -> anyhow::Result<()> {
     }
     if adopted.is_empty() {
         println!("no legacy backups to adopt");
+    }
+    Ok(())
+}
+
+/// `replicate`: copy what the destination lacks; exit 1 when a copy failed.
+async fn replicate_command(args: ReplicateArgs) -> anyhow::Result<()> {
+    let source = Storage::open(&args.storage).await?;
+    let destination = args.to.open().await?;
+    let report = replicate::replicate(&source, &destination).await?;
+    match args.output {
+        ListFormat::Json => println!("{}", serde_json::to_string(&report)?),
+        ListFormat::Table => {
+            for (what, names) in [("copied", &report.copied), ("present", &report.present)] {
+                names.iter().for_each(|n| println!("{what} {n}"));
+            }
+            for (what, entries) in [("skipped", &report.skipped), ("failed", &report.failed)] {
+                entries.iter().for_each(|e| println!("{what} {}: {}", e.name, e.reason));
+            }
+        }
+    }
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} backups could not be copied to {}",
+            report.failed.len(),
+            report.failed.len() + report.copied.len(),
+            destination.location()
+        );
     }
     Ok(())
 }

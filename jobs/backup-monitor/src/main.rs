@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sts_backup_cli as cli;
 use sts_backup_core::interrupt::Interrupt;
 use sts_backup_core::logging::LogFormat;
+use sts_backup_core::signature::{self, Policy, TrustArgs};
 use sts_backup_core::storage::StorageArgs;
 use sts_backup_core::Exit;
 use sts_backup_elasticsearch::ConnectionArgs;
@@ -46,6 +47,10 @@ struct Cli {
 
     #[command(flatten)]
     storage: StorageArgs,
+
+    /// With trusted keys, backups not signed by one of them count as broken.
+    #[command(flatten)]
+    trust: TrustArgs,
 
     #[command(flatten)]
     es: ConnectionArgs,
@@ -100,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         .clone()
         .ok_or_else(|| sts_backup_core::Error::invalid("--config: missing (or set MONITOR_CONFIG)"))?;
     let config = Config::load(&path).map_err(|e| sts_backup_core::Error::invalid(e.to_string()))?;
+    signature::install(Policy::from_args(&cli.trust, None)?)?;
     if let Command::Validate = cli.command {
         print_config(&config);
         return Ok(Exit::Ok);

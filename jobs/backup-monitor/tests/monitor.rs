@@ -363,3 +363,38 @@ impl Prometheus {
         panic!("Prometheus: {expr} = {last:?}, expected {want}");
     }
 }
+
+/// With trusted keys (issue 18), a backup nobody signed is not restorable: the monitor counts
+/// it as broken, so an attacker's unsigned substitute raises the alert.
+#[test]
+fn unsigned_backups_are_broken_when_keys_are_trusted() {
+    let w = World::new();
+    w.backup_at(today_at(3, 2), "unsigned");
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = (keys.path().join("k.pem"), keys.path().join("k.pub.pem"));
+    for args in [
+        vec!["genpkey", "-algorithm", "ed25519", "-out", private.to_str().unwrap()],
+        vec![
+            "pkey",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        assert!(Command::new("openssl").args(&args).status().unwrap().success());
+    }
+    let check = |trust: bool| {
+        let mut cmd = w.monitor(&["check", "-o", "json"], offset_to(today_at(3, 30)));
+        if trust {
+            cmd.env("STS_TRUSTED_KEYS", &public);
+        }
+        let out = cmd.output().unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.success(), store(&report)["catalogue"]["broken"].clone())
+    };
+    // Negative control: without trusted keys the backup is healthy.
+    assert_eq!(check(false), (true, Value::from(0)));
+    assert_eq!(check(true), (false, Value::from(1)));
+}

@@ -48,7 +48,7 @@ async fn adopt_one(storage: &Storage, legacy: &LegacyBackup, now: DateTime<Utc>)
             legacy.size
         )));
     }
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: FORMAT_WHOLE,
         name: name.clone(),
         size,
@@ -63,9 +63,13 @@ async fn adopt_one(storage: &Storage, legacy: &LegacyBackup, now: DateTime<Utc>)
         data_etag: legacy.etag.clone(),
         adopted: Some(now),
         parts: None,
+        signature: None,
     };
     storage
-        .put_new(&manifest_key(name), Bytes::from(manifest.to_bytes()))
+        .put_new(
+            &manifest_key(name),
+            Bytes::from(crate::signature::policy().seal(&mut manifest)),
+        )
         .await
         .map_err(|e| {
             if e.is_already_exists() {

@@ -130,7 +130,7 @@ async fn write(
         return Err(e.into());
     }
     let data_etag = check_own_data(storage, name, run, sums.size).await?;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: FORMAT_VERSION,
         name: name.to_string(),
         size: sums.size,
@@ -145,8 +145,9 @@ async fn write(
         data_etag,
         adopted: None,
         parts: Some(Parts::standard(storage.part_size(), sums.parts)),
+        signature: None,
     };
-    commit_manifest(storage, &manifest).await?;
+    commit_manifest(storage, &mut manifest).await?;
     Ok(manifest)
 }
 
@@ -209,13 +210,14 @@ async fn check_own_data(storage: &Storage, name: &str, run: &str, size: u64) -> 
     }
 }
 
-/// Writes the manifest create-only, then reads manifest and data back: the run commits only
-/// when both are still its own (the after-the-fact check for servers that ignore
-/// conditional writes).
-async fn commit_manifest(storage: &Storage, manifest: &Manifest) -> Result<()> {
+/// Writes the manifest (signed, with a signing key) create-only, then reads manifest and data
+/// back: the run commits only when both are still its own (the after-the-fact check for
+/// servers that ignore conditional writes).
+async fn commit_manifest(storage: &Storage, manifest: &mut Manifest) -> Result<()> {
+    let bytes = crate::signature::policy().seal(manifest);
     let name = &manifest.name;
     let key = manifest_key(name);
-    match storage.put_new(&key, Bytes::from(manifest.to_bytes())).await {
+    match storage.put_new(&key, Bytes::from(bytes)).await {
         Ok(()) => {}
         Err(e) if e.is_already_exists() => return Err(taken(name, &storage.location())),
         Err(e) => {

@@ -25,6 +25,7 @@ use crate::interrupt::Interrupt;
 use crate::manifest::{Compression, Manifest, MAX_MANIFEST_BYTES};
 use crate::naming::{manifest_key, validate_name, MANIFEST_SUFFIX};
 use crate::progress::{human_bytes, Progress};
+use crate::signature;
 use crate::storage::{ObjectMeta, Storage, StorageError};
 use crate::verified::stream_verified;
 
@@ -41,6 +42,9 @@ pub fn legacy_timestamp(name: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A backup that can be restored.
+// One value per listed backup, built once and rarely moved: boxing the manifest would cost
+// every match an indirection for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Backup {
     /// Written by this tool (or adopted): restored only after its checksum matched.
@@ -130,13 +134,23 @@ pub fn same_data(manifest: &Manifest, data: &ObjectMeta) -> std::result::Result<
 pub async fn read_backup(storage: &Storage, name: &str) -> Result<Backup> {
     validate_name(name).map_err(|e| Error::invalid(format!("NAME: {e}")))?;
     match storage.get_bytes(&manifest_key(name), MAX_MANIFEST_BYTES).await {
-        Ok(bytes) => Manifest::from_bytes(name, &bytes).map(Backup::Committed),
+        Ok(bytes) => {
+            let manifest = Manifest::from_bytes(name, &bytes)?;
+            signature::policy().check(&bytes, &manifest)?;
+            Ok(Backup::Committed(manifest))
+        }
         Err(e) if e.is_not_found() => match storage.head(name).await? {
-            Some(meta) => legacy(storage, &meta, legacy_timestamp(name)).map(Backup::Legacy).ok_or_else(|| {
-                Error::Integrity(format!(
-                    "backup {name:?} has no manifest: it was never committed (an interrupted run?) and cannot be trusted"
-                ))
-            }),
+            Some(meta) => {
+                let found = legacy(storage, &meta, legacy_timestamp(name)).ok_or_else(|| {
+                    Error::Integrity(format!(
+                        "backup {name:?} has no manifest: it was never committed (an interrupted run?) and cannot be trusted"
+                    ))
+                })?;
+                match signature::policy().refuses_unsigned(name) {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(Backup::Legacy(found)),
+                }
+            }
             None => Err(Error::invalid(format!(
                 "NAME: there is no backup {name:?} in {}; `stackgraph-backup list` shows the backups",
                 storage.location()
@@ -217,8 +231,15 @@ pub async fn survey(
             }),
         }
     }
-    out.backups
-        .extend(find_legacy(storage, &without).await?.into_iter().map(Backup::Legacy));
+    for found in find_legacy(storage, &without).await? {
+        match signature::policy().refuses_unsigned(&found.name) {
+            Some(refusal) => out.broken.push(BrokenBackup {
+                name: found.name,
+                reason: format!("{refusal}; `stackgraph-backup adopt --signing-key` signs it"),
+            }),
+            None => out.backups.push(Backup::Legacy(found)),
+        }
+    }
     out.backups
         .sort_by(|a, b| a.created().cmp(&b.created()).then_with(|| a.name().cmp(b.name())));
     out.broken.sort_by(|a, b| a.name.cmp(&b.name));

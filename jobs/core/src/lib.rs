@@ -16,8 +16,10 @@ pub mod logging;
 pub mod manifest;
 pub mod naming;
 pub mod progress;
+pub mod replicate;
 pub mod restore;
 pub mod retention;
+pub mod signature;
 pub mod storage;
 mod verified;
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::signature::ManifestSignature;
 
 /// Format 1: one SHA-256 of the whole stored object, so a restore must read it all before it
 /// may trust any byte (verify, then a guarded second pass).
@@ -137,6 +138,10 @@ pub struct Manifest {
     /// released to the importer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<Parts>,
+    /// An ed25519 signature over everything above ([`crate::signature`]), when the writer
+    /// had a signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ManifestSignature>,
 }
 
 impl Manifest {
@@ -224,12 +229,12 @@ fn is_sha256(hex: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 
-    fn sample() -> Manifest {
+    pub(crate) fn sample() -> Manifest {
         Manifest {
             format: FORMAT_VERSION,
             name: "b.graph".into(),
@@ -248,6 +253,7 @@ mod tests {
                 layout: PartLayout::standard(2),
                 sha256: vec![ABC.into(), ABC.into()],
             }),
+            signature: None,
         }
     }
 

@@ -98,6 +98,7 @@ fn unchecked(backup: &Backup) -> (Manifest, bool) {
                 data_etag: l.etag.clone(),
                 adopted: None,
                 parts: None,
+                signature: None,
             },
             false,
         ),

@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 use sts_backup_cli as cli;
 use sts_backup_core::logging::LogFormat;
 use sts_backup_core::retention::{self, RetentionArgs};
+use sts_backup_core::signature::{self, Policy, TrustArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};
 use sts_backup_core::Exit;
 
@@ -43,6 +44,10 @@ struct Cli {
     #[command(flatten)]
     storage: StorageArgs,
 
+    /// With trusted keys, unsigned backups do not count towards --min-keep.
+    #[command(flatten)]
+    trust: TrustArgs,
+
     #[command(flatten)]
     retention: RetentionArgs,
 
@@ -71,6 +76,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Exit> {
     // Validate every flag before touching storage: a bad value changes nothing (exit 2).
     let policy = cli.retention.policy()?;
     let config = cli.storage.config()?;
+    signature::install(Policy::from_args(&cli.trust, None)?)?;
     let storage = Storage::open_config(config).await?;
     storage.check(false).await?;
     let report = retention::prune_with(&storage, &policy, chrono::Utc::now()).await?;

@@ -20,8 +20,10 @@ use sts_backup_core::logging::LogFormat;
 use sts_backup_core::manifest::Compression;
 use sts_backup_core::naming::{NameTemplate, DEFAULT_NAME_TEMPLATE};
 use sts_backup_core::progress::human_bytes;
+use sts_backup_core::replicate::{self, DestinationArgs};
 use sts_backup_core::restore::{self, BackupRestoreOptions};
 use sts_backup_core::retention::{self as pruning, RetentionArgs};
+use sts_backup_core::signature::{self, Policy, SigningArgs, TrustArgs};
 use sts_backup_core::storage::{Storage, StorageArgs};
 
 /// The store this binary locks when no --store is given.
@@ -63,6 +65,10 @@ enum Command {
     /// checksum and that it was adopted. Later restores are verified like any other.
     #[command(after_help = EXIT_CODES_HELP)]
     Adopt(AdoptArgs),
+    /// Copy the committed backups that another storage location (--to) lacks: each checked
+    /// against its manifest while copied, the manifest written last. Never deletes there.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Replicate(ReplicateArgs),
     /// Finish an interrupted restore: take the store's lock, scale its writers back to the
     /// recorded replica counts, release the lock (inside the cluster).
     #[command(after_help = EXIT_CODES_HELP)]
@@ -78,6 +84,12 @@ enum Command {
 struct BackupArgs {
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
+
+    #[command(flatten)]
+    signing: SigningArgs,
 
     /// Backup name, strftime in UTC. `$(date +FORMAT)` is accepted and translated.
     #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE", default_value = DEFAULT_NAME_TEMPLATE)]
@@ -119,6 +131,9 @@ struct ListArgs {
     #[command(flatten)]
     storage: StorageArgs,
 
+    #[command(flatten)]
+    trust: TrustArgs,
+
     /// Output format; json is one line on stdout.
     #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = ListFormat::Table)]
     output: ListFormat,
@@ -128,6 +143,9 @@ struct ListArgs {
 struct VerifyArgs {
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
 
     /// The backup to verify.
     #[arg(env = "BACKUP_NAME")]
@@ -139,6 +157,12 @@ struct AdoptArgs {
     #[command(flatten)]
     storage: StorageArgs,
 
+    #[command(flatten)]
+    trust: TrustArgs,
+
+    #[command(flatten)]
+    signing: SigningArgs,
+
     /// The backup to adopt.
     #[arg(env = "BACKUP_NAME", required_unless_present = "all", conflicts_with = "all")]
     name: Option<String>,
@@ -146,6 +170,22 @@ struct AdoptArgs {
     /// Adopt every legacy backup that `list` shows.
     #[arg(long, env = "BACKUP_ADOPT_ALL")]
     all: bool,
+}
+
+#[derive(Args)]
+struct ReplicateArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
+
+    #[command(flatten)]
+    to: DestinationArgs,
+
+    /// Output format; json is one line on stdout.
+    #[arg(short = 'o', long = "output", env = "OUTPUT_FORMAT", value_enum, default_value_t = ListFormat::Table)]
+    output: ListFormat,
 }
 
 #[derive(Args)]
@@ -158,6 +198,9 @@ struct FinalizeArgs {
 struct RestoreArgs {
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
 
     /// The backup to restore.
     /// The backup to restore (or --latest).
@@ -207,14 +250,29 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    signature::install(signature_policy(&command)?)?;
     match command {
         Command::Backup(args) => backup_command(args).await,
         Command::List(args) => list_command(args).await,
         Command::Verify(args) => verify_command(args).await,
         Command::Restore(args) => restore_command(args).await,
         Command::Adopt(args) => adopt_command(args).await,
+        Command::Replicate(args) => replicate_command(args).await,
         Command::Finalize(args) => finalize_command(args).await,
         Command::CopyTo { dir } => copy_to(&dir),
+    }
+}
+
+/// The keys this run signs with and trusts, read before anything else happens.
+fn signature_policy(command: &Command) -> sts_backup_core::Result<Policy> {
+    match command {
+        Command::Backup(a) => Policy::from_args(&a.trust, Some(&a.signing)),
+        Command::Adopt(a) => Policy::from_args(&a.trust, Some(&a.signing)),
+        Command::List(ListArgs { trust, .. })
+        | Command::Verify(VerifyArgs { trust, .. })
+        | Command::Restore(RestoreArgs { trust, .. })
+        | Command::Replicate(ReplicateArgs { trust, .. }) => Policy::from_args(trust, None),
+        Command::Finalize(_) | Command::CopyTo { .. } => Ok(Policy::default()),
     }
 }
 
@@ -365,6 +423,33 @@ async fn adopt_command(args: AdoptArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `replicate`: copy what the destination lacks; exit 1 when a copy failed.
+async fn replicate_command(args: ReplicateArgs) -> anyhow::Result<()> {
+    let source = Storage::open(&args.storage).await?;
+    let destination = args.to.open().await?;
+    let report = replicate::replicate(&source, &destination).await?;
+    match args.output {
+        ListFormat::Json => println!("{}", serde_json::to_string(&report)?),
+        ListFormat::Table => {
+            for (what, names) in [("copied", &report.copied), ("present", &report.present)] {
+                names.iter().for_each(|n| println!("{what} {n}"));
+            }
+            for (what, entries) in [("skipped", &report.skipped), ("failed", &report.failed)] {
+                entries.iter().for_each(|e| println!("{what} {}: {}", e.name, e.reason));
+            }
+        }
+    }
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} backups could not be copied to {}",
+            report.failed.len(),
+            report.failed.len() + report.copied.len(),
+            destination.location()
+        );
+    }
+    Ok(())
+}
+
 /// `finalize`: scale back what an interrupted restore scaled down.
 async fn finalize_command(args: FinalizeArgs) -> anyhow::Result<()> {
     let orch = args.orchestrate.orchestration(false, STORE)?;
@@ -423,6 +508,8 @@ fn list_json(backups: &[Backup]) -> serde_json::Value {
                         "raw_size": m.raw_size,
                         "checksum": true,
                         "adopted": m.adopted.is_some(),
+                        "signed_by": m.signature.as_ref().map(|s| &s.key_id),
+                        "signature_checked": signature::policy().requires_signatures(),
                     }),
                     Backup::Legacy(l) => serde_json::json!({
                         "name": l.name,
@@ -433,6 +520,8 @@ fn list_json(backups: &[Backup]) -> serde_json::Value {
                         "raw_size": l.size,
                         "checksum": false,
                         "adopted": false,
+                        "signed_by": null,
+                        "signature_checked": false,
                     }),
                 }
             })

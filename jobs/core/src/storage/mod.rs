@@ -16,6 +16,7 @@ use tokio::io::AsyncRead;
 
 pub use config::{
     parse_byte_size, Addressing, S3Config, S3Keys, Sse, StorageArgs, StorageConfig, StorageUrl, Timeouts,
+    DEFAULT_REGION,
 };
 pub use file::FileStore;
 pub use s3::S3Store;

@@ -124,6 +124,8 @@ pub fn sg() -> Command {
         "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE",
         "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA",
         "RUST_LOG",
+        "STS_SIGNING_KEY",
+        "STS_TRUSTED_KEYS",
     ] {
         cmd.env_remove(var);
     }

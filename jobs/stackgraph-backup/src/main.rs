@@ -300,7 +300,9 @@ async fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
         .orchestrate
         .then(|| args.orchestrate.orchestration(false, STORE))
         .transpose()?;
-    let storage = Storage::open(&args.storage).await?;
+    let mut config = args.storage.config()?;
+    config.lock_for(policy.retention.as_ref().and_then(|r| r.as_timedelta().to_std().ok()))?;
+    let storage = Storage::open_config(config).await?;
     match orchestration {
         Some(orch) => {
             let cluster = Cluster::connect().await.map_err(sts_backup_core::Error::from)?;

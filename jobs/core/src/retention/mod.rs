@@ -156,7 +156,7 @@ pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) 
     let mut report = PruneReport::new(location, policy, now);
     record_plan(&plan, &mut report);
 
-    let purge: Vec<_> = plan.purged().collect();
+    let purge = keep_locked(storage, plan.purged().collect(), now, &mut report).await;
     let orphans: Vec<_> = plan.orphans.iter().filter(|o| o.delete).collect();
     if policy.dry_run {
         report.purged.extend(purge.iter().map(|b| purged_entry(b)));
@@ -171,6 +171,50 @@ pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) 
     }
     tracing::info!("{}", report.summary_line());
     Ok(report)
+}
+
+/// Takes the backups that S3 Object Lock still retains out of `purge` and reports them kept
+/// ("locked until ..."): deleting one would fail half-way (or, in a versioned bucket, only
+/// hide it behind a delete marker). One HEAD per candidate, only when the bucket has Object
+/// Lock; a HEAD that fails keeps the backup and is reported as a failure.
+async fn keep_locked<'a>(
+    storage: &Storage,
+    purge: Vec<&'a BackupDecision>,
+    now: DateTime<Utc>,
+    report: &mut PruneReport,
+) -> Vec<&'a BackupDecision> {
+    if purge.is_empty() || !storage.lock_enabled().await {
+        return purge;
+    }
+    let mut free = Vec::new();
+    for b in purge {
+        let keys = std::iter::once(b.key.clone()).chain(b.manifest_key.clone());
+        let mut until: Result<Option<DateTime<Utc>>> = Ok(None);
+        for key in keys {
+            until = match (until, storage.locked_until(&key).await) {
+                (Ok(a), Ok(b)) => Ok(a.max(b)),
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => Err(e.into()),
+            };
+        }
+        match until {
+            Ok(Some(t)) if t > now => {
+                let reason = format!("locked until {} (S3 Object Lock)", t.to_rfc3339());
+                tracing::info!("Not purging backup {:?}: {reason}", b.key);
+                report.kept.push(KeptBackup {
+                    key: b.key.clone(),
+                    timestamp: b.timestamp,
+                    reasons: vec![reason],
+                });
+            }
+            Ok(_) => free.push(b),
+            Err(e) => report.failures.push(DeleteFailureEntry {
+                key: b.key.clone(),
+                reason: format!("could not read its Object Lock ({e}); kept"),
+            }),
+        }
+    }
+    free
 }
 
 /// Finds out what the floor needs: legacy StackState backups among the manifest-less

@@ -17,6 +17,22 @@ pub enum Addressing {
     Virtual,
 }
 
+/// S3 Object Lock retention modes: governance can be lifted by a user with the
+/// `s3:BypassGovernanceRetention` permission, compliance by nobody until the date passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+/// Object Lock for what a backup writes: the mode, and how long from the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    /// Set by the writer from its retention; without it nothing is locked.
+    pub period: Option<Duration>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// Where backups live: s3://BUCKET[/PREFIX] or file:///PATH.
@@ -53,6 +69,11 @@ pub struct StorageArgs {
     /// Server-side encryption: none or AES256 (SSE-S3). SSE-KMS is not supported.
     #[arg(long, env = "S3_SSE", default_value = "none", value_name = "MODE")]
     pub sse: String,
+
+    /// S3 Object Lock on each backup and its manifest (governance or compliance), retained
+    /// until the backup's --retention has passed; the bucket must have Object Lock enabled.
+    #[arg(long, env = "S3_OBJECT_LOCK", value_enum, value_name = "MODE")]
+    pub object_lock: Option<LockMode>,
 
     /// Bytes per uploaded part (5MiB..5GiB); memory use is about part size x (concurrency + 1).
     #[arg(long, env = "BACKUP_PART_SIZE", default_value = DEFAULT_PART_SIZE, value_name = "SIZE")]
@@ -102,6 +123,7 @@ impl Default for StorageArgs {
             credentials_dir: None,
             ca_bundle: None,
             sse: "none".into(),
+            object_lock: None,
             part_size: DEFAULT_PART_SIZE.into(),
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT.into(),
@@ -126,6 +148,25 @@ pub struct StorageConfig {
     pub s3: S3Config,
 }
 
+impl StorageConfig {
+    /// Dates the Object Lock of what this run writes: each object is retained for `period`
+    /// (the writer's retention) from its write. With --object-lock and no period, exit 2.
+    pub fn lock_for(&mut self, period: Option<Duration>) -> StorageResult<()> {
+        let Some(lock) = self.s3.object_lock.as_mut() else {
+            return Ok(());
+        };
+        let period = period.ok_or_else(|| {
+            StorageError::Invalid(
+                "--object-lock: needs --retention (BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA): a backup \
+                 is locked for as long as retention keeps it"
+                    .into(),
+            )
+        })?;
+        lock.period = Some(period);
+        Ok(())
+    }
+}
+
 /// The S3 settings. For `file://` storage these hold the defaults (other values are refused).
 #[derive(Debug, Clone)]
 pub struct S3Config {
@@ -138,6 +179,7 @@ pub struct S3Config {
     /// PEM certificates to trust besides the system roots.
     pub ca_bundle: Option<Vec<u8>>,
     pub sse: Sse,
+    pub object_lock: Option<ObjectLock>,
     pub part_size: usize,
     pub concurrency: usize,
     pub timeouts: Timeouts,
@@ -308,6 +350,7 @@ impl StorageArgs {
                     keys: None,
                     ca_bundle: None,
                     sse,
+                    object_lock: None,
                     part_size,
                     concurrency,
                     timeouts,
@@ -326,6 +369,7 @@ impl StorageArgs {
                 keys,
                 ca_bundle,
                 sse,
+                object_lock: self.object_lock.map(|mode| ObjectLock { mode, period: None }),
                 part_size,
                 concurrency,
                 timeouts,
@@ -359,6 +403,7 @@ impl StorageArgs {
                 "--request-timeout (S3_REQUEST_TIMEOUT)",
             ),
             (timeouts.stall != defaults.stall, "--stall-timeout (S3_STALL_TIMEOUT)"),
+            (self.object_lock.is_some(), "--object-lock (S3_OBJECT_LOCK)"),
         ];
         match set.iter().find(|(is_set, _)| *is_set) {
             Some((_, flag)) => Err(StorageError::Invalid(format!(

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use tokio::io::AsyncRead;
 
 pub use config::{
-    parse_byte_size, Addressing, S3Config, S3Keys, Sse, StorageArgs, StorageConfig, StorageUrl, Timeouts,
-    DEFAULT_REGION,
+    parse_byte_size, Addressing, LockMode, ObjectLock, S3Config, S3Keys, Sse, StorageArgs, StorageConfig, StorageUrl,
+    Timeouts, DEFAULT_REGION,
 };
 pub use file::FileStore;
 pub use s3::S3Store;
@@ -155,6 +155,23 @@ impl Storage {
         }
     }
 
+    /// Whether the bucket has S3 Object Lock enabled (never on `file://`; a server that does
+    /// not implement it answers an error, taken as no).
+    pub async fn lock_enabled(&self) -> bool {
+        match self {
+            Storage::File(_) => false,
+            Storage::S3(s) => s.lock_enabled().await,
+        }
+    }
+
+    /// Until when Object Lock retains `key`, if it does.
+    pub async fn locked_until(&self, key: &str) -> StorageResult<Option<chrono::DateTime<chrono::Utc>>> {
+        match self {
+            Storage::File(_) => Ok(None),
+            Storage::S3(s) => s.locked_until(key).await,
+        }
+    }
+
     /// Where the backups are, for log lines (`s3://bucket/prefix`, `file:///path`).
     pub fn location(&self) -> String {
         match self {
@@ -201,7 +218,7 @@ impl Storage {
     pub async fn put_new(&self, key: &str, data: Bytes) -> StorageResult<()> {
         match self {
             Storage::File(s) => s.put_bytes(key, data).await,
-            Storage::S3(s) => s.put_object(key, data, true, None).await.map(|_| ()),
+            Storage::S3(s) => s.put_object(key, data, true, None, true).await.map(|_| ()),
         }
     }
 

@@ -14,7 +14,10 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockMode,
+    ServerSideEncryption,
+};
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_types::body::SdkBody;
@@ -22,7 +25,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::task::JoinSet;
 
-use super::config::{Addressing, S3Config, Sse, Timeouts};
+use super::config::{Addressing, LockMode, ObjectLock, S3Config, Sse, Timeouts};
 use super::{ByteStream, DeleteFailure, ObjectMeta, PendingUpload, StorageError, StorageResult, RUN_METADATA};
 
 /// An entity tag without the quotes HTTP puts around it.
@@ -40,6 +43,7 @@ pub struct S3Store {
     /// The endpoint as errors name it (`http://minio:9000`, `AWS S3 (eu-west-1)`).
     endpoint: String,
     sse: Option<ServerSideEncryption>,
+    object_lock: Option<ObjectLock>,
     part_size: usize,
     concurrency: usize,
     timeouts: Timeouts,
@@ -108,6 +112,7 @@ impl S3Store {
                 Sse::None => None,
                 Sse::Aes256 => Some(ServerSideEncryption::Aes256),
             },
+            object_lock: config.object_lock,
             part_size: config.part_size,
             concurrency: config.concurrency,
             timeouts: config.timeouts,
@@ -244,11 +249,61 @@ impl S3Store {
     pub async fn check(&self) -> StorageResult<()> {
         let sent = self.client.head_bucket().bucket(&self.bucket).send();
         match self.request("check bucket", "", self.timeouts.request, sent).await {
+            Ok(_) if self.lock_until().is_some() && !self.lock_enabled().await => Err(StorageError::Invalid(format!(
+                "--object-lock: bucket {:?} does not have S3 Object Lock enabled (it can only be turned on when the \
+                 bucket is created, or by AWS support)",
+                self.bucket
+            ))),
             Ok(_) => Ok(()),
             Err(StorageError::NotFound { location, .. }) => Err(StorageError::NoSuchBucket {
                 location,
                 bucket: self.bucket.clone(),
             }),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The lock mode and retain-until date for an object written now, when the run locks.
+    fn lock_until(&self) -> Option<(ObjectLockMode, aws_smithy_types::DateTime)> {
+        let lock = self.object_lock?;
+        let until = SystemTime::now() + lock.period?;
+        let mode = match lock.mode {
+            LockMode::Governance => ObjectLockMode::Governance,
+            LockMode::Compliance => ObjectLockMode::Compliance,
+        };
+        Some((mode, aws_smithy_types::DateTime::from(until)))
+    }
+
+    pub async fn lock_enabled(&self) -> bool {
+        let sent = self.client.get_object_lock_configuration().bucket(&self.bucket).send();
+        match self
+            .request("get object lock configuration", "", self.timeouts.request, sent)
+            .await
+        {
+            Ok(out) => out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| *e == ObjectLockEnabled::Enabled),
+            Err(e) => {
+                tracing::debug!("no Object Lock on the bucket: {e}");
+                false
+            }
+        }
+    }
+
+    pub async fn locked_until(&self, key: &str) -> StorageResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let sent = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send();
+        match self.request("head", key, self.timeouts.request, sent).await {
+            Ok(out) => Ok(out
+                .object_lock_retain_until_date()
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .map(chrono::DateTime::<chrono::Utc>::from)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
             Err(other) => Err(other),
         }
     }
@@ -338,11 +393,19 @@ impl S3Store {
     }
 
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.put_object(key, data, false, None).await
+        self.put_object(key, data, false, None, false).await
     }
 
-    /// PutObject; `create_only` sends `If-None-Match: *`, `run` tags the object.
-    pub async fn put_object(&self, key: &str, data: Bytes, create_only: bool, run: Option<&str>) -> StorageResult<()> {
+    /// PutObject; `create_only` sends `If-None-Match: *`, `run` tags the object, `locked`
+    /// applies the configured Object Lock (backups and manifests, never claims or probes).
+    pub async fn put_object(
+        &self,
+        key: &str,
+        data: Bytes,
+        create_only: bool,
+        run: Option<&str>,
+        locked: bool,
+    ) -> StorageResult<()> {
         let activity = Activity::new();
         let mut put = self
             .client
@@ -357,6 +420,13 @@ impl S3Store {
         if let Some(run) = run {
             put = put.metadata(RUN_METADATA, run);
         }
+        if let Some((mode, until)) = self.lock_until().filter(|_| locked) {
+            // AWS wants a checksum header on every write that sets a retention.
+            put = put
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until)
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
+        }
         self.streamed("put", key, &activity, put.send()).await.map(|_| ())
     }
 
@@ -364,8 +434,11 @@ impl S3Store {
     /// `If-None-Match: *` refuses the second write. The probe is removed either way.
     pub async fn probe_conditional_writes(&self) -> StorageResult<bool> {
         let key = format!(".sts-backup-probe-{:016x}", super::file::rand_nonce());
-        self.put_object(&key, Bytes::from_static(b"probe"), false, None).await?;
-        let second = self.put_object(&key, Bytes::from_static(b"probe"), true, None).await;
+        self.put_object(&key, Bytes::from_static(b"probe"), false, None, false)
+            .await?;
+        let second = self
+            .put_object(&key, Bytes::from_static(b"probe"), true, None, false)
+            .await;
         let _ = self.delete_batch(std::slice::from_ref(&key)).await;
         match second {
             Err(StorageError::AlreadyExists { .. }) => Ok(true),
@@ -527,6 +600,8 @@ impl S3Upload {
                         .bucket(&self.store.bucket)
                         .key(self.store.full_key(&self.key))
                         .set_server_side_encryption(self.store.sse.clone())
+                        .set_object_lock_mode(self.store.lock_until().map(|(mode, _)| mode))
+                        .set_object_lock_retain_until_date(self.store.lock_until().map(|(_, until)| until))
                         .set_metadata(
                             self.run
                                 .as_ref()
@@ -606,7 +681,10 @@ impl S3Upload {
     pub async fn complete(mut self) -> StorageResult<()> {
         let Some(upload_id) = self.upload_id.clone() else {
             let data = self.first.take().unwrap_or_default();
-            return self.store.put_object(&self.key, data, true, self.run.as_deref()).await;
+            return self
+                .store
+                .put_object(&self.key, data, true, self.run.as_deref(), true)
+                .await;
         };
         let result = self.finish(&upload_id).await;
         if result.is_err() {

@@ -214,9 +214,11 @@ class EtcdStore:
         return [{"name": "ETCDCTL_API", "value": "3"}, {"name": "ETCDCTL_ENDPOINTS", "value": self.endpoint}]
 
     def prepare(self, c, ns):
+        """The restore target the values mount; returns what it created (not the release's)."""
         pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "etcd-restore", "namespace": ns},
                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
         c.kubectl("create", "-f", "-", input=json.dumps(pvc))
+        return ["PersistentVolumeClaim/etcd-restore"]
 
     def source(self):
         return etcd_digest(self.endpoint)
@@ -292,7 +294,7 @@ class PostgresStore:
                 {"name": "PGUSER", "value": "postgres"}]
 
     def prepare(self, c, ns):
-        pass
+        return []
 
     def digest(self, db):
         """sha256 of a plain dump (schema and data) of the database, and its vertex count."""
@@ -357,7 +359,8 @@ class StorageMode:
             cls.cleanups.append(cls.c.stop)
             cls.monitor_port = free_port()  # the monitor runs on the host network too
             cls.c.kubectl("create", "namespace", cls.ns)
-            cls.store.prepare(cls.c, cls.ns)
+            # objects of the test itself in the namespace (not the release's, kept by uninstall)
+            cls.test_objects = cls.store.prepare(cls.c, cls.ns)
             cls.backend.attach(cls.c, cls.ns, cls.store.bucket)
             cls.install = cls.c.helm("install", RELEASE, *cls.chart_args(), "--wait", "--timeout", "120s", timeout=200)
         except BaseException:
@@ -467,7 +470,7 @@ class SecondStore:
 
     def test_backup_list_restore_refuse_second_store(self):
         store = self.second_store
-        store.prepare(self.c, self.ns)
+        type(self).test_objects += store.prepare(self.c, self.ns)
         self.backend.attach(self.c, self.ns, store.bucket)
         try:
             self.c.helm("upgrade", RELEASE, *self.chart_args(store), "--wait", "--timeout", "120s", timeout=200)
@@ -522,8 +525,9 @@ class S3GatewayPostgres(SecondStore, StorageMode, unittest.TestCase):
         self.assertEqual(c.helm("list", "-n", self.ns, "-a", "-q").stdout.strip(), "")
         kinds = ("pods,services,deployments,replicasets,statefulsets,jobs,cronjobs,secrets,configmaps,"
                  "serviceaccounts,roles,rolebindings,persistentvolumeclaims,leases,events.events.k8s.io")
-        # what the namespace holds by itself: its default ServiceAccount and root CA ConfigMap
-        own = ["ConfigMap/kube-root-ca.crt", "ServiceAccount/default"]
+        # what the namespace holds by itself (its default ServiceAccount and root CA ConfigMap)
+        # and what the test created there
+        own = sorted(["ConfigMap/kube-root-ca.crt", "ServiceAccount/default", *self.test_objects])
 
         def left():
             items = json.loads(c.kubectl("get", kinds, "-n", self.ns, "-o", "json").stdout)["items"]

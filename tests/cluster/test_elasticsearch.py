@@ -96,9 +96,10 @@ class ElasticsearchEndToEnd(unittest.TestCase):
         wait_for(lambda: not port_open(STORAGE_PORT), 300,
                  f"127.0.0.1:{STORAGE_PORT} to be free (another storage service of a cluster test runs)")
         cls.c = c = Cluster("1.34", kubelet=True)
-        cls.es = FakeElasticsearch(os.path.join(c.dir, "fake-es.log"), "--version", "7.17.18",
-                                   "--allow-insecure-settings", "--alias", f"{RELEASE}-minio=127.0.0.1")
+        cls.es = None
         try:
+            cls.es = FakeElasticsearch(os.path.join(c.dir, "fake-es.log"), "--version", "7.17.18",
+                                       "--allow-insecure-settings", "--alias", f"{RELEASE}-minio=127.0.0.1")
             c.kubectl("create", "namespace", NS)
             # Elasticsearch's Service: the pods resolve its name to the host, where the fake listens
             c.kubectl("create", "service", "clusterip", ES_SERVICE, "-n", NS, f"--tcp={cls.es.port}:{cls.es.port}")
@@ -118,7 +119,7 @@ class ElasticsearchEndToEnd(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        violations = cls.es.stop()
+        violations = cls.es.stop() if cls.es else []
         cls.c.stop()
         if violations:
             raise AssertionError("the fake Elasticsearch saw requests the spec does not allow:\n" + "\n".join(violations))

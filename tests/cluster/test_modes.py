@@ -404,6 +404,16 @@ class StorageMode:
         logs = self.c.kubectl("logs", f"job/{job}", "-n", self.ns, "-c", "backup", check=False).stdout
         self.assertEqual(p.returncode, 0, f"backup job {job} did not complete:\n{p.stderr}\n{logs}")
 
+    def storage_settled(self):
+        """After an upgrade: one storage pod, running and ready, none terminating (a rolled pod's
+        predecessor may still hold the port), and the port answering."""
+        pods = json.loads(self.c.kubectl("get", "pods", "-n", self.ns, "-l", "app.kubernetes.io/component=minio",
+                                         "-o", "json").stdout)["items"]
+        return (len(pods) == 1 and not pods[0]["metadata"].get("deletionTimestamp")
+                and pods[0]["status"].get("phase") == "Running"
+                and all(cs.get("ready") for cs in pods[0]["status"].get("containerStatuses", []))
+                and port_open(STORAGE_PORT))
+
     def storage_pod(self):
         pods = json.loads(self.c.kubectl("get", "pods", "-n", self.ns, "-l", "app.kubernetes.io/component=minio",
                                          "-o", "json").stdout)["items"]
@@ -474,12 +484,12 @@ class SecondStore:
         self.backend.attach(self.c, self.ns, store.bucket)
         try:
             self.c.helm("upgrade", RELEASE, *self.chart_args(store), "--wait", "--timeout", "120s", timeout=200)
-            wait_for(lambda: port_open(STORAGE_PORT), 60, "the storage pod to listen")
+            wait_for(self.storage_settled, 90, "one storage pod, ready and listening")
             self.cycle(store, "second-store-backup")
         finally:
             # back to the first graph server for the tests after this one
             self.c.helm("upgrade", RELEASE, *self.chart_args(), "--wait", "--timeout", "120s", timeout=200)
-            wait_for(lambda: port_open(STORAGE_PORT), 60, "the storage pod to listen")
+            wait_for(self.storage_settled, 90, "one storage pod, ready and listening")
 
 
 class S3GatewayPostgres(SecondStore, StorageMode, unittest.TestCase):

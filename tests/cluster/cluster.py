@@ -2,8 +2,9 @@
 """Starts the Kubernetes API double (and its controllers, and optionally the podman kubelet) on
 127.0.0.1 and writes an admin kubeconfig; runs until SIGTERM.
 
-Usage: cluster.py --dir DIR [--port N] [--k8s-version 1.34] [--kubelet]
-Writes DIR/pki/*, DIR/admin.kubeconfig, DIR/port, and DIR/ready once serving.
+Usage: cluster.py --dir DIR [--port N] [--k8s-version 1.34] [--kubelet | --scripted-kubelet]
+Writes DIR/pki/*, DIR/admin.kubeconfig, DIR/port, and DIR/ready once serving; DIR/access.log
+(one line per request) and DIR/audit.log (an audit.k8s.io/v1 Event per resource request).
 """
 
 import argparse
@@ -27,6 +28,8 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--k8s-version", default="1.34")
     p.add_argument("--kubelet", action="store_true", help="run pods in podman containers")
+    p.add_argument("--scripted-kubelet", action="store_true",
+                   help="walk pods through the phases, logs and exit codes of DIR/kubelet-script.json")
     p.add_argument("--client-binary", default=shutil.which("kubectl"),
                    help="kubectl or helm: its embedded protobuf descriptors decode protobuf requests")
     args = p.parse_args()
@@ -37,7 +40,8 @@ def main():
         ca_pem = f.read()
     api = Api(args.k8s_version, ca_pem)
     log = open(os.path.join(args.dir, "access.log"), "a", encoding="utf-8")  # noqa: SIM115
-    server = ApiServer(api, pki_dir, args.port, log, args.client_binary)
+    audit = open(os.path.join(args.dir, "audit.log"), "a", encoding="utf-8")  # noqa: SIM115
+    server = ApiServer(api, pki_dir, args.port, log, args.client_binary, audit)
     port = server.server_port
     pki.write_kubeconfig(os.path.join(args.dir, "admin.kubeconfig"), f"https://127.0.0.1:{port}",
                          os.path.join(pki_dir, "ca.crt"), "admin",
@@ -47,6 +51,10 @@ def main():
     if args.kubelet:
         import kubelet as kubelet_mod
         kubelet = kubelet_mod.Kubelet(api, server, args.dir, f"https://127.0.0.1:{port}")
+        kubelet.start()
+    elif args.scripted_kubelet:
+        from scripted_kubelet import ScriptedKubelet
+        kubelet = ScriptedKubelet(api, server, args.dir)
         kubelet.start()
     ctrl.start()
     stop = threading.Event()

@@ -46,6 +46,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Audit-Id", "sts")
         self.end_headers()
         self.wfile.write(data)
+        self._code = code
         self.log_message("%d", code)
 
     def _error(self, err):
@@ -54,7 +55,8 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self):
         self._body_read = True
         n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+        self._request_body = self.rfile.read(n) if n else b""
+        return self._request_body
 
     def _json_body(self):
         raw = self._body()
@@ -143,8 +145,22 @@ class Handler(BaseHTTPRequestHandler):
             verb = self._verb(method, name, sub, query)
             attrs = {"verb": verb, "group": res.group, "resource": res.plural, "subresource": sub or "",
                      "name": name or "", "namespace": namespace or ""}
-            self._authorize(user, groups, attrs, res.qualified)
-            self._resource(method, verb, res, namespace, name, sub, query, user, groups)
+            self._request_body, self._code = b"", None
+            # a stream (watch, log follow) is audited once it is authorized, as the real server's
+            # ResponseStarted stage; every other request once answered (ResponseComplete)
+            streaming = verb == "watch" or (sub == "log" and query.get("follow") == "true")
+            try:
+                self._authorize(user, groups, attrs, res.qualified)
+                if streaming:
+                    self._code = 200
+                    self._audit(user, attrs, res, url, "ResponseStarted")
+                self._resource(method, verb, res, namespace, name, sub, query, user, groups)
+            except ApiError as e:
+                self._code = e.code
+                raise
+            finally:
+                if not streaming or self._code != 200:
+                    self._audit(user, attrs, res, url, "ResponseComplete")
         except ApiError as e:
             if not self._body_read:
                 # A refused request's body is still on a kept-alive connection; read it so
@@ -157,6 +173,28 @@ class Handler(BaseHTTPRequestHandler):
             import traceback
             traceback.print_exc()
             self._error(ApiError(500, "InternalError", f"Internal error occurred: {e!r}"))
+
+    def _audit(self, user, attrs, res, url, stage):
+        """One audit.k8s.io/v1 Event (level Request) per resource request, as a JSON line in the
+        server's audit log: who did what to which object, the answer's code, and the request
+        body when it was JSON (an object created, the patch, the DeleteOptions)."""
+        log = self.server.audit_log
+        if log is None:
+            return
+        try:
+            body = json.loads(self._request_body) if self._request_body else None
+        except ValueError:
+            body = None  # protobuf: the type is in the objectRef
+        ref = {"resource": res.plural, "namespace": attrs["namespace"], "name": attrs["name"],
+               "apiGroup": res.group, "subresource": attrs["subresource"]}
+        event = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request", "stage": stage,
+                 "verb": attrs["verb"],
+                 "requestURI": url.path + (f"?{url.query}" if url.query else ""), "user": {"username": user},
+                 "objectRef": {k: v for k, v in ref.items() if v}, "responseStatus": {"code": self._code},
+                 **({"requestObject": body} if body is not None else {})}
+        with self.server.audit_lock:
+            log.write(json.dumps(event) + "\n")
+            log.flush()
 
     @staticmethod
     def _verb(method, name, sub, query):
@@ -415,7 +453,7 @@ class Handler(BaseHTTPRequestHandler):
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, api, pki_dir, port=0, access_log=None, proto_binary=None):
+    def __init__(self, api, pki_dir, port=0, access_log=None, proto_binary=None, audit_log=None):
         super().__init__(("127.0.0.1", port), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(os.path.join(pki_dir, "server.crt"), os.path.join(pki_dir, "server.key"))
@@ -424,6 +462,8 @@ class ApiServer(ThreadingHTTPServer):
         self.tls = ctx
         self.api = api
         self.access_log = access_log
+        self.audit_log = audit_log  # a file taking one audit Event per resource request (JSON lines)
+        self.audit_lock = threading.Lock()
         self.stopping = threading.Event()
         self.proto_binary = proto_binary  # a client binary whose embedded descriptors decode protobuf
         self.logs = None  # (namespace, pod, container) -> log file path, set by the kubelet

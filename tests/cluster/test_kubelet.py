@@ -211,7 +211,9 @@ class KubeletTest(unittest.TestCase):
         for d in [d for d in os.listdir(logs_dir) if d.startswith("k_writer-")]:
             with open(os.path.join(logs_dir, d, "main.log"), encoding="utf-8") as f:
                 self.assertIn("got-TERM", f.read(), d)
-        self.assertEqual(self.get("deploy", "writer")["status"].get("replicas", 0), 0)
+        # the controller counts the pods gone on its next pass
+        wait_for(lambda: self.get("deploy", "writer")["status"].get("replicas", 0) == 0, 10,
+                 "the Deployment's status to count 0 replicas")
         self.c.kubectl("delete", "deploy", "writer", "-n", "k")
 
 

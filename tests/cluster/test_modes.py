@@ -214,9 +214,11 @@ class EtcdStore:
         return [{"name": "ETCDCTL_API", "value": "3"}, {"name": "ETCDCTL_ENDPOINTS", "value": self.endpoint}]
 
     def prepare(self, c, ns):
+        """The restore target the values mount; returns what it created (not the release's)."""
         pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "etcd-restore", "namespace": ns},
                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
         c.kubectl("create", "-f", "-", input=json.dumps(pvc))
+        return ["PersistentVolumeClaim/etcd-restore"]
 
     def source(self):
         return etcd_digest(self.endpoint)
@@ -292,7 +294,7 @@ class PostgresStore:
                 {"name": "PGUSER", "value": "postgres"}]
 
     def prepare(self, c, ns):
-        pass
+        return []
 
     def digest(self, db):
         """sha256 of a plain dump (schema and data) of the database, and its vertex count."""
@@ -328,13 +330,17 @@ class StorageMode:
     """One release in one storage mode with one graph server; subclasses pick the two."""
 
     backend_class = store_class = None
+    # The other graph server (SecondStore), run through the same release after a `helm upgrade`
+    # to its values: each storage mode meets both graph servers for the price of one install.
+    second_store_class = None
     ns = ""
 
     @classmethod
     def setUpClass(cls):
         images.build_jobs_image(JOBS)
         images.build_rclone_image(RCLONE)
-        cls.store_class.build(cls.store_class.image)
+        for store_class in filter(None, (cls.store_class, cls.second_store_class)):
+            store_class.build(store_class.image)
         cls.work = tempfile.mkdtemp(prefix=f"sts-modes-{cls.ns}-")
         os.chmod(cls.work, 0o755)  # the postgres user reaches its data dir below it
         cls.cleanups = []
@@ -343,6 +349,9 @@ class StorageMode:
             cls.cleanups.append(cls.backend.stop)
             cls.store = cls.store_class(cls.work)
             cls.cleanups.append(cls.store.stop)
+            if cls.second_store_class:
+                cls.second_store = cls.second_store_class(cls.work)
+                cls.cleanups.append(cls.second_store.stop)
             # The storage pod binds the Service port on the host: one release on this machine at a time.
             wait_for(lambda: not port_open(STORAGE_PORT), 300,
                      f"127.0.0.1:{STORAGE_PORT} to be free (another storage service of a cluster test runs)")
@@ -350,7 +359,8 @@ class StorageMode:
             cls.cleanups.append(cls.c.stop)
             cls.monitor_port = free_port()  # the monitor runs on the host network too
             cls.c.kubectl("create", "namespace", cls.ns)
-            cls.store.prepare(cls.c, cls.ns)
+            # objects of the test itself in the namespace (not the release's, kept by uninstall)
+            cls.test_objects = cls.store.prepare(cls.c, cls.ns)
             cls.backend.attach(cls.c, cls.ns, cls.store.bucket)
             cls.install = cls.c.helm("install", RELEASE, *cls.chart_args(), "--wait", "--timeout", "120s", timeout=200)
         except BaseException:
@@ -358,10 +368,11 @@ class StorageMode:
             raise
 
     @classmethod
-    def chart_args(cls):
+    def chart_args(cls, store=None):
+        store = store or cls.store
         return [os.path.join(ROOT, "chart"), "-n", cls.ns, "-f", values_file("common.yaml"),
-                "-f", values_file(cls.store_class.values), *cls.backend.helm_args(),
-                "--set-json", f"backup.stackGraph.extraEnv={json.dumps(cls.store.extra_env())}",
+                "-f", values_file(store.values), *cls.backend.helm_args(),
+                "--set-json", f"backup.stackGraph.extraEnv={json.dumps(store.extra_env())}",
                 "--set", f"backup.monitor.port={cls.monitor_port}"]
 
     @classmethod
@@ -393,6 +404,16 @@ class StorageMode:
         logs = self.c.kubectl("logs", f"job/{job}", "-n", self.ns, "-c", "backup", check=False).stdout
         self.assertEqual(p.returncode, 0, f"backup job {job} did not complete:\n{p.stderr}\n{logs}")
 
+    def storage_settled(self):
+        """After an upgrade: one storage pod, running and ready, none terminating (a rolled pod's
+        predecessor may still hold the port), and the port answering."""
+        pods = json.loads(self.c.kubectl("get", "pods", "-n", self.ns, "-l", "app.kubernetes.io/component=minio",
+                                         "-o", "json").stdout)["items"]
+        return (len(pods) == 1 and not pods[0]["metadata"].get("deletionTimestamp")
+                and pods[0]["status"].get("phase") == "Running"
+                and all(cs.get("ready") for cs in pods[0]["status"].get("containerStatuses", []))
+                and port_open(STORAGE_PORT))
+
     def storage_pod(self):
         pods = json.loads(self.c.kubectl("get", "pods", "-n", self.ns, "-l", "app.kubernetes.io/component=minio",
                                          "-o", "json").stdout)["items"]
@@ -402,8 +423,13 @@ class StorageMode:
     # -- the cycle
 
     def test_backup_list_restore_refuse(self):
-        c, store = self.c, self.store
         self.assertNotIn("unknown field", self.install.stderr)
+        self.cycle(self.store, "first-backup")
+
+    def cycle(self, store, job):
+        """Backup, list, restore, refusal (and, where the importer can overwrite, forced and
+        corrupted restores) of one graph server through the installed release."""
+        c = self.c
         deploy = json.loads(c.kubectl("get", "deploy", f"{RELEASE}-minio", "-n", self.ns, "-o", "json").stdout)
         self.assertEqual(deploy["metadata"]["labels"]["sts-backup.io/storage-mode"], self.backend.mode)
         # 1. helm test: the storage service (a gateway, or the volume's server) answers S3 with the
@@ -411,7 +437,7 @@ class StorageMode:
         p = c.helm("test", RELEASE, "-n", self.ns, "--timeout", "120s", check=False, timeout=150)
         self.assertEqual(p.returncode, 0, f"helm test failed:\n{p.stdout}\n{p.stderr}")
         # 2. the scheduled backup, started from its CronJob; listed by the script
-        self.backup("first-backup")
+        self.backup(job)
         rows = self.listed()
         self.assertEqual(len(rows), 1, rows)
         row = rows[0]
@@ -448,11 +474,29 @@ class StorageMode:
             self.assertEqual(store.restored(c, self.ns), source)
 
 
-class S3GatewayPostgres(StorageMode, unittest.TestCase):
-    """S3 gateway mode (rclone in front of SeaweedFS) with PostgreSQL as the graph server; the
-    storage keys are generated by the chart."""
+class SecondStore:
+    """The other graph server through the same release: `helm upgrade` to its values, the cycle
+    again, and back to the first one for the tests after this one."""
 
-    backend_class, store_class = SeaweedS3, PostgresStore
+    def test_backup_list_restore_refuse_second_store(self):
+        store = self.second_store
+        type(self).test_objects += store.prepare(self.c, self.ns)
+        self.backend.attach(self.c, self.ns, store.bucket)
+        try:
+            self.c.helm("upgrade", RELEASE, *self.chart_args(store), "--wait", "--timeout", "120s", timeout=200)
+            wait_for(self.storage_settled, 90, "one storage pod, ready and listening")
+            self.cycle(store, "second-store-backup")
+        finally:
+            # back to the first graph server for the tests after this one
+            self.c.helm("upgrade", RELEASE, *self.chart_args(), "--wait", "--timeout", "120s", timeout=200)
+            wait_for(self.storage_settled, 90, "one storage pod, ready and listening")
+
+
+class S3GatewayPostgres(SecondStore, StorageMode, unittest.TestCase):
+    """S3 gateway mode (rclone in front of SeaweedFS) with PostgreSQL, then etcd, as the graph
+    server; the storage keys are generated by the chart."""
+
+    backend_class, store_class, second_store_class = SeaweedS3, PostgresStore, EtcdStore
     ns = "s3gw"
 
     def secret(self):
@@ -491,8 +535,9 @@ class S3GatewayPostgres(StorageMode, unittest.TestCase):
         self.assertEqual(c.helm("list", "-n", self.ns, "-a", "-q").stdout.strip(), "")
         kinds = ("pods,services,deployments,replicasets,statefulsets,jobs,cronjobs,secrets,configmaps,"
                  "serviceaccounts,roles,rolebindings,persistentvolumeclaims,leases,events.events.k8s.io")
-        # what the namespace holds by itself: its default ServiceAccount and root CA ConfigMap
-        own = ["ConfigMap/kube-root-ca.crt", "ServiceAccount/default"]
+        # what the namespace holds by itself (its default ServiceAccount and root CA ConfigMap)
+        # and what the test created there
+        own = sorted(["ConfigMap/kube-root-ca.crt", "ServiceAccount/default", *self.test_objects])
 
         def left():
             items = json.loads(c.kubectl("get", kinds, "-n", self.ns, "-o", "json").stdout)["items"]
@@ -508,10 +553,11 @@ class S3GatewayPostgres(StorageMode, unittest.TestCase):
                          "helm uninstall changed the backups in the backend")
 
 
-class AzureGatewayEtcd(StorageMode, unittest.TestCase):
-    """Azure gateway mode (rclone in front of Azurite) with etcd as the graph server."""
+class AzureGatewayEtcd(SecondStore, StorageMode, unittest.TestCase):
+    """Azure gateway mode (rclone in front of Azurite) with etcd, then PostgreSQL, as the graph
+    server."""
 
-    backend_class, store_class = AzuriteBlob, EtcdStore
+    backend_class, store_class, second_store_class = AzuriteBlob, EtcdStore, PostgresStore
     ns = "azgw"
 
 

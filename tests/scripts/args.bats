@@ -3,6 +3,16 @@
 # ConfigMap/template lookup.
 # shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
 
+setup_file() {
+  load helpers
+  double_setup_file
+}
+
+teardown_file() {
+  load helpers
+  double_teardown_file
+}
+
 setup() {
   load helpers
   common_setup
@@ -33,7 +43,7 @@ args_for() {
       assert_equal "${stderr}" ''
     done
   done
-  [[ ! -s ${STUB_DIR}/calls ]]
+  assert_equal "$(api_calls)" ""
 }
 
 @test "an unknown flag prints usage to stderr and exits 2" {
@@ -46,7 +56,7 @@ args_for() {
     assert_equal "$(head -n 1 <<<"${stderr}")" "${script}: unknown flag: --bogus"
     [[ ${stderr} == *"Usage: ${script}"* ]] || fail "no usage in: ${stderr}"
   done
-  [[ ! -s ${STUB_DIR}/calls ]]
+  assert_equal "$(api_calls)" ""
 }
 
 @test "list scripts refuse -force, restore scripts refuse -o" {
@@ -59,7 +69,7 @@ args_for() {
   assert_equal "$(head -n 1 <<<"${stderr}")" 'restore-stackgraph-backup.sh: unknown flag: -o'
   run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" snap -o json
   assert_failure 2
-  [[ ! -s ${STUB_DIR}/calls ]]
+  assert_equal "$(api_calls)" ""
 }
 
 @test "bad option values and argument counts exit 2" {
@@ -81,41 +91,50 @@ args_for() {
   assert_failure 2
   run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" snap 'sts*' extra
   assert_failure 2
-  [[ ! -s ${STUB_DIR}/calls ]]
+  assert_equal "$(api_calls)" ""
 }
 
 @test "--namespace and --context are passed on every kubectl call" {
-  local script
+  # A kubeconfig whose current context reaches no server: a call without
+  # --context fails. The context "my ctx" defaults to the namespace "other": a
+  # call without --namespace misses the release in sts.
+  local kc="${BATS_TEST_TMPDIR}/kubeconfig" script n=0
+  cp "${KUBECONFIG}" "${kc}"
+  KUBECONFIG=${kc} kubectl config set-context 'my ctx' --cluster="$(kubectl config view -o jsonpath='{.clusters[0].name}')" \
+    --user="$(kubectl config view -o jsonpath='{.users[0].name}')" --namespace=other >/dev/null
+  KUBECONFIG=${kc} kubectl config set-context c2 --cluster="$(kubectl config view -o jsonpath='{.clusters[0].name}')" \
+    --user="$(kubectl config view -o jsonpath='{.users[0].name}')" >/dev/null
+  KUBECONFIG=${kc} kubectl config set-cluster nowhere --server=https://127.0.0.1:1 >/dev/null
+  KUBECONFIG=${kc} kubectl config set-context nowhere --cluster=nowhere --user="$(kubectl config view -o jsonpath='{.users[0].name}')" >/dev/null
+  KUBECONFIG=${kc} kubectl config use-context nowhere >/dev/null
   for script in "${SCRIPTS[@]}"; do
-    : >"${STUB_DIR}/calls"
-    rm -f "${STUB_DIR}"/.count-*
     # shellcheck disable=SC2046  # args_for prints zero or one word
-    run "${RESTORE}/${script}" --context 'my ctx' $(args_for "${script}") -n sts
+    KUBECONFIG=${kc} run "${RESTORE}/${script}" --context 'my ctx' $(args_for "${script}") -n sts
     assert_success
-    [[ -s ${STUB_DIR}/calls ]]
-    if grep -v -e '^--context my\\ ctx --namespace sts ' -e '^  stdin> ' "${STUB_DIR}/calls"; then
-      fail "calls without the flags in ${script}"
-    fi
-    python3 -c 'import json,sys; json.load(sys.stdin)' <"${STUB_DIR}/manifest-1.json" \
-      || fail "${script} created invalid JSON"
-    rm "${STUB_DIR}/manifest-1.json"
+    assert_equal "$(api_namespaces)" sts
+    n=$((n + 1))
+    manifest_get "${n}" 'm["kind"]' >/dev/null || fail "${script} created no Job"
   done
-  run "${RESTORE}/list-stackgraph-backups.sh" --namespace=other --context=c2
-  assert_success
-  assert_called --context c2 --namespace other get configmap -l sts-backup.io/job-templates=true \
-    -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}'
+  audit_mark
+  KUBECONFIG=${kc} run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" --namespace=other --context=c2
+  assert_failure 1
+  [[ ${stderr} == *"no ConfigMap with label sts-backup.io/job-templates=true in the namespace other"* ]] || fail "${stderr}"
+  assert_api 'list configmaps sts-backup.io/job-templates=true'
+  assert_equal "$(api_namespaces)" other
 }
 
 @test "no template ConfigMap: exit 1 with a clear message" {
-  rm "${STUB_DIR}/configmaps"
+  kubectl delete configmap "${CM}" -n sts >/dev/null
   run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n sts
   assert_failure 1
   assert_equal "${stderr}" 'ERROR: no ConfigMap with label sts-backup.io/job-templates=true in the namespace sts; is the sts-backup chart installed there (use -n NAMESPACE)?'
-  refute_verb create
+  refute_api '^create '
 }
 
 @test "two template ConfigMaps: exit 1 naming both" {
-  fixture configmaps a-templates b-templates
+  kubectl delete configmap "${CM}" -n sts >/dev/null
+  put_templates a-templates
+  put_templates b-templates
   run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh"
   assert_failure 1
   assert_equal "${stderr}" 'ERROR: more than one ConfigMap with label sts-backup.io/job-templates=true in the namespace: a-templates b-templates'
@@ -130,25 +149,28 @@ args_for() {
       list-elasticsearch*) key=job-elasticsearch-list.json value=backup.elasticsearch.restore.enabled ;;
       *) key=job-elasticsearch-restore.json value=backup.elasticsearch.restore.enabled ;;
     esac
-    rm "${STUB_DIR}/cm/${key}"
-    : >"${STUB_DIR}/calls"
+    rm "${TEMPLATES}/${key}"
+    kubectl delete configmap "${CM}" -n sts >/dev/null
+    put_templates "${CM}"
+    audit_mark
     # shellcheck disable=SC2046  # args_for prints zero or one word
     run --separate-stderr "${RESTORE}/${script}" $(args_for "${script}")
     assert_failure 1
     assert_equal "${stderr}" "ERROR: ConfigMap ${CM} has no ${key}: set ${value}=true in the chart values and upgrade the release"
     assert_template_read "${key}"
-    refute_verb create
-    refute_verb scale
-    cp "${FIXTURES}/${key}" "${STUB_DIR}/cm/"
+    refute_api '^create '
+    refute_workload_calls
+    cp "${FIXTURES}/${key}" "${TEMPLATES}/"
   done
 }
 
 @test "a template without a required placeholder is refused before any change" {
-  printf '{"metadata": {"name": "__JOB_NAME__"}}\n' >"${STUB_DIR}/cm/job-stackgraph-restore.json"
+  printf '{"metadata": {"name": "__JOB_NAME__"}}\n' >"${TEMPLATES}/job-stackgraph-restore.json"
+  put_templates "${CM}"
   run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" x.graph
   assert_failure 1
   assert_equal "${stderr}" 'ERROR: the job template has no placeholder "__BACKUP_NAME__"; the chart and the scripts do not match (see docs/interfaces.md)'
-  refute_verb create
-  refute_verb scale
-  refute_verb annotate
+  refute_api '^create '
+  refute_workload_calls
+  refute_workload_calls
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bats
 # The scripts against the job templates the real chart renders (helm template
-# of chart/ with both restore.enabled): the ConfigMap name and label, every
-# placeholder filled, valid JSON, the env the jobs read. Skipped when helm,
-# PyYAML or the chart is missing (tests/install-tools.sh installs them).
+# of chart/ with both restore.enabled), put into the API double as the chart's
+# ConfigMap: its name and label, every placeholder filled, a Job the API
+# server accepts (strict validation), the env the jobs read. Skipped when
+# helm, PyYAML or the chart is missing (tests/install-tools.sh installs them).
 # shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
 
 setup_file() {
@@ -17,6 +18,8 @@ setup_file() {
     touch "${RENDERED}/skip"
     return 0
   fi
+  load helpers
+  double_setup_file
   helm template sts "${root}/chart" --namespace sts \
     -f "${root}/chart/examples/stackstate-5.1-local.yaml" \
     --set backup.stackGraph.restore.enabled=true \
@@ -25,27 +28,34 @@ setup_file() {
   python3 - "${RENDERED}" <<'PY'
 import os, sys, yaml
 out = sys.argv[1]
+import json
 cm = yaml.safe_load(open(os.path.join(out, "cm.yaml"), encoding="utf-8"))
 assert cm["metadata"]["labels"]["sts-backup.io/job-templates"] == "true"
 with open(os.path.join(out, "configmaps"), "w", encoding="utf-8") as f:
     f.write(cm["metadata"]["name"] + "\n")
-os.makedirs(os.path.join(out, "cm"), exist_ok=True)
-for key, value in cm["data"].items():
-    with open(os.path.join(out, "cm", key), "w", encoding="utf-8") as f:
-        f.write(value)
+with open(os.path.join(out, "cm.json"), "w", encoding="utf-8") as f:
+    json.dump(cm, f)
 PY
+}
+
+teardown_file() {
+  load helpers
+  double_teardown_file
 }
 
 setup() {
   load helpers
   common_setup
   [[ ! -e ${RENDERED}/skip ]] || skip "helm, PyYAML or chart/ not available"
-  rm -rf "${STUB_DIR}/cm"
-  cp -r "${RENDERED}/cm" "${STUB_DIR}/cm"
-  cp "${RENDERED}/configmaps" "${STUB_DIR}/configmaps"
+  # the chart's ConfigMap instead of the fixtures'
+  kubectl delete configmap -n sts -l sts-backup.io/job-templates=true >/dev/null
+  kubectl apply -n sts -f "${RENDERED}/cm.json" >/dev/null
   # shellcheck disable=SC2034  # CM is read by assert_template_read
   CM=$(<"${RENDERED}/configmaps")
-  fixture deployments 'server|1|{"app":"server"}|'
+  # a writer the scripts must leave alone (the orchestrated Jobs scale it)
+  kubectl create deployment server -n sts --image=sts-backup/jobs:0.1.0 >/dev/null
+  kubectl label deployment server -n sts stackstate.com/connects-to-stackgraph=true >/dev/null
+  audit_mark
 }
 
 # assert_job CONTAINER PREFIX: the manifest is a valid Job named PREFIX-...
@@ -56,7 +66,7 @@ assert_job() {
   run manifest_get 'm["kind"], m["spec"]["backoffLimit"], m["spec"]["template"]["spec"]["restartPolicy"]'
   assert_output '["Job", 0, "Never"]'
   [[ $(job_name) =~ ^$2-[0-9]{8}t[0-9]{6}-[0-9a-f]{4}$ ]] || fail "bad job name $(job_name)"
-  if grep -E '"__[A-Z_]+__"' "${STUB_DIR}/manifest-1.json"; then
+  if manifest_get 'm' | grep -E '"__[A-Z_]+__"'; then
     fail "placeholder left in the manifest"
   fi
 }
@@ -65,7 +75,7 @@ assert_job() {
   fixture logs '[]'
   run --separate-stderr "${RESTORE}/list-stackgraph-backups.sh" -n sts -o json
   assert_success
-  assert_template_read job-stackgraph-list.json --namespace sts
+  assert_template_read
   assert_job list stackgraph-list-backups
   run manifest_get 'env("list", "OUTPUT_FORMAT")'
   assert_output '"json"'
@@ -75,8 +85,7 @@ assert_job() {
   run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" -n sts sts-backup-20240101-0300.graph -force
   assert_success
   # The chart's Job runs --orchestrate: it scales the writers itself, the script does not.
-  run grep -E ' (scale|annotate) deployment|get deployments' "${STUB_DIR}/calls"
-  assert_failure
+  refute_workload_calls
   assert_job restore stackgraph-restore
   run manifest_get 'env("restore", "BACKUP_NAME"), env("restore", "RESTORE_FORCE")'
   assert_output '["sts-backup-20240101-0300.graph", "true"]'
@@ -96,8 +105,7 @@ assert_job() {
   run --separate-stderr "${RESTORE}/restore-elasticsearch-snapshot.sh" -n sts snap-1 'sts*,.ds-sts_k8s_logs*' -force
   assert_success
   # The chart's Job runs --orchestrate for the elasticsearch store: it scales the writers itself.
-  run grep -E ' (scale|annotate) deployment|get deployments' "${STUB_DIR}/calls"
-  assert_failure
+  refute_workload_calls
   assert_job restore elasticsearch-restore
   run manifest_get 'env("restore", "SNAPSHOT_NAME"), env("restore", "INDICES_TO_RESTORE"), env("restore", "RESTORE_FORCE")'
   assert_output '["snap-1", "sts*,.ds-sts_k8s_logs*", "true"]'
@@ -111,10 +119,8 @@ assert_job() {
   run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" -n sts --finalize
   assert_success
   assert_job finalize stackgraph-finalize
-  : >"${STUB_DIR}/calls"
-  rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
   run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" -n sts --latest
   assert_success
-  run manifest_get 'env("restore", "BACKUP_NAME"), env("restore", "RESTORE_LATEST")'
+  run manifest_get 2 'env("restore", "BACKUP_NAME"), env("restore", "RESTORE_LATEST")'
   assert_output '["", "true"]'
 }

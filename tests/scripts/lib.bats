@@ -5,7 +5,7 @@
 
 setup() {
   load helpers
-  common_setup
+  unit_setup
   # shellcheck disable=SC1091  # lib.sh is checked on its own
   source "${RESTORE}/lib.sh"
   # shellcheck disable=SC2317  # called by lib::usage_error
@@ -46,9 +46,9 @@ json_roundtrip() {
   local manifest name=$'a/b&c"d e\nf\\g\t&amp;' indices='x"y,&z'
   manifest=$(lib::render_template "$(<"${FIXTURES}/job-elasticsearch-restore.json")" \
     JOB_NAME=job-1 SNAPSHOT_NAME="${name}" INDICES="${indices}" FORCE=false)
-  mkdir -p "${STUB_DIR}"
-  printf '%s\n' "${manifest}" >"${STUB_DIR}/manifest-1.json"
-  python3 -c 'import json,sys; json.load(sys.stdin)' <"${STUB_DIR}/manifest-1.json"
+  MANIFEST_FILE="${BATS_TEST_TMPDIR}/manifest.json"
+  printf '%s\n' "${manifest}" >"${MANIFEST_FILE}"
+  python3 -c 'import json,sys; json.load(sys.stdin)' <"${MANIFEST_FILE}"
   run manifest_get 'env("restore", "SNAPSHOT_NAME")'
   assert_output "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1], ensure_ascii=False))' "${name}")"
   run manifest_get 'env("restore", "INDICES_TO_RESTORE")'

@@ -1,9 +1,19 @@
 #!/usr/bin/env bats
-# restore-elasticsearch-snapshot.sh against the stub kubectl: job env, the
+# restore-elasticsearch-snapshot.sh with the real kubectl against the API double: job env, the
 # refusal without -force, -force reaching the orchestrated Job (which scales
 # the writers itself), the pass-through of --latest, --allow-partial and
 # --rename-to, and names passed verbatim for the binary to judge.
 # shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
+
+setup_file() {
+  load helpers
+  double_setup_file
+}
+
+teardown_file() {
+  load helpers
+  double_teardown_file
+}
 
 setup() {
   load helpers
@@ -12,12 +22,6 @@ setup() {
 
 readonly SCRIPT=restore-elasticsearch-snapshot.sh
 readonly SNAP=sts-backup-20240101-0300-abcd1234
-
-# refute_workload_calls: the script never read, scaled or annotated a workload.
-refute_workload_calls() {
-  run grep -E ' (scale|annotate) |get (deployments?|statefulsets?) |scale-down-selector' "${STUB_DIR}/calls"
-  assert_failure
-}
 
 @test "without -force: no scaling, the job gets the snapshot, empty INDICES and force false" {
   fixture logs 'restored 3 shards'
@@ -33,10 +37,10 @@ refute_workload_calls() {
   assert_output '""'
   run manifest_get 'env("restore", "RESTORE_FORCE")'
   assert_output '"false"'
-  assert_template_read job-elasticsearch-restore.json --namespace sts
+  assert_template_read
   refute_workload_calls
-  assert_called --namespace sts logs --follow pod/pod-1 -c restore
-  assert_called --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --wait=false
+  [[ $(pod_name) == "$(job_name)-"* ]] || fail "the log of no pod of the job was followed"
+  assert_api "delete jobs ${job} Foreground"
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored Elasticsearch snapshot ${SNAP} (indices: the configured pattern)."
 }
 
@@ -55,7 +59,7 @@ refute_workload_calls() {
   assert_failure 3
   assert_output 'refusing: open indices would be overwritten: sts_topology, sts_k8s_logs'
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored, nothing changed: refused for safety (reason above). If existing indices would be overwritten, rerun with -force (closes them; deletes only data stream backing indices): ${RESTORE}/${SCRIPT} -n sts ${SNAP} sts\\* -force or restore beside them with --rename-to restored-{}"
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  assert_api "delete jobs $(job_name) Foreground"
   refute_workload_calls
 }
 
@@ -65,7 +69,7 @@ refute_workload_calls() {
   run manifest_get 'env("restore", "RESTORE_FORCE")'
   assert_output '"true"'
   refute_workload_calls
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  assert_api "delete jobs $(job_name) Foreground"
 }
 
 @test "-force and a failing restore (a shard failed): exit 1 passed through" {
@@ -86,7 +90,7 @@ refute_workload_calls() {
 @test "-force: SIGTERM while following leaves the orchestrated Job running, exit 143" {
   interrupt TERM "${RESTORE}/${SCRIPT}" -n sts -force "${SNAP}"
   assert_equal "${status}" 143
-  refute_verb delete
+  refute_api '^delete '
   refute_workload_calls
   [[ ${stderr} == *"===   follow it:   kubectl -n sts logs --follow job/$(job_name) -c restore"* ]]
 }
@@ -96,18 +100,17 @@ refute_workload_calls() {
   interrupt INT "${RESTORE}/${SCRIPT}" -n sts -force "${SNAP}"
   assert_equal "${status}" 130
   [[ ${stderr} == *"!!! The chart renders this restore without orchestration"* ]]
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  assert_api "delete jobs $(job_name) Foreground"
   refute_workload_calls
 }
 
 @test "snapshot names and index lists reach the job JSON-escaped: the binary judges them" {
-  local name
+  local name n=0
   for name in 'a/b' 'a"b' 'a b' $'a\nb' 'Snap' 'a,b' 'x"__FORCE__'; do
-    : >"${STUB_DIR}/calls"
-    rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
     run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts -- "${name}" "${name}"
     assert_success
-    run manifest_get '[env("restore", "SNAPSHOT_NAME"), env("restore", "INDICES_TO_RESTORE"), env("restore", "RESTORE_FORCE")]'
+    n=$((n + 1))
+    run manifest_get "${n}" '[env("restore", "SNAPSHOT_NAME"), env("restore", "INDICES_TO_RESTORE"), env("restore", "RESTORE_FORCE")]'
     assert_output "$(python3 -c 'import json,sys; print(json.dumps([sys.argv[1], sys.argv[1], "false"], ensure_ascii=False))' "${name}")"
   done
 }
@@ -116,7 +119,7 @@ refute_workload_calls() {
   local snap="it's&ok-é" indices="sts&x*"
   run --separate-stderr "${RESTORE}/${SCRIPT}" "${snap}" "${indices}"
   assert_success
-  python3 -c 'import json,sys; json.load(sys.stdin)' <"${STUB_DIR}/manifest-1.json"
+  manifest_get 'm["kind"]' >/dev/null
   run manifest_get 'env("restore", "SNAPSHOT_NAME")'
   assert_output "\"${snap}\""
   run manifest_get 'env("restore", "INDICES_TO_RESTORE")'
@@ -146,7 +149,7 @@ refute_workload_calls() {
   assert_success
   run manifest_get 'env("restore", "RESTORE_ALLOW_PARTIAL"), env("restore", "RESTORE_RENAME_TO"), env("restore", "RESTORE_FORCE")'
   assert_output '["true", "restored-{}", "true"]'
-  refute_verb scale
+  refute_workload_calls
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restored Elasticsearch snapshot ${SNAP} (indices: the configured pattern, renamed to restored-{})."
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${SNAP}" --rename-to=copy-{}
   assert_success
@@ -160,7 +163,7 @@ refute_workload_calls() {
   [[ ${stderr} == *'--rename-to needs a PATTERN with {}'* ]] || fail "${stderr}"
   run --separate-stderr "${RESTORE}/${SCRIPT}" "${SNAP}" --rename-to
   assert_failure 2
-  [[ ! -s ${STUB_DIR}/calls ]]
+  assert_equal "$(api_calls)" ""
 }
 
 @test "the rerun hint after a failure repeats --latest, --allow-partial and --rename-to" {

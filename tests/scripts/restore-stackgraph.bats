@@ -1,11 +1,22 @@
 #!/usr/bin/env bats
-# restore-stackgraph-backup.sh against the stub kubectl: the script only
-# renders the Job, creates it, follows it and passes its exit code through;
+# restore-stackgraph-backup.sh with the real kubectl against the API double
+# (scripted kubelet, tests/scripts/helpers.bash): the script only renders the
+# Job, creates it, follows it and passes its exit code through;
 # the orchestrated Job (STS_ORCHESTRATE=true in the template) locks and scales
 # by itself, so the script never touches a workload and never stops a running
 # restore because the terminal went away. The same script runs against the
 # API double with the real kubectl in tests/cluster/test_orchestrate.py.
 # shellcheck disable=SC2154  # stderr is set by bats' run --separate-stderr
+
+setup_file() {
+  load helpers
+  double_setup_file
+}
+
+teardown_file() {
+  load helpers
+  double_teardown_file
+}
 
 setup() {
   load helpers
@@ -14,12 +25,6 @@ setup() {
 
 readonly SCRIPT=restore-stackgraph-backup.sh
 readonly NAME=sts-backup-20240101-0300.graph
-
-# refute_workload_calls: the script never read, scaled or annotated a workload.
-refute_workload_calls() {
-  run grep -E ' (scale|annotate) |get (deployments?|statefulsets?) ' "${STUB_DIR}/calls"
-  assert_failure
-}
 
 @test "restore: job with the name, follow, delete; nothing else" {
   fixture logs 'restoring' 'done'
@@ -36,20 +41,23 @@ refute_workload_calls() {
   assert_output '["false", "false"]'
   run manifest_get 'm["metadata"]["name"]'
   assert_output "\"${job}\""
+  local pod
+  pod=$(pod_name)
+  [[ ${pod} == "${job}-"* ]] || fail "followed ${pod}, not a pod of ${job}"
   local expected
   expected=$(cat <<CALLS
-$(q --namespace sts get configmap -l sts-backup.io/job-templates=true -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}')
-$(q --namespace sts get configmap "${CM}" -o 'jsonpath={.data.job-stackgraph-restore\.json}')
-$(q --namespace sts create -f -)
-  stdin> manifest-1.json
-$(q --namespace sts get pods -l "job-name=${job}" -o "$(pod_query restore)")
-$(q --namespace sts get pods -l "job-name=${job}" -o "$(pod_query restore)")
-$(q --namespace sts logs --follow pod/pod-1 -c restore)
-$(q --namespace sts get pods -l "job-name=${job}" -o "$(pod_query restore)")
-$(q --namespace sts delete job "${job}" --ignore-not-found --cascade=foreground --wait=false)
+list configmaps sts-backup.io/job-templates=true
+get configmaps ${CM}
+create jobs
+list pods job-name=${job}
+get pods ${pod}
+get pods/log ${pod}
+list pods job-name=${job}
+delete jobs ${job} Foreground
 CALLS
 )
-  assert_equal "$(cat "${STUB_DIR}/calls")" "${expected}"
+  assert_equal "$(api_calls)" "${expected}"
+  assert_equal "$(api_namespaces)" sts
 }
 
 @test "-force and --latest reach the job only when given" {
@@ -57,11 +65,9 @@ CALLS
   assert_success
   run manifest_get 'env("restore", "RESTORE_FORCE")'
   assert_output '"true"'
-  : >"${STUB_DIR}/calls"
-  rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --latest
   assert_success
-  run manifest_get '[env("restore", "BACKUP_NAME"), env("restore", "RESTORE_LATEST"), env("restore", "RESTORE_FORCE")]'
+  run manifest_get 2 '[env("restore", "BACKUP_NAME"), env("restore", "RESTORE_LATEST"), env("restore", "RESTORE_FORCE")]'
   assert_output '["", "true", "false"]'
 }
 
@@ -73,7 +79,7 @@ CALLS
   assert_failure 2
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --finalize -force
   assert_failure 2
-  [[ ! -s ${STUB_DIR}/calls ]]
+  assert_equal "$(api_calls)" ""
 }
 
 @test "exit 3 (StackGraph not empty) is passed through with the command to rerun with -force" {
@@ -82,7 +88,7 @@ CALLS
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_failure 3
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored, nothing changed: StackGraph is not empty. To delete its data and restore backup ${NAME}, rerun: ${RESTORE}/${SCRIPT} -n sts ${NAME} -force"
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  assert_api "delete jobs $(job_name) Foreground"
   refute_workload_calls
 }
 
@@ -100,28 +106,31 @@ CALLS
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_failure 4
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Not restored: StackGraph backup ${NAME} failed its integrity check (checksum mismatch or missing manifest). Pick another backup: ${RESTORE}/list-stackgraph-backups.sh"
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  assert_api "delete jobs $(job_name) Foreground"
 }
 
 @test "exit 1 with --keep: job kept, hint to read its log" {
   phases 'pod-1 Failed 1'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --keep "${NAME}"
   assert_failure 1
-  refute_verb delete
+  refute_api '^delete '
   assert_equal "$(tail -n 1 <<<"${stderr}")" "=== Restore of StackGraph backup ${NAME} failed (exit 1), see the log above. Its log: kubectl -n sts logs job/$(job_name) -c restore"
 }
 
-@test "a failing job create: exit 1, nothing else" {
-  fixture fail-create 1
+@test "a Job the API server refuses (a misspelt field, 422): exit 1 naming the field, nothing else" {
+  refuse_job_create job-stackgraph-restore.json
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_failure 1
+  [[ ${stderr} == *'unknown field "spec.backofLimit"'* ]] || fail "no 422 in: ${stderr}"
+  assert_api 'create jobs'
+  refute_api '^(list|get) pods'
   refute_workload_calls
 }
 
 @test "SIGINT while following: the running restore Job is left to finish, how to follow it is printed, exit 130" {
   interrupt INT "${RESTORE}/${SCRIPT}" -n sts "${NAME}"
   assert_equal "${status}" 130
-  refute_verb delete
+  refute_api '^delete '
   refute_workload_calls
   local job
   job=$(job_name)
@@ -134,7 +143,7 @@ CALLS
 @test "SIGTERM while following: same, once, exit 143" {
   interrupt TERM "${RESTORE}/${SCRIPT}" -n sts "${NAME}" -force
   assert_equal "${status}" 143
-  refute_verb delete
+  refute_api '^delete '
   assert_equal "$(grep -c 'keeps running in the cluster' <<<"${stderr}")" 1
 }
 
@@ -142,8 +151,8 @@ CALLS
   phases 'pod-1 Pending' 'pod-1 Running'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --background "${NAME}"
   assert_success
-  refute_verb logs
-  refute_verb delete
+  refute_api '^get pods/log'
+  refute_api '^delete '
   local job
   job=$(job_name)
   [[ ${stderr} == *"===   follow it:   kubectl -n sts logs --follow job/${job} -c restore"* ]]
@@ -154,7 +163,7 @@ CALLS
   phases 'pod-1 Failed 3'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --background "${NAME}"
   assert_failure 3
-  assert_called --namespace sts delete job "$(job_name)" --ignore-not-found --cascade=foreground --wait=false
+  assert_api "delete jobs $(job_name) Foreground"
 }
 
 @test "--finalize: runs the finalize template and passes its exit through" {
@@ -162,11 +171,9 @@ CALLS
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --finalize
   assert_success
   assert_output 'scaled statefulset/graph (2) back'
-  assert_template_read job-stackgraph-finalize.json --namespace sts
+  assert_template_read
   run manifest_get '[m["metadata"]["name"].startswith("stackgraph-finalize-"), m["spec"]["template"]["spec"]["containers"][0]["args"]]'
   assert_output '[true, ["finalize"]]'
-  : >"${STUB_DIR}/calls"
-  rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
   phases 'pod-1 Failed 3'
   run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts --finalize
   assert_failure 3
@@ -174,13 +181,12 @@ CALLS
 }
 
 @test "names reach the job verbatim, JSON-escaped: the binary judges them" {
-  local name
+  local name n=0
   for name in 'a/b' 'a&b' 'x"y' 'a b' $'a\nb' '../../etc' "\$(touch ${BATS_TEST_TMPDIR}/pwned)" 'x"__FORCE__'; do
-    : >"${STUB_DIR}/calls"
-    rm -f "${STUB_DIR}"/.count-* "${STUB_DIR}"/manifest-*
     run --separate-stderr "${RESTORE}/${SCRIPT}" -n sts -- "${name}"
     assert_success
-    run manifest_get '[env("restore", "BACKUP_NAME"), env("restore", "RESTORE_FORCE")]'
+    n=$((n + 1))
+    run manifest_get "${n}" '[env("restore", "BACKUP_NAME"), env("restore", "RESTORE_FORCE")]'
     assert_output "$(python3 -c 'import json,sys; print(json.dumps([sys.argv[1], "false"], ensure_ascii=False))' "${name}")"
   done
   [[ ! -e ${BATS_TEST_TMPDIR}/pwned ]]

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs the restore-script checks: shellcheck on every script, the stub and the
-# test files, then the bats suites, all as TAP on stdout. Exits non-zero when
+# Runs the restore-script checks: shellcheck on every script and the test
+# files, then the bats suites (the kubectl interactions with the real kubectl
+# against the API double of tests/cluster, one per bats file), all as TAP on
+# stdout. Exits non-zero when
 # anything failed and ends with "scripts: N passed, M failed".
 #
 # Usage: tests/scripts/run.sh [BATS_FILE...]
-# Needs bats, bats-assert, bats-support, shellcheck (tests/install-tools.sh)
-# and python3 (the tests parse the generated Job manifests with it).
+# Needs bats, bats-assert, bats-support, shellcheck, kubectl and the venv of
+# the API double (tests/install-tools.sh) and python3.
 
 set -o errexit
 set -o nounset
@@ -38,7 +40,7 @@ report() {
 # Prints the files shellcheck checks, relative to ROOT.
 lint_files() {
   local file
-  for file in "${ROOT}"/scripts/restore/*.sh "${TEST_DIR}/stub/kubectl" \
+  for file in "${ROOT}"/scripts/restore/*.sh \
     "${TEST_DIR}/run.sh" "${TEST_DIR}/helpers.bash" "${TEST_DIR}"/*.bats; do
     printf '%s\n' "${file#"${ROOT}/"}"
   done
@@ -74,7 +76,7 @@ main() {
   local tool planned
   # shellcheck disable=SC1091  # optional, from tests/install-tools.sh
   [[ ! -f ${ROOT}/tests/env.sh ]] || source "${ROOT}/tests/env.sh"
-  for tool in bats shellcheck python3; do
+  for tool in bats shellcheck python3 kubectl; do
     command -v "${tool}" >/dev/null || {
       printf 'run.sh: %s not found; run tests/install-tools.sh\n' "${tool}" >&2
       exit 1

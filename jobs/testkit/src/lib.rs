@@ -6,6 +6,7 @@
 //! saying so, rather than skipping it.
 #![warn(clippy::print_stdout, clippy::print_stderr, clippy::too_many_lines)]
 
+pub mod fake_es;
 pub mod kube_double;
 pub mod proxy;
 

@@ -65,7 +65,7 @@ pub fn schema_path() -> PathBuf {
     if let Some(p) = std::env::var_os("ES_SCHEMA_JSON") {
         return PathBuf::from(p);
     }
-    sts_backup_testkit::workspace_root().join(".tools/npm/node_modules/@elastic/request-converter/dist/schema.json")
+    crate::workspace_root().join(".tools/npm/node_modules/@elastic/request-converter/dist/schema.json")
 }
 
 pub fn spec() -> &'static Spec {

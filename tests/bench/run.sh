@@ -23,6 +23,7 @@
 #     completes intact and the server still sent <= N + one part.
 #
 # BENCH_RATE_MIB=R adds the restores through a proxy that throttles each connection to R MiB/s.
+# BENCH_BIN=PATH benchmarks that stackgraph-backup binary instead of the static release build.
 #
 # Usage: tests/bench/run.sh [SIZE_MIB]
 #        BENCH_SIZES="512 4096" BENCH_RUNS=3 tests/bench/run.sh      (the README's table)
@@ -32,8 +33,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")"/../.. && pwd -P)"
 # shellcheck source=tests/env.sh disable=SC1091  # sourced at run time, linted on its own
 source "${ROOT}/tests/env.sh"
 readonly KEY=benchaccesskey SECRET=benchsecretkey0123456789
-readonly BIN="${ROOT}/target/x86_64-unknown-linux-gnu/release/stackgraph-backup"   # the static release build
-readonly PROXY="${ROOT}/target/release/tcp-proxy"
+# The static release build, or BENCH_BIN (e.g. a release build that keeps its symbols for perf).
+readonly STATIC_BIN="${CARGO_TARGET_DIR:-${ROOT}/target}/x86_64-unknown-linux-gnu/release/stackgraph-backup"
+readonly BIN="${BENCH_BIN:-${STATIC_BIN}}"
+readonly PROXY="${CARGO_TARGET_DIR:-${ROOT}/target}/release/tcp-proxy"
 WORK=""
 PIDS=()
 readonly PART_BYTES=$((8 * 1024 * 1024))   # the default --part-size
@@ -251,7 +254,7 @@ main() {
   [[ ${1:-} == -h || ${1:-} == --help ]] && { usage; return 0; }
   WORK="$(mktemp -d)"
   trap cleanup EXIT
-  "${ROOT}/images/build-static.sh" >/dev/null   # shared with the images suite: no second build
+  [[ ${BIN} != "${STATIC_BIN}" ]] || "${ROOT}/images/build-static.sh" >/dev/null   # shared with the images suite
   cargo build -q --release -p sts-backup-testkit --bin tcp-proxy
   start_servers
   local sizes=() runs=${BENCH_RUNS:-1}

@@ -10,7 +10,10 @@
 # against one `rclone serve s3` on 127.0.0.1, every tool through the testkit's counting TCP
 # proxy (so the bytes the server sent for our restore are known). Each command runs
 # BENCH_RUNS times; the table shows the median wall time, the rate, the ratio to the fastest
-# peer and peak RSS (GNU time; a peer's includes its `cat`/`sh`).
+# peer, the median CPU time (user + sys) and its ratio to the least CPU a peer used, and peak
+# RSS (GNU time; a peer's includes its `cat`/`sh`). CPU time is the steadier measure on a
+# shared machine: wall time grows with other load, CPU time much less. The server's own CPU
+# is not counted in either. The load average is printed before and after.
 #
 # Checked (the cheap part CI keeps; speed ratios are reported, never asserted):
 #   - our peak RSS, backup and restore, with default settings: <= BENCH_RSS_LIMIT_MIB (64);
@@ -20,6 +23,7 @@
 #     completes intact and the server still sent <= N + one part.
 #
 # BENCH_RATE_MIB=R adds the restores through a proxy that throttles each connection to R MiB/s.
+# BENCH_BIN=PATH benchmarks that stackgraph-backup binary instead of the static release build.
 #
 # Usage: tests/bench/run.sh [SIZE_MIB]
 #        BENCH_SIZES="512 4096" BENCH_RUNS=3 tests/bench/run.sh      (the README's table)
@@ -29,8 +33,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")"/../.. && pwd -P)"
 # shellcheck source=tests/env.sh disable=SC1091  # sourced at run time, linted on its own
 source "${ROOT}/tests/env.sh"
 readonly KEY=benchaccesskey SECRET=benchsecretkey0123456789
-readonly BIN="${ROOT}/target/x86_64-unknown-linux-gnu/release/stackgraph-backup"   # the static release build
-readonly PROXY="${ROOT}/target/release/tcp-proxy"
+# The static release build, or BENCH_BIN (e.g. a release build that keeps its symbols for perf).
+readonly STATIC_BIN="${CARGO_TARGET_DIR:-${ROOT}/target}/x86_64-unknown-linux-gnu/release/stackgraph-backup"
+readonly BIN="${BENCH_BIN:-${STATIC_BIN}}"
+readonly PROXY="${CARGO_TARGET_DIR:-${ROOT}/target}/release/tcp-proxy"
 WORK=""
 PIDS=()
 readonly PART_BYTES=$((8 * 1024 * 1024))   # the default --part-size
@@ -79,9 +85,9 @@ served() {
   echo "${down}"
 }
 
-# measure CMD...: runs CMD under GNU time; prints "seconds max_rss_kib".
+# measure CMD...: runs CMD under GNU time; prints "wall_s max_rss_kib user_s sys_s".
 measure() {
-  /usr/bin/time -f '%e %M' -o "${WORK}/time" "$@" >/dev/null 2>"${WORK}/stderr.log" || {
+  /usr/bin/time -f '%e %M %U %S' -o "${WORK}/time" "$@" >/dev/null 2>"${WORK}/stderr.log" || {
     echo "benchmark command failed: $*" >&2
     cat "${WORK}/stderr.log" >&2
     return 1
@@ -109,18 +115,22 @@ rclone_() {
     RCLONE_S3_SECRET_ACCESS_KEY="${SECRET}" rclone --config /dev/null "$@"
 }
 
-# One row: TOOL OP MIB RUNS CMD... -> appends "tool op mib median_s rss_kib" to results.
+median() { sort -n | sed -n "$((($1 + 1) / 2))p"; }
+
+# One row: TOOL OP MIB RUNS CMD... -> appends "tool op mib median_wall_s rss_kib median_cpu_s"
+# to results.
 row() {
   local tool=$1 op=$2 mib=$3 runs=$4
   shift 4
-  local i times=() rss=0 t k
+  local i times=() cpus=() rss=0 t k user sys
   for ((i = 1; i <= runs; i++)); do
-    read -r t k <<<"$(measure "$@")"
+    read -r t k user sys <<<"$(measure "$@")"
     times+=("${t}")
+    cpus+=("$(python3 -c 'import sys; print(f"{float(sys.argv[1]) + float(sys.argv[2]):.2f}")' "${user}" "${sys}")")
     ((k > rss)) && rss=${k}
   done
-  printf '%s %s %s %s %s\n' "${tool}" "${op}" "${mib}" \
-    "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p")" "${rss}" >>"${WORK}/results"
+  printf '%s %s %s %s %s %s\n' "${tool}" "${op}" "${mib}" "$(printf '%s\n' "${times[@]}" | median "${runs}")" \
+    "${rss}" "$(printf '%s\n' "${cpus[@]}" | median "${runs}")" >>"${WORK}/results"
 }
 
 export -f ours s3cmd_ aws_ rclone_
@@ -224,15 +234,19 @@ print_table() {
 import collections, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 by = collections.defaultdict(dict)
-for tool, op, mib, secs, rss in rows:
-    by[(op, int(mib))][tool] = (float(secs), int(rss) / 1024)
-print(f"{'op':8} {'MiB':>5} {'tool':10} {'wall s':>7} {'MiB/s':>7} {'vs fastest peer':>15} {'peak RSS MiB':>12}")
+for tool, op, mib, secs, rss, cpu in rows:
+    by[(op, int(mib))][tool] = (float(secs), int(rss) / 1024, float(cpu))
+print(f"{'op':10} {'MiB':>5} {'tool':8} {'wall s':>7} {'MiB/s':>7} {'wall vs best peer':>17} "
+      f"{'CPU s':>6} {'CPU vs best peer':>16} {'peak RSS MiB':>12}")
 for (op, mib), tools in sorted(by.items()):
-    peers = [v[0] for t, v in tools.items() if t != "ours"]
-    fastest = min(peers) if peers else None
-    for tool, (secs, rss) in sorted(tools.items(), key=lambda kv: kv[1][0]):
+    peers = [v for t, v in tools.items() if t != "ours"]
+    fastest = min(p[0] for p in peers) if peers else None
+    leanest = min(p[2] for p in peers) if peers else None
+    for tool, (secs, rss, cpu) in sorted(tools.items(), key=lambda kv: kv[1][0]):
         ratio = f"{secs / fastest:.2f}x" if fastest else "-"
-        print(f"{op:8} {mib:5d} {tool:10} {secs:7.2f} {mib / max(secs, 1e-9):7.1f} {ratio:>15} {rss:12.1f}")
+        cpu_ratio = f"{cpu / leanest:.2f}x" if leanest else "-"
+        print(f"{op:10} {mib:5d} {tool:8} {secs:7.2f} {mib / max(secs, 1e-9):7.1f} {ratio:>17} "
+              f"{cpu:6.2f} {cpu_ratio:>16} {rss:12.1f}")
 PY
 }
 
@@ -240,7 +254,7 @@ main() {
   [[ ${1:-} == -h || ${1:-} == --help ]] && { usage; return 0; }
   WORK="$(mktemp -d)"
   trap cleanup EXIT
-  "${ROOT}/images/build-static.sh" >/dev/null   # shared with the images suite: no second build
+  [[ ${BIN} != "${STATIC_BIN}" ]] || "${ROOT}/images/build-static.sh" >/dev/null   # shared with the images suite
   cargo build -q --release -p sts-backup-testkit --bin tcp-proxy
   start_servers
   local sizes=() runs=${BENCH_RUNS:-1}
@@ -248,9 +262,11 @@ main() {
   [[ $# -gt 0 ]] && sizes=("$1")
   : >"${WORK}/results"
   : >"${WORK}/served"
+  echo "bench: ${sizes[*]} MiB, ${runs} run(s) each, $(nproc) CPUs, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
   for mib in "${sizes[@]}"; do
     bench_size "${mib}" "${runs}"
   done
+  echo "bench: load average at end $(cut -d' ' -f1-3 /proc/loadavg)"
   print_table
   local limit_kib=$((${BENCH_RSS_LIMIT_MIB:-64} * 1024)) op worst
   for op in backup restore; do

@@ -7,18 +7,18 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_compression::tokio::bufread::ZstdEncoder;
 use async_compression::Level;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use crate::claim;
 use crate::command::{finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
-use crate::hashing::HashingReader;
+use crate::hashing::{HashingReader, PartHasher};
 use crate::interrupt::Interrupt;
 use crate::manifest::{Compression, Manifest, PartLayout, Parts, FORMAT_VERSION, MAX_MANIFEST_BYTES};
 use crate::naming::{manifest_key, validate_name, NameTemplate};
@@ -337,7 +337,8 @@ async fn exporter_outcome(
     }
 }
 
-/// Streams `source` into the upload part by part, hashing raw and stored bytes on the way.
+/// Streams `source` into the upload part by part; the stored bytes are hashed (whole and per
+/// part) on the [`PartHasher`]'s thread, the raw bytes of a compressed backup in the stream.
 async fn pump<R: AsyncRead + Unpin>(
     source: R,
     compression: Compression,
@@ -346,32 +347,34 @@ async fn pump<R: AsyncRead + Unpin>(
     progress: &Progress,
     interrupt: &mut Interrupt,
 ) -> Result<Sums> {
-    let raw = HashingReader::new(source);
+    let hasher = PartHasher::start();
+    let counter = progress.counter();
+    let hashed = |e| Error::io("hashing the backup", e);
     let sums = match compression {
         Compression::None => {
-            let mut stored = raw.with_progress(progress.counter());
-            let parts = send_parts(&mut stored, part_size, upload, interrupt).await?;
-            let (size, sha256) = stored.finish();
+            let mut stored = source;
+            send_parts(&mut stored, part_size, upload, &hasher, &counter, interrupt).await?;
+            let stored = hasher.finish().await.map_err(hashed)?;
             Sums {
-                raw_size: size,
-                raw_sha256: sha256.clone(),
-                size,
-                sha256,
-                parts,
+                raw_size: stored.size,
+                raw_sha256: stored.sha256.clone(),
+                size: stored.size,
+                sha256: stored.sha256,
+                parts: stored.parts,
             }
         }
         Compression::Zstd => {
-            let encoder = ZstdEncoder::with_quality(BufReader::with_capacity(256 * 1024, raw), Level::Default);
-            let mut stored = HashingReader::new(encoder).with_progress(progress.counter());
-            let parts = send_parts(&mut stored, part_size, upload, interrupt).await?;
-            let (encoder, size, sha256) = stored.into_parts();
+            let raw = HashingReader::new(source);
+            let mut encoder = ZstdEncoder::with_quality(BufReader::with_capacity(256 * 1024, raw), Level::Default);
+            send_parts(&mut encoder, part_size, upload, &hasher, &counter, interrupt).await?;
+            let stored = hasher.finish().await.map_err(hashed)?;
             let (raw_size, raw_sha256) = encoder.into_inner().into_inner().finish();
             Sums {
                 raw_size,
                 raw_sha256,
-                size,
-                sha256,
-                parts,
+                size: stored.size,
+                sha256: stored.sha256,
+                parts: stored.parts,
             }
         }
     };
@@ -387,15 +390,17 @@ fn refuse_empty(sums: Sums) -> Result<Sums> {
     Ok(sums)
 }
 
-/// Cuts the stored stream into parts by [`PartLayout::standard`] and uploads them; returns
-/// the SHA-256 of each part (the manifest's per-part digests).
+/// Cuts the stored stream into parts by [`PartLayout::standard`] and uploads them; each part
+/// goes to `hasher` first (the manifest's per-part digests), so what is hashed is exactly what
+/// is sent.
 async fn send_parts<R: AsyncRead + Unpin>(
     reader: &mut R,
     part_size: usize,
     upload: &mut Upload,
+    hasher: &PartHasher,
+    progress: &AtomicU64,
     interrupt: &mut Interrupt,
-) -> Result<Vec<String>> {
-    let mut digests = Vec::new();
+) -> Result<()> {
     for index in 0.. {
         let part_size = part_size_for(part_size, index);
         let mut part = BytesMut::with_capacity(part_size);
@@ -409,11 +414,16 @@ async fn send_parts<R: AsyncRead + Unpin>(
                 eof = true;
                 break;
             }
+            progress.fetch_add(read as u64, Ordering::Relaxed);
         }
         if !part.is_empty() {
-            digests.push(hex::encode(Sha256::digest(&part)));
+            let part = part.freeze();
             tokio::select! {
-                sent = upload.put_part(part.freeze()) => sent?,
+                queued = hasher.add(part.clone()) => queued.map_err(|e| Error::io("hashing the backup", e))?,
+                err = interrupt.wait() => return Err(err),
+            }
+            tokio::select! {
+                sent = upload.put_part(part) => sent?,
                 err = interrupt.wait() => return Err(err),
             }
         }
@@ -421,7 +431,7 @@ async fn send_parts<R: AsyncRead + Unpin>(
             break;
         }
     }
-    Ok(digests)
+    Ok(())
 }
 
 /// Bytes in part `index` of a backup with `base`-sized parts: the manifest's rule

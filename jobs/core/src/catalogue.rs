@@ -340,7 +340,7 @@ async fn verify_parts(
     let write_failed = |e: &std::io::Error| read_failed(name, e);
     stream_verified(storage, &stored, parts, counter, &mut sink, write_failed, interrupt).await?;
     tracing::info!(
-        "=== Backup \"{name}\" is intact: {} bytes in {} parts, each and all matching their sha256 ({})",
+        "=== Backup \"{name}\" is intact: {} bytes in {} parts, each matching its sha256, so the whole is sha256 {}",
         manifest.size,
         parts.sha256.len(),
         manifest.sha256

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use crate::claim;
 use crate::command::{finish, scratch_dir, CommandSpec};
+use crate::content_check;
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
@@ -33,6 +34,8 @@ pub struct BackupOptions {
     pub scratch_dir: Option<PathBuf>,
     /// Create the bucket when it is missing (scheduled backups into the chart's own storage).
     pub create_bucket: bool,
+    /// Text the export must contain, or it is refused before commit ([`crate::content_check`]).
+    pub must_contain: Option<String>,
 }
 
 /// Sizes and checksums measured in the stream.
@@ -275,15 +278,7 @@ async fn export_into(
             ))
         })?;
         tracing::info!("=== Uploading backup \"{name}\" to {location}...");
-        let sums = pump(
-            source,
-            opts.compression,
-            storage.part_size(),
-            upload,
-            progress,
-            interrupt,
-        )
-        .await?;
+        let sums = pump(source, opts, storage.part_size(), upload, progress, interrupt).await?;
         // `scratch` is removed on return, on success and on failure alike.
         refuse_empty(sums)
     } else {
@@ -294,14 +289,7 @@ async fn export_into(
         let mut child = opts.export.spawn(None, Stdio::null(), Stdio::piped())?;
         let group = child.id();
         let stdout = child.stdout.take().expect("stdout is piped");
-        let pumped = pump(
-            stdout,
-            opts.compression,
-            storage.part_size(),
-            upload,
-            progress,
-            interrupt,
-        );
+        let pumped = pump(stdout, opts, storage.part_size(), upload, progress, interrupt);
         let sums = match exporter_outcome(&opts.export, &mut child, pumped).await {
             Ok(sums) => sums,
             Err(e) => {
@@ -340,14 +328,15 @@ async fn exporter_outcome(
 /// Streams `source` into the upload part by part, hashing raw and stored bytes on the way.
 async fn pump<R: AsyncRead + Unpin>(
     source: R,
-    compression: Compression,
+    opts: &BackupOptions,
     part_size: usize,
     upload: &mut Upload,
     progress: &Progress,
     interrupt: &mut Interrupt,
 ) -> Result<Sums> {
+    let (source, seen) = content_check::watch(source, opts.must_contain.as_deref());
     let raw = HashingReader::new(source);
-    let sums = match compression {
+    let sums = match opts.compression {
         Compression::None => {
             let mut stored = raw.with_progress(progress.counter());
             let parts = send_parts(&mut stored, part_size, upload, interrupt).await?;
@@ -375,6 +364,7 @@ async fn pump<R: AsyncRead + Unpin>(
             }
         }
     };
+    seen.check()?;
     Ok(sums)
 }
 

@@ -21,8 +21,7 @@ usage() { store::backup_now_usage "${STORE:-STORE} "; }
 
 main() {
   store::take_store "$@"
-  shift
-  store::backup_now "$@"
+  store::backup_now "${REST[@]}"
 }
 
 main "$@"

@@ -20,8 +20,7 @@ usage() { store::list_usage "${STORE:-STORE} "; }
 
 main() {
   store::take_store "$@"
-  shift
-  store::list "$@"
+  store::list "${REST[@]}"
 }
 
 main "$@"

@@ -24,8 +24,7 @@ usage() { store::restore_usage "${STORE:-STORE} "; }
 
 main() {
   store::take_store "$@"
-  shift
-  store::restore "$@"
+  store::restore "${REST[@]}"
 }
 
 main "$@"

@@ -38,14 +38,32 @@ store::select() {
   STORE_LIST_HINT="${SCRIPT_DIR}/list-backups.sh ${store}"
 }
 
-# The generic scripts: their first argument is the STORE (or -h).
+#######################################
+# The generic scripts: the first argument that is not a flag (or a flag's value) is the STORE.
+# Globals set: as store::select, STORE_ARGS=("${STORE}"), and REST: the other arguments.
+#######################################
 store::take_store() {
-  case ${1:-} in
-    -h | --help) usage; exit 0 ;;
-    '' | -*) lib::usage_error "expected a STORE first (stackgraph, configuration or a backup.stores key)" ;;
-  esac
-  store::select "$1"
-  STORE_ARGS=("$1")
+  local store="" arg
+  REST=()
+  while (($# > 0)); do
+    arg=$1
+    shift
+    if [[ -z ${store} ]]; then
+      case ${arg} in
+        -h | --help) usage; exit 0 ;;
+        -n | --namespace | --context | -o | --output)
+          REST+=("${arg}")
+          if (($# > 0)); then REST+=("$1"); shift; fi
+          continue ;;
+        -*) ;;
+        *) store=${arg}; continue ;;
+      esac
+    fi
+    REST+=("${arg}")
+  done
+  [[ -n ${store} ]] || lib::usage_error "expected a STORE (stackgraph, configuration or a backup.stores key)"
+  store::select "${store}"
+  STORE_ARGS=("${store}")
 }
 
 # Usage of a list script (after store::select). Argument: how the script is called.

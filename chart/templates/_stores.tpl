@@ -248,9 +248,19 @@ Usage: include "sts-backup.store.deadline" (list $store $explicit)
 - name: RESTORE_EMPTY_CHECK
   value: {{ . | quote }}
 {{- end }}
-{{- if .s.v.orchestrate.enabled }}
+{{- if include "sts-backup.store.restoreOrchestrated" .s }}
 {{ include "sts-backup.stackGraph.orchestrateEnv" (dict "root" .root "selector" $r.scaleDownSelector "store" .s.name) }}
 {{- end }}
+{{- end }}
+
+{{/*
+True (non-empty) when a store's restore runs --orchestrate: orchestration on and writers to scale.
+`stackgraph-backup restore --orchestrate` requires a scale-down selector, so a store without one
+(the configuration: its writer is the server the sts CLI talks to) restores unorchestrated and
+the restore script warns that nothing locks the store.
+*/}}
+{{- define "sts-backup.store.restoreOrchestrated" -}}
+{{- if and .v.orchestrate.enabled .v.restore.scaleDownSelector }}true{{ end }}
 {{- end }}
 
 {{/* Env of a store's list Job template; the restore script fills in the output format. */}}
@@ -336,7 +346,7 @@ spec:
 {{- $n := .s.name }}
 {{- $list := include "sts-backup.jobTemplate" (dict "root" $root "component" (include "sts-backup.store.component" (list .s "list")) "name" "list" "binary" "stackgraph-backup" "args" (list "list") "env" (include "sts-backup.store.listEnv" .)) }}
 {{- $deadline := include "sts-backup.store.deadline" (list .s $v.restore.activeDeadlineSeconds) }}
-{{- $restore := include "sts-backup.jobTemplate" (dict "root" $root "s" .s "store" true "component" (include "sts-backup.store.component" (list .s "restore")) "name" "restore" "args" (concat (list "restore" "--") $v.importCommand) "env" (include "sts-backup.store.restoreEnv" .) "command" $v.importCommand "deadline" $deadline "orchestrate" $v.orchestrate.enabled) -}}
+{{- $restore := include "sts-backup.jobTemplate" (dict "root" $root "s" .s "store" true "component" (include "sts-backup.store.component" (list .s "restore")) "name" "restore" "args" (concat (list "restore" "--") $v.importCommand) "env" (include "sts-backup.store.restoreEnv" .) "command" $v.importCommand "deadline" $deadline "orchestrate" (include "sts-backup.store.restoreOrchestrated" .s)) -}}
 {{ $n }}-scale-down-selector: {{ $v.restore.scaleDownSelector | quote }}
 job-{{ $n }}-list.json: |
   {{- include "sts-backup.yamlToJson" $list | nindent 2 }}

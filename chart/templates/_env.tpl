@@ -19,80 +19,6 @@ every job binary reads (docs/interfaces.md lists the variables).
   value: {{ .Values.logLevel | quote }}
 {{- end }}
 
-{{/* Env of every StackGraph job: the storage location of the backups. */}}
-{{- define "sts-backup.stackGraph.env" -}}
-- name: BACKUP_STORAGE
-  value: {{ include "sts-backup.stackGraph.storageUrl" . | quote }}
-{{ include "sts-backup.storageEnv" . | trim }}
-{{- end }}
-
-{{/* Retention env, read by `stackgraph-backup backup` (prunes after an upload) and `retention-pruner`. */}}
-{{- define "sts-backup.stackGraph.retentionEnv" -}}
-{{- $s := .Values.backup.stackGraph.scheduled }}
-- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_PARSE_REGEXP
-  value: {{ $s.backupNameParseRegexp | quote }}
-- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_DATETIME_PARSE_FORMAT
-  value: {{ $s.backupDatetimeParseFormat | quote }}
-{{- with $s.backupRetentionTimeDelta }}
-- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA
-  value: {{ . | quote }}
-{{- end }}
-- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_MIN_KEEP
-  value: {{ $s.backupRetentionMinKeep | toString | quote }}
-{{- range $rule := list "last" "daily" "weekly" "monthly" }}
-{{- $n := index $s.backupRetentionKeep $rule }}
-{{- if not (kindIs "invalid" $n) }}
-- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_{{ upper $rule }}
-  value: {{ $n | toString | quote }}
-{{- end }}
-{{- end }}
-- name: BACKUP_ABORT_UPLOADS_OLDER_THAN
-  value: {{ $s.abortUploadsOlderThan | quote }}
-{{- end }}
-
-{{/* Env of the StackGraph backup container. */}}
-{{- define "sts-backup.stackGraph.backupEnv" -}}
-{{- $sg := .Values.backup.stackGraph }}
-{{ include "sts-backup.stackGraph.env" . | trim }}
-- name: BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE
-  value: {{ include "sts-backup.backupNameTemplate" . | quote }}
-{{- /* Scheduled backups create their bucket when missing, as the reference's init job did. */}}
-- name: BACKUP_CREATE_BUCKET
-  value: "true"
-{{- with $sg.compress }}
-- name: BACKUP_COMPRESS
-  value: {{ . | quote }}
-{{- end }}
-{{ include "sts-backup.stackGraph.retentionEnv" . | trim }}
-{{- end }}
-
-{{/* Env of the retention CronJob. */}}
-{{- define "sts-backup.stackGraph.retentionJobEnv" -}}
-{{ include "sts-backup.stackGraph.env" . | trim }}
-{{ include "sts-backup.stackGraph.retentionEnv" . | trim }}
-- name: BACKUP_PRUNE_DRY_RUN
-  value: {{ .Values.backup.stackGraph.scheduled.retentionJob.dryRun | toString | quote }}
-{{- end }}
-
-{{- define "sts-backup.stackGraph.restoreEnv" -}}
-{{- $r := .Values.backup.stackGraph.restore }}
-{{ include "sts-backup.stackGraph.env" . | trim }}
-- name: BACKUP_NAME
-  value: "__BACKUP_NAME__"
-- name: RESTORE_LATEST
-  value: "__LATEST__"
-- name: RESTORE_FORCE
-  value: "__FORCE__"
-{{- with $r.forceArg }}
-- name: RESTORE_FORCE_ARG
-  value: {{ . | quote }}
-{{- end }}
-{{- with $r.emptyCheck }}
-- name: RESTORE_EMPTY_CHECK
-  value: {{ . | quote }}
-{{- end }}
-{{- end }}
-
 {{/* Env of every Elasticsearch job. */}}
 {{- define "sts-backup.es.env" -}}
 {{- $es := .Values.backup.elasticsearch }}
@@ -156,13 +82,6 @@ every job binary reads (docs/interfaces.md lists the variables).
   value: {{ and $s.enabled $es.register.executeNow | toString | quote }}
 - name: ES_READONLY
   value: {{ $es.register.readonly | toString | quote }}
-{{- end }}
-
-{{/* Env of the `stackgraph list` Job template; the restore script fills in the output format. */}}
-{{- define "sts-backup.stackGraph.listEnv" -}}
-{{ include "sts-backup.stackGraph.env" . | trim }}
-- name: OUTPUT_FORMAT
-  value: "__OUTPUT_FORMAT__"
 {{- end }}
 
 {{/* Env of the `elasticsearch list` Job template. */}}

@@ -98,23 +98,18 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- include "sts-backup.image" (list .Values.jobsImage .Chart.AppVersion) }}
 {{- end }}
 
-{{/* The graph server image. */}}
-{{- define "sts-backup.graphImage" -}}
-{{- include "sts-backup.image" (list .Values.backup.stackGraph.image "") }}
-{{- end }}
-
-{{/* "true" when the StackGraph export/import command (a list) writes or reads a {file}. */}}
+{{/* "true" when a store's export/import command (a list) writes or reads a {file}. */}}
 {{- define "sts-backup.usesFile" -}}
 {{- if contains "{file}" (join " " .) }}true{{ end }}
 {{- end }}
 
 {{/*
-backupNameTemplate as a strftime template: surrounding whitespace trimmed and the StackState form
+A store's backupNameTemplate (the argument) as a strftime template: surrounding whitespace trimmed and the StackState form
 `$(date +FORMAT)` / `$(date -u +FORMAT)` (FORMAT optionally quoted) replaced by FORMAT, as the
 binary does. Nothing is ever run by a shell; "sts-backup.nameTemplateProblem" refuses the rest.
 */}}
 {{- define "sts-backup.backupNameTemplate" -}}
-{{- $t := .Values.backup.stackGraph.scheduled.backupNameTemplate | toString | trim }}
+{{- $t := . | toString | trim }}
 {{- regexReplaceAll "\\$\\(\\s*date (?:-u )?\\+['\"]*([^)]*?)['\"]*\\s*\\)" $t "${1}" }}
 {{- end }}
 
@@ -171,53 +166,24 @@ holds the cases both must agree on.
 {{- $problem }}
 {{- end }}
 
-{{/* BACKUP_STORAGE of the StackGraph jobs: s3://<bucket>[/<prefix>]. */}}
-{{- define "sts-backup.stackGraph.storageUrl" -}}
-{{- $sg := .Values.backup.stackGraph }}
-{{- if $sg.s3Prefix }}
-{{- printf "s3://%s/%s" $sg.bucketName $sg.s3Prefix }}
-{{- else }}
-{{- printf "s3://%s" $sg.bucketName }}
-{{- end }}
-{{- end }}
-
 {{/* True (non-empty) when the registration Job is needed. */}}
 {{- define "sts-backup.es.registerEnabled" -}}
 {{- $es := .Values.backup.elasticsearch }}
 {{- if or $es.scheduled.enabled $es.restore.enabled }}true{{ end }}
 {{- end }}
 
-{{/* True (non-empty) when a StackGraph part that runs the graph server image is rendered. */}}
-{{- define "sts-backup.stackGraph.graphImageUsed" -}}
-{{- $sg := .Values.backup.stackGraph }}
-{{- if or $sg.scheduled.enabled $sg.restore.enabled }}true{{ end }}
-{{- end }}
-
-{{/*
-activeDeadlineSeconds of a StackGraph backup or restore Job: the explicit value, else
-1800 s + backup.stackGraph.expectedSize / deadlineThroughputMiBps.
-Usage: include "sts-backup.stackGraph.deadline" (list . $explicit)
-*/}}
-{{- define "sts-backup.stackGraph.deadline" -}}
-{{- $root := index . 0 }}
-{{- $explicit := index . 1 }}
-{{- if not (kindIs "invalid" $explicit) }}
-{{- $explicit }}
-{{- else }}
-{{- $sg := $root.Values.backup.stackGraph }}
-{{- $size := toString $sg.expectedSize }}
-{{- $number := regexFind "^[0-9]+" $size | atoi }}
-{{- $unitMiB := get (dict "Mi" 1 "Gi" 1024 "Ti" 1048576) (trimPrefix (toString $number) $size) }}
-{{- add 1800 (div (mul $number $unitMiB) (int $sg.deadlineThroughputMiBps)) }}
-{{- end }}
-{{- end }}
-
-{{/* "true" when a rendered Job runs with --orchestrate (restore templates or the backup CronJob). */}}
+{{/* "true" when a rendered Job runs with --orchestrate (a store's restore template or backup CronJob, the Elasticsearch restore). */}}
 {{- define "sts-backup.orchestrate.used" -}}
-{{- $sg := .Values.backup.stackGraph -}}
 {{- $esr := .Values.backup.elasticsearch.restore -}}
-{{- $graph := and $sg.orchestrate.enabled (or $sg.restore.enabled $sg.scheduled.enabled) -}}
-{{- and .Values.backup.enabled (or $graph (and $esr.enabled $esr.orchestrate)) | toString -}}
+{{- $used := and $esr.enabled $esr.orchestrate -}}
+{{- $stores := dict -}}
+{{- include "sts-backup.stores" (dict "root" . "out" $stores) -}}
+{{- range $stores -}}
+{{- if and .v.orchestrate.enabled (include "sts-backup.store.imageUsed" .) -}}
+{{- $used = true -}}
+{{- end -}}
+{{- end -}}
+{{- and .Values.backup.enabled $used | toString -}}
 {{- end }}
 
 {{- define "sts-backup.orchestrate.serviceAccountName" -}}

@@ -23,33 +23,11 @@ spec:
   activeDeadlineSeconds: {{ . }}
   {{- end }}
   template:
-    {{- if .graph }}
-    {{- include "sts-backup.graphPodTemplate" . | nindent 4 }}
+    {{- if .store }}
+    {{- include "sts-backup.storePodTemplate" . | nindent 4 }}
     {{- else }}
     {{- include "sts-backup.jobsPodTemplate" . | nindent 4 }}
     {{- end }}
-{{- end }}
-
-{{- define "sts-backup.jobTemplate.stackgraphList" -}}
-{{- $env := include "sts-backup.stackGraph.listEnv" . }}
-{{- include "sts-backup.jobTemplate" (dict "root" . "component" "stackgraph-list" "name" "list" "binary" "stackgraph-backup" "args" (list "list") "env" $env) }}
-{{- end }}
-
-{{- define "sts-backup.jobTemplate.stackgraphRestore" -}}
-{{- $env := include "sts-backup.stackGraph.restoreEnv" . }}
-{{- $orchestrate := .Values.backup.stackGraph.orchestrate.enabled }}
-{{- if $orchestrate }}
-{{- $env = printf "%s\n%s" ($env | trim) (include "sts-backup.stackGraph.orchestrateEnv" (dict "root" . "selector" .Values.backup.stackGraph.restore.scaleDownSelector)) }}
-{{- end }}
-{{- $cmd := .Values.backup.stackGraph.importCommand }}
-{{- $deadline := include "sts-backup.stackGraph.deadline" (list . .Values.backup.stackGraph.restore.activeDeadlineSeconds) }}
-{{- include "sts-backup.jobTemplate" (dict "root" . "graph" true "component" "stackgraph-restore" "name" "restore" "args" (concat (list "restore" "--") $cmd) "env" $env "command" $cmd "deadline" $deadline "orchestrate" $orchestrate) }}
-{{- end }}
-
-{{/* `restore-stackgraph-backup.sh --finalize`: scale back what an interrupted restore left down. */}}
-{{- define "sts-backup.jobTemplate.stackgraphFinalize" -}}
-{{- $env := include "sts-backup.stackGraph.orchestrateEnv" (dict "root" . "selector" "") }}
-{{- include "sts-backup.jobTemplate" (dict "root" . "component" "stackgraph-finalize" "name" "finalize" "binary" "stackgraph-backup" "args" (list "finalize") "env" $env "orchestrate" true) }}
 {{- end }}
 
 {{- define "sts-backup.jobTemplate.elasticsearchList" -}}

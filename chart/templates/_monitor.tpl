@@ -11,20 +11,24 @@ schedule it judges is the schedule that runs) and its names.
 {{ include "sts-backup.nameWithSuffix" (list . "monitor" 63) }}
 {{- end }}
 
-{{/* The monitor's config file (JSON): one store per scheduled backup, and Elasticsearch. */}}
+{{/* The monitor's config file (JSON): every store with scheduled backups, and Elasticsearch. */}}
 {{- define "sts-backup.monitor.config" -}}
 {{- $b := .Values.backup }}
 {{- $m := $b.monitor }}
 {{- $stores := list }}
-{{- if $b.stackGraph.scheduled.enabled }}
-{{- $sg := $b.stackGraph.scheduled }}
+{{- $all := dict }}
+{{- include "sts-backup.stores" (dict "root" . "out" $all) }}
+{{- range $name := include "sts-backup.store.order" $all | fromJsonArray }}
+{{- $s := index $all $name }}
+{{- if $s.v.scheduled.enabled }}
 {{- $stores = append $stores (dict
-  "name" "stackgraph"
-  "storage" (include "sts-backup.stackGraph.storageUrl" .)
-  "schedule" $sg.schedule
-  "timeZone" ($sg.timeZone | default "Etc/UTC")
+  "name" $name
+  "storage" (include "sts-backup.store.storageUrl" $s)
+  "schedule" $s.v.scheduled.schedule
+  "timeZone" ($s.v.scheduled.timeZone | default "Etc/UTC")
   "grace" $m.grace
   "verifyEvery" $m.verifyEvery) }}
+{{- end }}
 {{- end }}
 {{- $config := dict "stores" $stores }}
 {{- if $b.elasticsearch.scheduled.enabled }}

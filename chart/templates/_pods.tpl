@@ -104,15 +104,16 @@ spec:
 {{- end }}
 
 {{/*
-Pod template of a job running the graph server image: an init container from the jobs image
-copies the static stackgraph-backup binary into an emptyDir; the main container runs it with the
-server's export/import tool next to it.
-dict: root, component, name (container), args (list), env (YAML list string), command (the export/import command list)
+Pod template of a job running a store's image (StackGraph's graph server, the sts CLI, etcd,
+PostgreSQL...): an init container from the jobs image copies the static stackgraph-backup binary
+into an emptyDir; the main container runs it with the store's export/import tool next to it.
+dict: root, s (the store), component, name (container), args (list), env (YAML list string),
+command (the export/import command list), orchestrate (bool)
 */}}
-{{- define "sts-backup.graphPodTemplate" -}}
+{{- define "sts-backup.storePodTemplate" -}}
 {{- $root := .root }}
 {{- $v := $root.Values }}
-{{- $sg := $v.backup.stackGraph }}
+{{- $sv := .s.v }}
 {{- $usesFile := include "sts-backup.usesFile" .command -}}
 metadata:
   labels:
@@ -128,9 +129,9 @@ spec:
   restartPolicy: Never
   {{- include "sts-backup.podIdentity" . | nindent 2 }}
   enableServiceLinks: false
-  {{- if $sg.securityContext.enabled }}
+  {{- if $sv.securityContext.enabled }}
   securityContext:
-    {{- omit $sg.securityContext "enabled" | toYaml | nindent 4 }}
+    {{- omit $sv.securityContext "enabled" | toYaml | nindent 4 }}
   {{- end }}
   {{- with include "sts-backup.podScheduling" $root | trim }}
   {{- . | nindent 2 }}
@@ -157,8 +158,8 @@ spec:
           mountPath: /sts-backup/bin
   containers:
     - name: {{ .name }}
-      image: {{ include "sts-backup.graphImage" $root | quote }}
-      imagePullPolicy: {{ $sg.image.pullPolicy }}
+      image: {{ include "sts-backup.image" (list $sv.image "") | quote }}
+      imagePullPolicy: {{ $sv.image.pullPolicy }}
       command:
         - /sts-backup/bin/stackgraph-backup
       args:
@@ -173,10 +174,10 @@ spec:
         - name: BACKUP_SCRATCH_DIR
           value: /scratch
         {{- end }}
-        {{- with $sg.extraEnv }}
+        {{- with $sv.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-      {{- with $sg.resources }}
+      {{- with $sv.resources }}
       resources:
         {{- toYaml . | nindent 8 }}
       {{- end }}
@@ -193,7 +194,7 @@ spec:
         - name: scratch
           mountPath: /scratch
         {{- end }}
-        {{- with $sg.extraVolumeMounts }}
+        {{- with $sv.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
   volumes:
@@ -201,9 +202,9 @@ spec:
       emptyDir: {{ include "sts-backup.emptyDir" "256Mi" }}
     {{- include "sts-backup.commonVolumes" $root | nindent 4 }}
     {{- if $usesFile }}
-    {{- include "sts-backup.stackGraph.scratchVolume" $root | nindent 4 }}
+    {{- include "sts-backup.store.scratchVolume" (dict "root" $root "scratch" $sv.scratch) | nindent 4 }}
     {{- end }}
-    {{- with $sg.extraVolumes }}
+    {{- with $sv.extraVolumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end }}

@@ -185,11 +185,15 @@ only: used by the server and by the multipart cleanup next to it.
 {{/*
 Where rclone keeps the parts of unfinished multipart uploads: hidden `.rclone_temp_multipart_*`
 objects next to the upload's key, which no S3 listing shows and nothing removes when the server
-dies mid-upload. The cleanup sidecar walks these roots (the volume, or the two buckets in the backend).
+dies mid-upload. The cleanup sidecar walks these roots (the volume, or every store's bucket and Elasticsearch's in the backend).
 */}}
 {{- define "sts-backup.storage.cleanupRoots" -}}
 {{- $mode := include "sts-backup.storage.mode" . }}
-{{- $buckets := list .Values.backup.stackGraph.bucketName .Values.backup.elasticsearch.bucketName | uniq }}
+{{- $stores := dict }}
+{{- include "sts-backup.stores" (dict "root" . "out" $stores) }}
+{{- $buckets := list }}
+{{- range $stores }}{{ $buckets = append $buckets .v.bucketName }}{{ end }}
+{{- $buckets = append $buckets .Values.backup.elasticsearch.bucketName | uniq }}
 {{- if eq $mode "local" }}
 {{- "/export" }}
 {{- else }}

@@ -79,26 +79,15 @@ because a wrong cron dialect silently runs backups at the wrong time.
 {{- end }}
 {{- end }}
 
-{{/* StackGraph */}}
-{{- $sg := $v.backup.stackGraph }}
-{{- if and (include "sts-backup.stackGraph.graphImageUsed" .) (not $sg.image.tag) (not $sg.image.digest) }}
-{{- $messages = append $messages "backup.stackGraph.image.tag: required. Set it to the exact version of the running graph server (a backup only restores into the version that made it), e.g. --set backup.stackGraph.image.tag=<server tag>." }}
-{{- end }}
-{{- if $sg.scheduled.enabled }}
-{{- with include "sts-backup.validate.kubeCron" (list "backup.stackGraph.scheduled.schedule" $sg.scheduled.schedule) }}
-{{- $messages = append $messages . }}
-{{- end }}
-{{- if $sg.scheduled.retentionJob.enabled }}
-{{- with include "sts-backup.validate.kubeCron" (list "backup.stackGraph.scheduled.retentionJob.schedule" $sg.scheduled.retentionJob.schedule) }}
+{{/* Stores (StackGraph, configuration, backup.stores.*) */}}
+{{- $stores := dict }}
+{{- include "sts-backup.stores" (dict "root" . "out" $stores) }}
+{{- range $name := include "sts-backup.store.order" $stores | fromJsonArray }}
+{{- range include "sts-backup.store.problems" (index $stores $name) | trim | splitList "\n" }}
+{{- if . }}
 {{- $messages = append $messages . }}
 {{- end }}
 {{- end }}
-{{- with include "sts-backup.nameTemplateProblem" (include "sts-backup.backupNameTemplate" .) }}
-{{- $messages = append $messages (printf "backup.stackGraph.scheduled.backupNameTemplate: %q %s; write a strftime template such as sts-backup-%%Y%%m%%d-%%H%%M.graph." $sg.scheduled.backupNameTemplate .) }}
-{{- end }}
-{{- end }}
-{{- if and (include "sts-backup.stackGraph.graphImageUsed" .) (or (empty $sg.exportCommand) (empty $sg.importCommand)) }}
-{{- $messages = append $messages "backup.stackGraph.exportCommand/importCommand: must not be empty." }}
 {{- end }}
 
 {{/* Elasticsearch */}}

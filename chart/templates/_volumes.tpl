@@ -1,5 +1,5 @@
 {{/*
-Volumes and mounts of the job pods: the storage credentials, /tmp, the StackGraph scratch space
+Volumes and mounts of the job pods: the storage credentials, /tmp, the stores' scratch space
 and the Elasticsearch auth/CA Secrets.
 */}}
 
@@ -62,16 +62,16 @@ and the Elasticsearch auth/CA Secrets.
 {{- end }}
 {{- end }}
 
-{{/* Scratch volume for the {file} of the export/import: an emptyDir, or a generic ephemeral PVC. */}}
-{{- define "sts-backup.stackGraph.scratchVolume" -}}
-{{- $scratch := .Values.backup.stackGraph.scratch -}}
+{{/* Scratch volume for the {file} of a store's export/import (dict: root, scratch): an emptyDir, or a generic ephemeral PVC. */}}
+{{- define "sts-backup.store.scratchVolume" -}}
+{{- $scratch := .scratch -}}
 - name: scratch
 {{- if $scratch.ephemeralVolume.size }}
   ephemeral:
     volumeClaimTemplate:
       metadata:
         labels:
-          {{- include "sts-backup.componentLabels" (list . "scratch") | nindent 10 }}
+          {{- include "sts-backup.componentLabels" (list .root "scratch") | nindent 10 }}
       spec:
         accessModes:
           - ReadWriteOnce

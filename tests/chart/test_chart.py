@@ -258,6 +258,8 @@ def local_mode_renders_the_full_set():
     r = render(sets=set_())
     assert r.kinds() == sorted(["Secret", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment",
                                 "CronJob", "CronJob", "CronJob", "Job", "Pod",
+                                # the configuration store (StackState 5.1 backup.configuration)
+                                "CronJob", "CronJob",
                                 # the backup monitor
                                 "ConfigMap", "Deployment", "Service",
                                 # the orchestrated restore and backup Jobs' RBAC
@@ -267,6 +269,8 @@ def local_mode_renders_the_full_set():
     assert ("Secret", "rel-minio") in names and ("PersistentVolumeClaim", "rel-minio") in names
     assert ("CronJob", "rel-sts-backup-stackgraph-backup") in names
     assert ("CronJob", "rel-sts-backup-stackgraph-retention") in names
+    assert ("CronJob", "rel-sts-backup-configuration-backup") in names
+    assert ("CronJob", "rel-sts-backup-configuration-retention") in names
     assert ("CronJob", "rel-sts-backup-es-register") in names
     assert ("Job", "rel-sts-backup-es-register") in names
     for d in r.docs:
@@ -571,7 +575,11 @@ def orchestrate_rbac_is_least_privilege_and_only_on_the_orchestrated_pods():
     assert es_env["STS_SCALE_DOWN_SELECTOR"] == "observability.suse.com/scalable-during-es-restore=true"
     sg_off = render(sets=set_(backup__stackGraph__orchestrate__enabled="false"))
     assert sg_off.all("Role") and "STS_ORCHESTRATE" not in env_of(container(sg_off.job_templates()["job-stackgraph-restore.json"]))
+    config_on = render(sets=set_(backup__stackGraph__orchestrate__enabled="false",
+                                 backup__elasticsearch__restore__orchestrate="false"))
+    assert config_on.all("Role"), "the configuration store still runs orchestrated"
     off = render(sets=set_(backup__stackGraph__orchestrate__enabled="false",
+                           backup__configuration__orchestrate__enabled="false",
                            backup__elasticsearch__restore__orchestrate="false"))
     assert not off.all("Role") and not off.all("ServiceAccount")
     assert "job-stackgraph-finalize.json" not in off.job_templates()
@@ -588,7 +596,10 @@ def job_templates_configmap():
     assert sorted(t) == sorted(["job-stackgraph-list.json", "job-stackgraph-restore.json",
                                 "job-elasticsearch-list.json", "job-elasticsearch-restore.json",
                                 "job-stackgraph-finalize.json",
-                                "stackgraph-scale-down-selector", "elasticsearch-scale-down-selector"])
+                                "job-configuration-list.json", "job-configuration-restore.json",
+                                "job-configuration-finalize.json", "configuration-scale-down-selector",
+                                "stackgraph-scale-down-selector", "elasticsearch-scale-down-selector", "stores"])
+    assert t["stores"] == "stackgraph configuration"
     assert t["stackgraph-scale-down-selector"] == "stackstate.com/connects-to-stackgraph=true"
     assert t["elasticsearch-scale-down-selector"] == "observability.suse.com/scalable-during-es-restore=true"
     backup_cj = r.one("CronJob", "stackgraph-backup")
@@ -650,7 +661,10 @@ def restore_and_scheduled_switch_independently():
         ("false", "false", "false", "false"): [],
     }
     for (sg_restore, sg_sched, es_restore, es_sched), want in cases.items():
-        r = render(sets=set_(backup__stackGraph__restore__enabled=sg_restore,
+        # the configuration store's switches are covered by configuration_store_switches
+        r = render(sets=set_(backup__configuration__restore__enabled="false",
+                             backup__configuration__scheduled__enabled="false",
+                             backup__stackGraph__restore__enabled=sg_restore,
                              backup__stackGraph__scheduled__enabled=sg_sched,
                              backup__elasticsearch__restore__enabled=es_restore,
                              backup__elasticsearch__scheduled__enabled=es_sched))
@@ -879,6 +893,7 @@ def helm_test_pod():
 @test
 def openshift_overrides():
     r = render(sets=set_(**{"backup.stackGraph.securityContext.enabled": "false",
+                            "backup.configuration.securityContext.enabled": "false",
                             "backup.podSecurityContext": "null", "minio.podSecurityContext": "null"}))
     for obj in r.all("CronJob") + r.all("Job") + [r.one("Deployment", "minio")]:
         assert "securityContext" not in pod_spec(obj), obj["metadata"]["name"]
@@ -957,8 +972,10 @@ def the_cleanup_sidecar_walks_the_volume_or_the_two_buckets():
         assert '--include ".rclone_temp_multipart_*"' in side["command"][2]
         assert ("export" in mounts_of(side)) == (mode == "local")
         assert_hardened(dep)
-    assert roots == {"local": "/export", "s3gateway": ":s3:sts-stackgraph-backup :s3:sts-elasticsearch-backup",
-                     "azuregateway": ":azureblob:sts-stackgraph-backup :azureblob:sts-elasticsearch-backup"}
+    assert roots == {"local": "/export",
+                     "s3gateway": ":s3:sts-configuration-backup :s3:sts-stackgraph-backup :s3:sts-elasticsearch-backup",
+                     "azuregateway": ":azureblob:sts-configuration-backup :azureblob:sts-stackgraph-backup "
+                                     ":azureblob:sts-elasticsearch-backup"}
     dep, _, _ = storage(render(sets=set_(**{"minio.rclone.multipartCleanup.enabled": "false"})))
     assert [x["name"] for x in pod_spec(dep)["containers"]] == ["minio"]
     render_fails("olderThan", sets=set_(**{"minio.rclone.multipartCleanup.olderThan": "1 day"}))
@@ -1070,6 +1087,198 @@ def generated_credentials_survive_an_upgrade():
 
 
 # ------------------------------------------------------------------------------------------
+# stores: StackGraph, the configuration and backup.stores.* from one set of helpers
+
+STACKSTATE_51_CONFIGURATION = """
+backup:
+  enabled: true
+  stackGraph:
+    image: {tag: "5.1.0"}
+  configuration:
+    bucketName: sts-configuration-backup
+    restore:
+      enabled: true
+    scheduled:
+      enabled: true
+      schedule: "0 4 * * *"
+      backupNameTemplate: 'sts-backup-$(date +%Y%m%d-%H%M).stj'
+      backupNameParseRegexp: 'sts-backup-([0-9]*-[0-9]*).stj'
+      backupDatetimeParseFormat: '%Y%m%d-%H%M'
+      backupRetentionTimeDelta: 'days = 365'
+    securityContext: {enabled: true, fsGroup: 65534, runAsGroup: 65534, runAsNonRoot: true, runAsUser: 65534}
+"""
+
+
+@test
+def stackstate_51_configuration_values_render_a_configuration_store():
+    frag = WORK / "configuration-51.yaml"
+    frag.write_text(STACKSTATE_51_CONFIGURATION)
+    r = render(values=[frag])
+    cj = r.one("CronJob", "configuration-backup")
+    assert cj["metadata"]["name"] == "rel-sts-backup-configuration-backup"
+    assert cj["metadata"]["labels"]["sts-backup.io/store"] == "configuration"
+    assert cj["spec"]["schedule"] == "0 4 * * *" and cj["spec"]["concurrencyPolicy"] == "Forbid"
+    main = container(cj)
+    assert main["image"] == "quay.io/stackstate/container-tools:1.1.4"
+    assert main["command"] == ["/sts-backup/bin/stackgraph-backup"]
+    assert main["args"] == ["backup", "--", "sts", "settings", "describe", "--file", "{file}"]
+    env = env_of(main)
+    assert env["BACKUP_STORAGE"] == "s3://sts-configuration-backup"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE"] == "sts-backup-%Y%m%d-%H%M.stj"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_PARSE_REGEXP"] == "sts-backup-([0-9]*-[0-9]*).stj"
+    assert env["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA"] == "days = 365"
+    assert env["BACKUP_MUST_CONTAIN"] == '"_version":', "the reference's shape check"
+    assert env["STS_URL"] == "http://stackstate-router:8080"
+    # the API token only as a Secret reference: never a value in the rendered objects
+    assert env["STS_API_TOKEN"] == {"secretKeyRef": {"name": "sts-backup-configuration-api", "key": "token"}}
+    assert env["STS_STORE"] == "configuration" and env["STS_ORCHESTRATE"] == "true"
+    assert pod_spec(cj)["securityContext"]["runAsUser"] == 65534
+    assert_hardened(cj)
+    retention = r.one("CronJob", "configuration-retention")
+    assert env_of(container(retention))["BACKUP_STORAGE"] == "s3://sts-configuration-backup"
+    assert env_of(container(retention))["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA"] == "days = 365"
+    t = r.job_templates()
+    restore = t["job-configuration-restore.json"]
+    c = container(restore)
+    assert c["args"] == ["restore", "--", "sts", "settings", "apply", "--file", "{file}"]
+    renv = env_of(c)
+    assert renv["RESTORE_FORCE"] == "__FORCE__" and "RESTORE_FORCE_ARG" not in renv
+    assert renv["RESTORE_EMPTY_CHECK"].startswith("sh -c "), "a non-empty configuration is refused without -force"
+    assert renv["STS_API_TOKEN"] == env["STS_API_TOKEN"]
+    # no writers to scale (restore.scaleDownSelector empty): the restore runs unorchestrated, as
+    # `stackgraph-backup restore --orchestrate` requires a selector; the backup still takes the lock
+    assert "STS_ORCHESTRATE" not in renv and "serviceAccountName" not in pod_spec(restore)
+    sel = render(values=[frag], sets={"backup.configuration.restore.scaleDownSelector": "app=sts-settings-writer"})
+    renv = env_of(container(sel.job_templates()["job-configuration-restore.json"]))
+    assert renv["STS_STORE"] == "configuration" and renv["STS_SCALE_DOWN_SELECTOR"] == "app=sts-settings-writer"
+    assert env_of(container(t["job-configuration-list.json"]))["BACKUP_STORAGE"] == "s3://sts-configuration-backup"
+    assert_hardened(restore)
+    monitor = json.loads(r.one("ConfigMap", "monitor")["data"]["config.json"])
+    assert [(s["name"], s["storage"], s["schedule"]) for s in monitor["stores"]] == [
+        ("stackgraph", "s3://sts-stackgraph-backup", "0 3 * * *"),
+        ("configuration", "s3://sts-configuration-backup", "0 4 * * *")]
+    # the ignored-value note is gone from the values and the README
+    values = (CHART / "values.yaml").read_text()
+    assert "configuration backup is not part of this chart" not in values
+    assert "configuration backup is not part of this chart" not in (CHART / "README.md").read_text()
+    # the token Secret can be switched off; a schema-valid name is required otherwise
+    r = render(values=[frag], sets={"backup.configuration.apiToken.existingSecret": ""})
+    assert "STS_API_TOKEN" not in env_of(container(r.one("CronJob", "configuration-backup")))
+
+
+@test
+def configuration_store_switches():
+    r = render(sets=set_(backup__configuration__scheduled__enabled="false"))
+    r.none("CronJob", "configuration-backup")
+    r.none("CronJob", "configuration-retention")
+    assert "job-configuration-restore.json" in r.job_templates()
+    monitor = json.loads(r.one("ConfigMap", "monitor")["data"]["config.json"])
+    assert [s["name"] for s in monitor["stores"]] == ["stackgraph"]
+    r = render(sets=set_(backup__configuration__restore__enabled="false"))
+    r.one("CronJob", "configuration-backup")
+    assert not any(k.startswith("job-configuration-") for k in r.job_templates())
+    assert r.job_templates()["stores"] == "stackgraph"
+    r = render(sets=set_(backup__configuration__scheduled__retentionJob__enabled="false"))
+    r.one("CronJob", "configuration-backup")
+    r.none("CronJob", "configuration-retention")
+
+
+STORE_EXAMPLES = [CHART / "examples" / "store-etcd.yaml", CHART / "examples" / "store-postgresql.yaml"]
+
+
+@test
+def stores_declared_in_values_render_through_the_same_helpers():
+    r = render(values=STORE_EXAMPLES)
+    names = {(d["kind"], d["metadata"]["name"]) for d in r.docs}
+    for store in ("stackgraph", "configuration", "etcd", "postgresql"):
+        for suffix in ("backup", "retention"):
+            assert ("CronJob", f"rel-sts-backup-{store}-{suffix}") in names, (store, suffix)
+    t = r.job_templates()
+    assert t["stores"] == "stackgraph configuration etcd postgresql"
+    sg, etcd, pg = (r.one("CronJob", f"{s}-backup") for s in ("stackgraph", "etcd", "postgresql"))
+    # one mechanism: the same pod shape as StackGraph's (init copy of the binary, hardening, storage)
+    for cj in (etcd, pg):
+        ps = pod_spec(cj)
+        assert ps["initContainers"] == pod_spec(sg)["initContainers"]
+        assert volumes_of(cj)["s3-credentials"] == volumes_of(sg)["s3-credentials"]
+        assert cj["spec"]["concurrencyPolicy"] == "Forbid"
+        assert_hardened(cj)
+        assert ps["serviceAccountName"] == "rel-sts-backup-orchestrate"
+    e = container(etcd)
+    assert e["image"] == "quay.io/coreos/etcd:v3.5.17"
+    assert e["args"] == ["backup", "--", "etcdctl", "snapshot", "save", "{file}"]
+    eenv = env_of(e)
+    assert eenv["BACKUP_STORAGE"] == "s3://sts-etcd-backup" and eenv["STS_STORE"] == "etcd"
+    assert eenv["BACKUP_SCRATCH_DIR"] == "/scratch" and eenv["BACKUP_COMPRESS"] == "zstd"
+    assert eenv["ETCDCTL_CERT"] == "/etc/etcd-tls/tls.crt"
+    assert volumes_of(etcd)["etcd-tls"]["secret"]["secretName"] == "etcd-client-tls"
+    assert eenv["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_KEEP_WEEKLY"] == "8"
+    assert etcd["spec"]["schedule"] == "0 2 * * *"
+    p = container(pg)
+    assert p["args"] == ["backup", "--", "pg_dump", "--format=custom", "--no-owner", "--dbname=app"]
+    penv = env_of(p)
+    assert "BACKUP_SCRATCH_DIR" not in penv and "scratch" not in volumes_of(pg), "pg_dump streams, no scratch file"
+    assert penv["PGPASSWORD"] == {"secretKeyRef": {"name": "app-db", "key": "password"}}
+    assert penv["BACKUP_MUST_CONTAIN"] == "PGDMP"
+    # defaults a store does not set come from the store defaults (StackGraph's shape)
+    assert penv["BACKUP_STACKGRAPH_SCHEDULED_BACKUP_MIN_KEEP"] == "1"
+    assert pg["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 1800 + 10 * 1024 // 10
+    restore = t["job-postgresql-restore.json"]
+    renv = env_of(container(restore))
+    assert renv["RESTORE_FORCE_ARG"] == "--clean" and renv["STS_SCALE_DOWN_SELECTOR"] == "app.kubernetes.io/name=app"
+    assert "psql" in renv["RESTORE_EMPTY_CHECK"] and renv["STS_STORE"] == "postgresql"
+    assert t["postgresql-scale-down-selector"] == "app.kubernetes.io/name=app"
+    erestore = t["job-etcd-restore.json"]
+    assert container(erestore)["args"][-2:] == ["--data-dir", "/var/lib/etcd-restore/data"]
+    assert env_of(container(erestore))["RESTORE_EMPTY_CHECK"] == "test ! -e /var/lib/etcd-restore/data"
+    assert env_of(container(t["job-etcd-finalize.json"]))["STS_STORE"] == "etcd"
+    assert env_of(container(t["job-etcd-list.json"]))["BACKUP_STORAGE"] == "s3://sts-etcd-backup"
+    monitor = json.loads(r.one("ConfigMap", "monitor")["data"]["config.json"])
+    assert [s["name"] for s in monitor["stores"]] == ["stackgraph", "configuration", "etcd", "postgresql"]
+    # a user's `false` survives the defaults (sprig's merge would turn it back to true)
+    r = render(values=STORE_EXAMPLES, sets={"backup.stores.etcd.scheduled.enabled": "false",
+                                            "backup.stores.etcd.orchestrate.enabled": "false"})
+    r.none("CronJob", "etcd-backup")
+    assert "STS_ORCHESTRATE" not in env_of(container(r.job_templates()["job-etcd-restore.json"]))
+    assert "job-etcd-finalize.json" not in r.job_templates()
+
+
+@test
+def bad_store_values_fail_naming_the_value():
+    def store(**kw):
+        sets = set_(**{"backup.stores.db.image.repository": "postgres", "backup.stores.db.bucketName": "db-backup",
+                       "backup.stores.db.exportCommand[0]": "pg_dump", "backup.stores.db.importCommand[0]": "pg_restore"})
+        sets.update(kw)
+        return sets
+    render(sets=store())  # the base is valid
+    without_export = store()
+    del without_export["backup.stores.db.exportCommand[0]"]
+    render_fails("backup.stores.db.exportCommand: required", sets=without_export)
+    without_import = store()
+    del without_import["backup.stores.db.importCommand[0]"]
+    render_fails("backup.stores.db.importCommand: required", sets=without_import)
+    render(sets={**without_import, "backup.stores.db.restore.enabled": "false"})
+    # the schema names the value of a schedule in the wrong dialect; the chart's check says why
+    render_fails("/backup/stores/db/scheduled/schedule", sets=store(**{"backup.stores.db.scheduled.schedule": "0 0 3 * * ?"}))
+    render_fails('backup.stores.db.scheduled.schedule: "0 0 3 * * ?" is not a Kubernetes cron schedule',
+                 sets=store(**{"backup.stores.db.scheduled.schedule": "0 0 3 * * ?"}), extra=SKIP_SCHEMA)
+    render_fails("backup.configuration.scheduled.schedule: \"0 0 4 * * ?\" is not a Kubernetes cron schedule",
+                 sets=set_(**{"backup.configuration.scheduled.schedule": "0 0 4 * * ?"}), extra=SKIP_SCHEMA)
+    render_fails("backup.stores.db.image.repository: required",
+                 sets=store(**{"backup.stores.db.image.repository": ""}), extra=SKIP_SCHEMA)
+    render_fails("backup.stores.db.bucketName: required", sets=store(**{"backup.stores.db.bucketName": ""}),
+                 extra=SKIP_SCHEMA)
+    render_fails("backup.stores.db.scheduled.backupNameTemplate",
+                 sets=store(**{"backup.stores.db.scheduled.backupNameTemplate": "db-$(hostname)"}))
+    bad_name = {k.replace(".db.", ".Bad_Name."): v for k, v in store().items()}
+    render_fails("backup.stores.Bad_Name: the store name", sets=bad_name, extra=SKIP_SCHEMA)
+    taken = {k.replace(".db.", ".elasticsearch."): v for k, v in store().items()}
+    render_fails("backup.stores.elasticsearch: the store name \"elasticsearch\" is taken", sets=taken)
+    render_fails("additional properties 'exportComand' not allowed",
+                 sets=store(**{"backup.stores.db.exportComand[0]": "x"}))
+
+
+# ------------------------------------------------------------------------------------------
 # names
 
 
@@ -1083,8 +1292,9 @@ def names_stay_within_kubernetes_limits():
         assert dns.match(name), name
         assert len(name) <= (52 if kind == "CronJob" else 63), (kind, name, len(name))
     cronjobs = [n for k, n in names if k == "CronJob"]
-    assert len(set(cronjobs)) == 3, cronjobs
-    assert all(n.endswith(("-stackgraph-backup", "-stackgraph-retention", "-es-register")) for n in cronjobs)
+    assert len(set(cronjobs)) == 5, cronjobs
+    assert all(n.endswith(("-stackgraph-backup", "-stackgraph-retention", "-es-register", "-configuration-backup",
+                           "-configuration-retention")) for n in cronjobs)
     assert r.one("Service", "minio")["metadata"]["name"] == release + "-minio"
     r = render(sets=set_(**{"minio.fullnameOverride": "stackstate-minio", "fullnameOverride": "sts"}))
     assert r.one("Service", "minio")["metadata"]["name"] == "stackstate-minio"

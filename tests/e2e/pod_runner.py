@@ -48,6 +48,8 @@ import time
 import traceback
 from pathlib import Path
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "chart"))
 import chartlib as chart  # noqa: E402 - helpers shared with the chart tests (tests/chart/chartlib.py)
@@ -525,6 +527,7 @@ MODES = [LocalMode, S3GatewayMode, AzureGatewayMode]
 
 class Postgres:
     name = "postgres"
+    store_key = "postgresql"  # its name when declared under backup.stores
     values = "postgres.yaml"
     image = r"docker\.io/library/postgres:15"
     bucket = "sts-e2e-postgres"
@@ -591,6 +594,7 @@ class Postgres:
 
 class Etcd:
     name = "etcd"
+    store_key = "etcd"
     values = "etcd.yaml"
     image = r"quay\.io/coreos/etcd:v3\.4\.23"
     bucket = "sts-e2e-etcd"
@@ -699,15 +703,57 @@ def list_json(stdout):
     return json.loads(lines[0])
 
 
-def cycle(results, mode, store):
-    """backup -> backup (old) -> list -> prune -> list -> restore -> refused restore [-> forced]."""
-    tag = f"{mode.name}/{store.name}"
+def declared_store_values(store, key):
+    """The store's values moved from backup.stackGraph to backup.stores.<key> (with the shared
+    StackGraph settings of common.yaml): the same store declared only in values. StackGraph is off.
+    Returns (values file, the same with old-backup.yaml layered)."""
+    def merged(*files):
+        out = {}
+        for f in files:
+            deep_merge(out, yaml.safe_load((VALUES / f).read_text())["backup"]["stackGraph"])
+        return out
+
+    files = []
+    for extra in ([], ["old-backup.yaml"]):
+        sg = merged("common.yaml", store.values, *extra)
+        sg["bucketName"] = f"sts-e2e-store-{key}"  # not the StackGraph run's bucket
+        doc = {"backup": {"stackGraph": {"scheduled": {"enabled": False}, "restore": {"enabled": False}},
+                          "stores": {key: sg}}}
+        path = WORK / f"store-{key}{'-old' if extra else ''}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        files.append(path)
+    return files
+
+
+def deep_merge(into, src):
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            deep_merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
+def cycle(results, mode, store, key="stackgraph"):
+    """backup -> backup (old) -> list -> prune -> list -> restore -> refused restore [-> forced].
+    `key` is the store: "stackgraph" runs the store as backup.stackGraph, another name runs it
+    declared as backup.stores.<key> (same pods, from the same chart helpers)."""
+    tag = f"{mode.name}/{store.name}" + ("" if key == "stackgraph" else f"/stores.{key}")
     store.reset()
     pvc_root = WORK / "pvc" / tag.replace("/", "-")
-    common = ["common.yaml", store.values, mode.values]
-    sets = {**mode.sets(), "backup.stackGraph.extraEnv": store.pod_env()}
+    bucket = store.bucket if key == "stackgraph" else f"sts-e2e-store-{key}"
+    if key == "stackgraph":
+        common = ["common.yaml", store.values, mode.values]
+        old = common + ["old-backup.yaml"]
+        env_key = "backup.stackGraph.extraEnv"
+    else:
+        declared, declared_old = declared_store_values(store, key)
+        common = ["common.yaml", declared, mode.values]
+        old = ["common.yaml", declared_old, mode.values]
+        env_key = f"backup.stores.{key}.extraEnv"
+    sets = {**mode.sets(), env_key: store.pod_env()}
     r = render(common, sets)
-    r_old = render(common + ["old-backup.yaml"], sets)
+    r_old = render(old, sets)
     port = chart.free_port()
     storage, _ = chart.start_storage(r, mode.storage_dir(), port, WORK)
     track(storage)
@@ -725,7 +771,7 @@ def cycle(results, mode, store):
 
     def backups_in_backend():
         """(data objects, all objects) below the store's prefix, keys without the prefix."""
-        found = mode.objects(store.bucket) or {}
+        found = mode.objects(bucket) or {}
         outside = [k for k in found if not k.startswith(store.prefix)]
         assert not outside, f"objects outside the prefix {store.prefix!r}: {outside}"
         objs = {k[len(store.prefix):]: v for k, v in found.items()}
@@ -744,7 +790,7 @@ def cycle(results, mode, store):
             if scratch is not None:  # the scratch file is gone after the upload
                 assert not list(scratch.iterdir()), list(scratch.iterdir())
 
-        node.run_pod(pod_template(r.one("CronJob", "stackgraph-backup")), "backup", inspect)
+        node.run_pod(pod_template(r.one("CronJob", f"{key}-backup")), "backup", inspect)
         data, objs = backups_in_backend()
         assert len(data) == 1, f"backend holds {sorted(objs)}"
         name = next(iter(data))
@@ -764,12 +810,12 @@ def cycle(results, mode, store):
         store.mutate_source()
         state["v2"] = store.digest("source")
         assert state["v2"] != state["v1"]
-        node_old.run_pod(pod_template(r_old.one("CronJob", "stackgraph-backup")), "backup-old").expect(0)
+        node_old.run_pod(pod_template(r_old.one("CronJob", f"{key}-backup")), "backup-old").expect(0)
         data, objs = backups_in_backend()
         assert sorted(data) == sorted([OLD_BACKUP, state["current"]]), sorted(objs)
 
     def step_list():
-        job = filled_job(r, "job-stackgraph-list.json", JOB_NAME="stackgraph-list-backups-e2e",
+        job = filled_job(r, f"job-{key}-list.json", JOB_NAME=f"{key}-list-backups-e2e",
                          OUTPUT_FORMAT="json")
         pod = node.run_pod(pod_template(job), "list").expect(0)
         assert pod.main.name == "list"
@@ -783,18 +829,18 @@ def cycle(results, mode, store):
             assert b["compression"] == store.compression, b
 
     def step_prune():
-        pod = node.run_pod(pod_template(r.one("CronJob", "stackgraph-retention")), "retention").expect(0)
+        pod = node.run_pod(pod_template(r.one("CronJob", f"{key}-retention")), "retention").expect(0)
         assert f'Purging backup "{OLD_BACKUP}"' in pod.main.stdout, pod.main.stdout
         assert f'Not purging backup "{state["current"]}"' in pod.main.stdout, pod.main.stdout
         data, objs = backups_in_backend()
         assert sorted(objs) == sorted([state["current"], state["current"] + ".manifest.json"]), sorted(objs)
-        job = filled_job(r, "job-stackgraph-list.json", JOB_NAME="stackgraph-list-backups-e2e2",
+        job = filled_job(r, f"job-{key}-list.json", JOB_NAME=f"{key}-list-backups-e2e2",
                          OUTPUT_FORMAT="json")
         listed = list_json(node.run_pod(pod_template(job), "list-after-prune").expect(0).main.stdout)
         assert [b["name"] for b in listed] == [state["current"]], listed
 
     def restore(force, name):
-        job = filled_job(r, "job-stackgraph-restore.json", JOB_NAME=f"stackgraph-restore-{name}",
+        job = filled_job(r, f"job-{key}-restore.json", JOB_NAME=f"{key}-restore-{name}",
                          BACKUP_NAME=state["current"], LATEST="false", FORCE="true" if force else "false")
         return node.run_pod(pod_template(job), name)
 
@@ -836,17 +882,165 @@ def cycle(results, mode, store):
     if store.supports_force:
         steps.append(("forced restore over a tampered target", step_forced))
     try:
-        failed = None
-        for title, fn in steps:
-            if failed:
-                results.skip(f"{tag}: {title}", f"{failed} failed")
-                continue
-            ok, _ = results.check(f"{tag}: {title}", fn)
-            if not ok:
-                failed = title.split(" (")[0]
-                print(f"  storage log: {WORK}/rclone-{port}.log; pods: {pods_dir}", flush=True)
+        run_steps(results, tag, steps, f"storage log: {WORK}/rclone-{port}.log; pods: {pods_dir}")
     finally:
         stop(storage)
+
+
+# ------------------------------------------------------------------------------------------
+# the configuration store (StackState 5.1 backup.configuration) with a stand-in `sts` CLI
+
+STS_TOKEN = "e2e-api-token-0123456789"
+# The stand-in `sts` CLI: the "server" is a settings file (JSON); it behaves like the reference
+# where the chart relies on it. It answers 401 without the API token from the Secret, `settings
+# describe --file F` writes the settings (or, when the server is "broken", an error text without
+# "_version": and exit 0, the failure the reference's shape check caught), `settings apply --file F`
+# refuses a file without "_version": and replaces the settings, `stackpack list --installed -o json`
+# lists the installed StackPacks (what the chart's emptiness check asks).
+STS_STANDIN = r"""#!/usr/bin/python3
+import json, os, sys
+SETTINGS, BROKEN = {settings!r}, {broken!r}
+if os.environ.get("STS_API_TOKEN") != {token!r}:
+    sys.exit("sts: 401 Unauthorized (no or wrong STS_API_TOKEN)")
+if not os.environ.get("STS_URL", "").startswith("http"):
+    sys.exit("sts: no STS_URL")
+args = sys.argv[1:]
+if args[:2] == ["settings", "describe"] and args[2] == "--file":
+    text = "Error: the router answered 503" if os.path.exists(BROKEN) else open(SETTINGS).read()
+    open(args[3], "w").write(text)
+elif args[:2] == ["settings", "apply"] and args[2] == "--file":
+    text = open(args[3]).read()
+    if '"_version":' not in text:
+        sys.exit("sts: not a settings export")
+    open(SETTINGS, "w").write(text)
+elif args == ["stackpack", "list", "--installed", "-o", "json"]:
+    nodes = json.load(open(SETTINGS)).get("nodes", [])
+    print(json.dumps([{{"name": n["name"]}} for n in nodes if n.get("_type") == "StackPack"]))
+else:
+    sys.exit("sts: unknown command " + " ".join(args))
+"""
+
+
+def settings(version, stackpacks, monitors):
+    nodes = [{"_type": "StackPack", "name": s} for s in stackpacks]
+    nodes += [{"_type": "Monitor", "name": m, "id": i} for i, m in enumerate(monitors)]
+    return json.dumps({"_version": version, "nodes": nodes}, indent=1)
+
+
+def configuration_cycle(results, mode):
+    """Configuration backups as StackState 5.1 configured them: backup -> the shape check ->
+    list -> refused restore (exit 3) -> forced restore, and a restore into an empty configuration."""
+    tag = f"{mode.name}/configuration"
+    home = WORK / "configuration"
+    home.mkdir(mode=0o777)
+    home.chmod(0o777)
+    settings_file, broken = home / "settings.json", home / "broken"
+    tool_dir = home / "bin"
+    tool_dir.mkdir()
+    (tool_dir / "sts").write_text(STS_STANDIN.format(settings=str(settings_file), broken=str(broken),
+                                                      token=STS_TOKEN))
+    (tool_dir / "sts").chmod(0o755)
+    v1 = settings("5.1.0", ["kubernetes", "aws"], ["cpu", "memory"])
+    v2 = settings("5.1.0", ["kubernetes"], ["cpu", "memory", "changed after the backup"])
+    settings_file.write_text(v1)
+    settings_file.chmod(0o666)
+    # the StackState 5.1 values of backup.configuration, with seconds in the name so two runs in
+    # one minute get two names
+    sets = {**mode.sets(),
+            "backup.configuration.restore.enabled": True, "backup.configuration.scheduled.enabled": True,
+            "backup.configuration.orchestrate.enabled": False,
+            "backup.stackGraph.scheduled.enabled": False, "backup.stackGraph.restore.enabled": False,
+            "backup.configuration.scheduled.backupNameTemplate": "sts-backup-$(date +%Y%m%d-%H%M%S).stj",
+            "backup.configuration.scheduled.backupNameParseRegexp": "sts-backup-([0-9]*-[0-9]*).stj",
+            "backup.configuration.scheduled.backupDatetimeParseFormat": "%Y%m%d-%H%M%S"}
+    r = render(["common.yaml", mode.values], sets)
+    # the API token Secret the operator creates (backup.configuration.apiToken.existingSecret)
+    r.docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sts-backup-configuration-api"},
+                   "data": {"token": base64.b64encode(STS_TOKEN.encode()).decode()}})
+    port = chart.free_port()
+    storage, _ = chart.start_storage(r, mode.storage_dir(), port, WORK)
+    track(storage)
+    images = [(r"sts-backup/jobs:.+", Image(SYSTEM_PATH, {"/usr/local/bin": JOBS_BIN})),
+              (r"quay\.io/stackstate/container-tools:1\.1\.4", Image(f"{tool_dir}:{SYSTEM_PATH}"))]
+    pods_dir = WORK / "pods" / tag.replace("/", "-")
+    node = Node(r, port, WORK / "pvc" / "configuration", images, pods_dir)
+    state = {}
+
+    def backups():
+        found = mode.objects("sts-configuration-backup") or {}
+        return {k: v for k, v in found.items() if not k.endswith(".manifest.json")}, found
+
+    def step_backup():
+        pod = node.run_pod(pod_template(r.one("CronJob", "configuration-backup")), "backup").expect(0)
+        assert STS_TOKEN not in " ".join(pod.main.argv) and STS_TOKEN not in pod.main.stderr + pod.main.stdout
+        data, objs = backups()
+        assert len(data) == 1, sorted(objs)
+        name = next(iter(data))
+        assert re.fullmatch(r"sts-backup-\d{8}-\d{6}\.stj", name), name
+        assert data[name] == v1.encode() and f"{name}.manifest.json" in objs
+        state["name"] = name
+
+    def step_shape_check():
+        time.sleep(1.1)  # another second: another name
+        broken.write_text("")
+        try:
+            pod = node.run_pod(pod_template(r.one("CronJob", "configuration-backup")), "backup-broken").expect(1)
+        finally:
+            broken.unlink()
+        assert 'does not contain "\\"_version\\":"' in pod.main.stderr, pod.main.stderr
+        _, objs = backups()
+        assert sorted(objs) == sorted([state["name"], state["name"] + ".manifest.json"]), sorted(objs)
+
+    def step_list():
+        job = filled_job(r, "job-configuration-list.json", JOB_NAME="configuration-list-backups-e2e",
+                         OUTPUT_FORMAT="json")
+        listed = list_json(node.run_pod(pod_template(job), "list").expect(0).main.stdout)
+        assert [b["name"] for b in listed] == [state["name"]], listed
+
+    def restore(force, name):
+        job = filled_job(r, "job-configuration-restore.json", JOB_NAME=f"configuration-restore-{name}",
+                         BACKUP_NAME=state["name"], LATEST="false", FORCE="true" if force else "false")
+        return node.run_pod(pod_template(job), name)
+
+    def step_refused():
+        settings_file.write_text(v2)  # a StackPack is installed: not empty
+        pod = restore(False, "restore-refused").expect(3)
+        assert "--force" in pod.main.stderr, pod.main.stderr
+        assert settings_file.read_text() == v2, "the refused restore changed the configuration"
+
+    def step_forced():
+        restore(True, "restore-forced").expect(0)
+        assert settings_file.read_text() == v1
+
+    def step_empty():
+        settings_file.write_text(settings("5.1.0", [], []))  # a fresh installation: no StackPack
+        restore(False, "restore-empty").expect(0)
+        assert settings_file.read_text() == v1
+
+    steps = [("backup (CronJob pod: sts settings describe, token from the Secret, bucket created)", step_backup),
+             ('an export without "_version": is refused, nothing committed (exit 1)', step_shape_check),
+             ("list (job-configuration-list.json)", step_list),
+             ("restore into a configuration with a StackPack installed is refused: exit 3, untouched",
+              step_refused),
+             ("forced restore (sts settings apply) brings the backed-up settings back", step_forced),
+             ("restore into an empty configuration needs no force", step_empty)]
+    try:
+        run_steps(results, tag, steps, f"storage log: {WORK}/rclone-{port}.log; pods: {pods_dir}")
+    finally:
+        stop(storage)
+
+
+def run_steps(results, tag, steps, where):
+    """Runs (title, fn) steps in order; after a failure the rest are reported as not run."""
+    failed = None
+    for title, fn in steps:
+        if failed:
+            results.skip(f"{tag}: {title}", f"{failed} failed")
+            continue
+        ok, _ = results.check(f"{tag}: {title}", fn)
+        if not ok:
+            failed = title.split(" (")[0]
+            print(f"  {where}", flush=True)
 
 
 def on_signal(signum, _frame):
@@ -879,6 +1073,11 @@ def main():
                 try:
                     for store in instances:
                         cycle(results, mode, store)
+                    if mode.name == "local":  # the stores declared in values, and the configuration
+                        for store in instances:
+                            cycle(results, mode, store, key=store.store_key)
+                        results.check(f"{mode.name}/configuration: the cycle ran to its end",
+                                      lambda: configuration_cycle(results, mode))
                 finally:
                     mode.close()
     except SystemExit as e:  # SIGTERM/SIGINT: stop everything, report, and drop the work dir

@@ -57,6 +57,7 @@ impl World {
                 export: CommandSpec::new("EXPORT_CMD", vec!["echo".into(), content.into()]).unwrap(),
                 scratch_dir: None,
                 create_bucket: false,
+                must_contain: None,
             };
             backup(&storage, &opts, at).await.unwrap().name
         })
@@ -191,6 +192,7 @@ fn a_replaced_object_is_broken_and_rot_is_found_by_verification() {
             export: CommandSpec::new("EXPORT_CMD", vec!["echo".into(), "intact content".into()]).unwrap(),
             scratch_dir: None,
             create_bucket: false,
+            must_contain: None,
         };
         backup(&storage, &opts, Utc::now()).await.unwrap().name
     });

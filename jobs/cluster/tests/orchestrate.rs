@@ -66,6 +66,7 @@ async fn make_backup(storage: &Storage) -> String {
         export: sh("printf graph-data"),
         scratch_dir: None,
         create_bucket: false,
+        must_contain: None,
     };
     backup(storage, &opts, chrono::Utc::now()).await.unwrap().name
 }
@@ -219,6 +220,7 @@ async fn a_second_restore_is_refused_naming_the_holder_and_a_backup_is_skipped()
         export: sh("printf more"),
         scratch_dir: None,
         create_bucket: false,
+        must_contain: None,
     };
     let skipped = orchestrate::backup_run(&second, &orch(), &env.storage, &backup_opts, chrono::Utc::now())
         .await
@@ -260,6 +262,7 @@ async fn the_next_run_recovers_a_restore_killed_after_scale_down() {
         export: sh("printf graph-data"),
         scratch_dir: None,
         create_bucket: false,
+        must_contain: None,
     };
     orchestrate::backup_run(&next, &orch(), &env.storage, &backup_opts, chrono::Utc::now())
         .await

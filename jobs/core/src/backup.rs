@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use crate::claim;
 use crate::command::{finish, scratch_dir, CommandSpec};
+use crate::content_check;
 use crate::error::{Error, Result};
 use crate::hashing::{HashingReader, PartHasher};
 use crate::interrupt::Interrupt;
@@ -33,6 +34,8 @@ pub struct BackupOptions {
     pub scratch_dir: Option<PathBuf>,
     /// Create the bucket when it is missing (scheduled backups into the chart's own storage).
     pub create_bucket: bool,
+    /// Text the export must contain, or it is refused before commit ([`crate::content_check`]).
+    pub must_contain: Option<String>,
 }
 
 /// Sizes and checksums measured in the stream.
@@ -275,15 +278,7 @@ async fn export_into(
             ))
         })?;
         tracing::info!("=== Uploading backup \"{name}\" to {location}...");
-        let sums = pump(
-            source,
-            opts.compression,
-            storage.part_size(),
-            upload,
-            progress,
-            interrupt,
-        )
-        .await?;
+        let sums = pump(source, opts, storage.part_size(), upload, progress, interrupt).await?;
         // `scratch` is removed on return, on success and on failure alike.
         refuse_empty(sums)
     } else {
@@ -294,14 +289,7 @@ async fn export_into(
         let mut child = opts.export.spawn(None, Stdio::null(), Stdio::piped())?;
         let group = child.id();
         let stdout = child.stdout.take().expect("stdout is piped");
-        let pumped = pump(
-            stdout,
-            opts.compression,
-            storage.part_size(),
-            upload,
-            progress,
-            interrupt,
-        );
+        let pumped = pump(stdout, opts, storage.part_size(), upload, progress, interrupt);
         let sums = match exporter_outcome(&opts.export, &mut child, pumped).await {
             Ok(sums) => sums,
             Err(e) => {
@@ -341,16 +329,17 @@ async fn exporter_outcome(
 /// part) on the [`PartHasher`]'s thread, the raw bytes of a compressed backup in the stream.
 async fn pump<R: AsyncRead + Unpin>(
     source: R,
-    compression: Compression,
+    opts: &BackupOptions,
     part_size: usize,
     upload: &mut Upload,
     progress: &Progress,
     interrupt: &mut Interrupt,
 ) -> Result<Sums> {
+    let (source, seen) = content_check::watch(source, opts.must_contain.as_deref());
     let hasher = PartHasher::start();
     let counter = progress.counter();
     let hashed = |e| Error::io("hashing the backup", e);
-    let sums = match compression {
+    let sums = match opts.compression {
         Compression::None => {
             let mut stored = source;
             send_parts(&mut stored, part_size, upload, &hasher, &counter, interrupt).await?;
@@ -378,6 +367,7 @@ async fn pump<R: AsyncRead + Unpin>(
             }
         }
     };
+    seen.check()?;
     Ok(sums)
 }
 

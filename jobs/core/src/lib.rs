@@ -8,6 +8,7 @@ pub mod backup;
 pub mod catalogue;
 pub mod claim;
 pub mod command;
+pub mod content_check;
 pub mod error;
 pub mod exit;
 pub mod hashing;

@@ -107,6 +107,11 @@ struct BackupArgs {
     #[arg(long, env = "BACKUP_CREATE_BUCKET")]
     create_bucket: bool,
 
+    /// Refuse the export (nothing committed) unless it contains TEXT, e.g. `"_version":` for a
+    /// StackState configuration export. Checked in the stream; empty means no check.
+    #[arg(long, env = "BACKUP_MUST_CONTAIN", value_name = "TEXT")]
+    must_contain: Option<String>,
+
     /// Retention applied after a successful upload, when any rule is set (same flags and env
     /// as retention-pruner).
     #[command(flatten)]
@@ -284,6 +289,7 @@ async fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
         export: CommandSpec::new("EXPORT_CMD", args.export)?,
         scratch_dir: args.scratch_dir,
         create_bucket: args.create_bucket,
+        must_contain: args.must_contain,
     };
     // Validate the retention flags before any work, so a typo changes nothing.
     let policy = args.retention.policy()?;

@@ -1786,7 +1786,12 @@ def rclone_multipart_leftovers_are_cleaned_by_the_rendered_sidecar():
         assert not stale.exists(), (WORK / "cleanup.log").read_text()
         assert fresh.exists(), "a part file younger than olderThan was deleted"
         assert (bucket / "old.graph").exists(), "an ordinary object was deleted"
-        assert "Deleted" in (WORK / "cleanup.log").read_text()
+        # rclone logs the delete after doing it: give the line a moment to reach the file
+        for _ in range(100):
+            if "Deleted" in (WORK / "cleanup.log").read_text():
+                break
+            time.sleep(0.05)
+        assert "Deleted" in (WORK / "cleanup.log").read_text(), (WORK / "cleanup.log").read_text()
     finally:
         if cleanup:
             os.killpg(cleanup.pid, signal.SIGTERM)

@@ -250,17 +250,20 @@ Usage: include "sts-backup.store.deadline" (list $store $explicit)
 {{- end }}
 {{- if include "sts-backup.store.restoreOrchestrated" .s }}
 {{ include "sts-backup.stackGraph.orchestrateEnv" (dict "root" .root "selector" $r.scaleDownSelector "store" .s.name) }}
+{{- if not $r.scaleDownSelector }}
+- name: STS_NO_SCALE_DOWN
+  value: "true"
+{{- end }}
 {{- end }}
 {{- end }}
 
 {{/*
-True (non-empty) when a store's restore runs --orchestrate: orchestration on and writers to scale.
-`stackgraph-backup restore --orchestrate` requires a scale-down selector, so a store without one
-(the configuration: its writer is the server the sts CLI talks to) restores unorchestrated and
-the restore script warns that nothing locks the store.
+True (non-empty) when a store's restore runs --orchestrate (orchestration on). A store without a
+scale-down selector (the configuration: its writer is the server the sts CLI talks to) is still
+locked for the restore, with STS_NO_SCALE_DOWN: nothing is scaled.
 */}}
 {{- define "sts-backup.store.restoreOrchestrated" -}}
-{{- if and .v.orchestrate.enabled .v.restore.scaleDownSelector }}true{{ end }}
+{{- if .v.orchestrate.enabled }}true{{ end }}
 {{- end }}
 
 {{/* Env of a store's list Job template; the restore script fills in the output format. */}}

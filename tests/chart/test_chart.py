@@ -1145,12 +1145,15 @@ def stackstate_51_configuration_values_render_a_configuration_store():
     assert renv["RESTORE_FORCE"] == "__FORCE__" and "RESTORE_FORCE_ARG" not in renv
     assert renv["RESTORE_EMPTY_CHECK"].startswith("sh -c "), "a non-empty configuration is refused without -force"
     assert renv["STS_API_TOKEN"] == env["STS_API_TOKEN"]
-    # no writers to scale (restore.scaleDownSelector empty): the restore runs unorchestrated, as
-    # `stackgraph-backup restore --orchestrate` requires a selector; the backup still takes the lock
-    assert "STS_ORCHESTRATE" not in renv and "serviceAccountName" not in pod_spec(restore)
+    # no writers to scale (restore.scaleDownSelector empty): the restore still takes the store's
+    # lock (--orchestrate) and scales nothing (STS_NO_SCALE_DOWN)
+    assert renv["STS_ORCHESTRATE"] == "true" and renv["STS_STORE"] == "configuration"
+    assert renv["STS_NO_SCALE_DOWN"] == "true" and "STS_SCALE_DOWN_SELECTOR" not in renv
+    assert "serviceAccountName" in pod_spec(restore)
     sel = render(values=[frag], sets={"backup.configuration.restore.scaleDownSelector": "app=sts-settings-writer"})
     renv = env_of(container(sel.job_templates()["job-configuration-restore.json"]))
     assert renv["STS_STORE"] == "configuration" and renv["STS_SCALE_DOWN_SELECTOR"] == "app=sts-settings-writer"
+    assert "STS_NO_SCALE_DOWN" not in renv
     assert env_of(container(t["job-configuration-list.json"]))["BACKUP_STORAGE"] == "s3://sts-configuration-backup"
     assert_hardened(restore)
     monitor = json.loads(r.one("ConfigMap", "monitor")["data"]["config.json"])
@@ -1786,7 +1789,12 @@ def rclone_multipart_leftovers_are_cleaned_by_the_rendered_sidecar():
         assert not stale.exists(), (WORK / "cleanup.log").read_text()
         assert fresh.exists(), "a part file younger than olderThan was deleted"
         assert (bucket / "old.graph").exists(), "an ordinary object was deleted"
-        assert "Deleted" in (WORK / "cleanup.log").read_text()
+        # rclone logs the delete after doing it: give the line a moment to reach the file
+        for _ in range(100):
+            if "Deleted" in (WORK / "cleanup.log").read_text():
+                break
+            time.sleep(0.05)
+        assert "Deleted" in (WORK / "cleanup.log").read_text(), (WORK / "cleanup.log").read_text()
     finally:
         if cleanup:
             os.killpg(cleanup.pid, signal.SIGTERM)

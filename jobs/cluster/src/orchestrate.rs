@@ -243,6 +243,11 @@ pub struct OrchestrateArgs {
     #[arg(long, env = "STS_SCALE_DOWN_SELECTOR", value_name = "SELECTOR")]
     pub scale_down_selector: Option<String>,
 
+    /// Lock the store for the restore but scale nothing down: for a store whose writer must
+    /// keep running for the import (the configuration store: its importer talks to the server).
+    #[arg(long, env = "STS_NO_SCALE_DOWN", conflicts_with = "scale_down_selector")]
+    pub no_scale_down: bool,
+
     /// How long to wait for the writers' pods to be gone.
     #[arg(long, env = "STS_SCALE_WAIT", default_value = "10m", value_name = "DURATION", value_parser = sts_backup_core::restore::parse_timeout)]
     pub scale_wait: Duration,
@@ -261,9 +266,10 @@ impl OrchestrateArgs {
             return Err(Error::invalid(format!("--store: {store:?} is not a usable store name")));
         }
         let selector = self.scale_down_selector.clone().unwrap_or_default();
-        if needs_selector && selector.trim().is_empty() {
+        if needs_selector && selector.trim().is_empty() && !self.no_scale_down {
             return Err(Error::invalid(
-                "--scale-down-selector: required with --orchestrate (the label selector of the store's writers)",
+                "--scale-down-selector: required with --orchestrate (the label selector of the store's writers), \
+                 or --no-scale-down for a store whose writer must keep running",
             ));
         }
         Ok(Orchestration {
@@ -272,5 +278,39 @@ impl OrchestrateArgs {
             scale_wait: self.scale_wait,
             lease_duration: self.lease_duration,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        orchestrate: OrchestrateArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<OrchestrateArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map(|c| c.orchestrate)
+    }
+
+    /// A restore must say what to stop, or say explicitly that nothing is stopped (the lock
+    /// alone); forgetting the selector stays an error.
+    #[test]
+    fn a_restore_names_its_writers_or_says_it_has_none() {
+        assert!(parse(&[]).unwrap().orchestration(true, "configuration").is_err());
+        let lock_only = parse(&["--no-scale-down"]).unwrap();
+        assert_eq!(
+            lock_only
+                .orchestration(true, "configuration")
+                .unwrap()
+                .scale_down_selector,
+            ""
+        );
+        assert!(parse(&["--no-scale-down", "--scale-down-selector", "app=x"]).is_err());
+        let writers = parse(&["--scale-down-selector", "app=x"]).unwrap();
+        assert_eq!(writers.orchestration(true, "s").unwrap().scale_down_selector, "app=x");
     }
 }

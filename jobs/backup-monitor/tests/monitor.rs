@@ -373,20 +373,7 @@ fn unsigned_backups_are_broken_when_keys_are_trusted() {
     let w = World::new();
     w.backup_at(today_at(3, 2), "unsigned");
     let keys = tempfile::tempdir().unwrap();
-    let (private, public) = (keys.path().join("k.pem"), keys.path().join("k.pub.pem"));
-    for args in [
-        vec!["genpkey", "-algorithm", "ed25519", "-out", private.to_str().unwrap()],
-        vec![
-            "pkey",
-            "-in",
-            private.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    ] {
-        assert!(Command::new("openssl").args(&args).status().unwrap().success());
-    }
+    let (_, public) = sts_backup_testkit::ed25519_key_pair(keys.path(), "k");
     let check = |trust: bool| {
         let mut cmd = w.monitor(&["check", "-o", "json"], offset_to(today_at(3, 30)));
         if trust {

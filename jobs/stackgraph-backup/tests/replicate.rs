@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{random_file, Backend, Run, Watched, BUCKET};
 use sts_backup_testkit::proxy::{Faults, Proxy};
 use sts_backup_testkit::{S3Server, ACCESS_KEY, SECRET_KEY};
@@ -47,20 +45,7 @@ fn at(dst: &[(String, String)], args: &[&str], extra_env: &[(&str, &str)]) -> Ru
 }
 
 fn signing_key(dir: &std::path::Path) -> (String, String) {
-    let (private, public) = (dir.join("k.pem"), dir.join("k.pub.pem"));
-    for args in [
-        vec!["genpkey", "-algorithm", "ed25519", "-out", private.to_str().unwrap()],
-        vec![
-            "pkey",
-            "-in",
-            private.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    ] {
-        assert!(Command::new("openssl").args(&args).status().unwrap().success());
-    }
+    let (private, public) = sts_backup_testkit::ed25519_key_pair(dir, "k");
     (private.display().to_string(), public.display().to_string())
 }
 

@@ -20,28 +20,8 @@ struct Key {
     public: PathBuf,
 }
 
-fn openssl(args: &[&str]) -> std::process::Output {
-    let out = Command::new("openssl").args(args).output().expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn make_key(dir: &Path, name: &str) -> Key {
-    let private = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub.pem"));
-    openssl(&["genpkey", "-algorithm", "ed25519", "-out", private.to_str().unwrap()]);
-    openssl(&[
-        "pkey",
-        "-in",
-        private.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
+    let (private, public) = sts_backup_testkit::ed25519_key_pair(dir, name);
     Key { private, public }
 }
 

@@ -490,3 +490,35 @@ pub fn make_test_ca() -> tempfile::TempDir {
     std::fs::write(dir.path().join("server.pem"), chain).unwrap();
     dir
 }
+
+/// An ed25519 key pair made by openssl, as an operator makes one for signed manifests:
+/// `(DIR/NAME.pem, DIR/NAME.pub.pem)` (PKCS#8 private key, SubjectPublicKeyInfo public key).
+pub fn ed25519_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (private, public) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.pub.pem")));
+    let steps: [&[&OsStr]; 2] = [
+        &[
+            OsStr::new("genpkey"),
+            OsStr::new("-algorithm"),
+            OsStr::new("ed25519"),
+            OsStr::new("-out"),
+            private.as_os_str(),
+        ],
+        &[
+            OsStr::new("pkey"),
+            OsStr::new("-in"),
+            private.as_os_str(),
+            OsStr::new("-pubout"),
+            OsStr::new("-out"),
+            public.as_os_str(),
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl").args(args).output().expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (private, public)
+}

@@ -541,6 +541,7 @@ fn list_json(backups: &[Backup]) -> serde_json::Value {
                         "adopted": m.adopted.is_some(),
                         "signed_by": m.signature.as_ref().map(|s| &s.key_id),
                         "signature_checked": signature::policy().requires_signatures(),
+                        "encrypted_to": m.encryption.as_ref().map(|e| &e.recipients),
                     }),
                     Backup::Legacy(l) => serde_json::json!({
                         "name": l.name,
@@ -553,6 +554,7 @@ fn list_json(backups: &[Backup]) -> serde_json::Value {
                         "adopted": false,
                         "signed_by": null,
                         "signature_checked": false,
+                        "encrypted_to": null,
                     }),
                 }
             })

@@ -140,6 +140,8 @@ fn round_trip_with_two_recipients(b: &Backend, compress: &str) {
     }
     assert!(by_hand == plain, "age -d did not give the export back");
 
+    let listed: serde_json::Value = serde_json::from_str(b.run(&["list", "-o", "json"]).stdout.trim()).unwrap();
+    assert_eq!(listed[0]["encrypted_to"], m["encryption"]["recipients"], "{listed}");
     // Verify needs no key; either identity restores.
     let verify = b.run(&["verify", NAME]);
     assert_eq!(verify.code, 0, "{verify:?}");

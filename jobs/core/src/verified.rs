@@ -38,6 +38,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Size of the writes of decompressed data into the consumer.
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// Size of the reads of decrypted data.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// Streams a format-2 backup into `out` (decompressed), part by part, each part verified
 /// before any byte of it is written. `write_failed` names the consumer in errors.
 pub(crate) async fn stream_verified<W: AsyncWrite + Unpin>(
@@ -238,16 +241,19 @@ async fn decrypt_into<W: AsyncWrite + Unpin>(
         }
     };
     let mut plain = HashingReader::new(plain);
-    let mut held = BytesMut::with_capacity(2 * WRITE_CHUNK);
+    // Reads go through an initialized buffer: the futures-to-tokio adapter zeroes whatever
+    // uninitialized room a read is given, which per 64 KiB age chunk doubled the restore's CPU.
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut held = BytesMut::with_capacity(2 * WRITE_CHUNK + READ_CHUNK);
     loop {
-        held.reserve(WRITE_CHUNK);
         let n = plain
-            .read_buf(&mut held)
+            .read(&mut chunk)
             .await
             .map_err(|e| broken("decrypting or decompressing", &e))?;
         if n == 0 {
             break;
         }
+        held.extend_from_slice(&chunk[..n]);
         if held.len() > 2 * WRITE_CHUNK {
             let ready = held.split_to(held.len() - WRITE_CHUNK);
             out.write_all(&ready).await.map_err(|e| write_failed(&e))?;

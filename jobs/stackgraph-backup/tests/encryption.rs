@@ -397,3 +397,23 @@ fn peak_rss(b: &Backend, args: &[&str], extra_env: &[(&str, &str)]) -> (Run, u64
     let kib = std::fs::read_to_string(&report).unwrap().trim().parse().unwrap();
     (run, kib)
 }
+
+/// `replicate` copies an encrypted backup without any key (it checks the stored digests), and
+/// the copy restores with the identity.
+#[test]
+fn an_encrypted_backup_replicates_without_a_key_and_restores_from_the_copy() {
+    let b = Backend::file();
+    let copy = Backend::file();
+    let work = tempfile::tempdir().unwrap();
+    let one = keygen(work.path(), "one");
+    let input = random_file(work.path(), 5 * MIB + 3, 9);
+    assert_eq!(backup(&b, &input, "zstd", &[&one]).code, 0);
+    let to = format!("file://{}", copy.object_dir().display());
+    let out = b.run(&["replicate", "--to", &to]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(&format!("copied {NAME}")), "{out:?}");
+    assert_eq!(manifest(&copy)["encryption"], manifest(&b)["encryption"]);
+    let (run, target, _) = restore(&copy, work.path(), &[&one]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(sha256_file(&target), sha256_file(&input));
+}

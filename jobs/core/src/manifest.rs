@@ -344,6 +344,34 @@ pub(crate) mod tests {
         assert_eq!(Manifest::from_bytes("b.graph", &upper.to_bytes()).unwrap(), sample());
     }
 
+    /// Encrypted backups are format 3 (older readers refuse them rather than import
+    /// ciphertext); unencrypted ones stay format 2 without the field.
+    #[test]
+    fn encryption_and_format_3_go_together() {
+        let plain = String::from_utf8(sample().to_bytes()).unwrap();
+        assert!(!plain.contains("encryption"), "{plain}");
+        let mut encrypted = sample();
+        encrypted.format = FORMAT_ENCRYPTED;
+        encrypted.encryption = Some(Encryption {
+            scheme: crate::encryption::SCHEME.into(),
+            recipients: vec!["0123456789abcdef".into()],
+        });
+        assert_eq!(
+            Manifest::from_bytes("b.graph", &encrypted.to_bytes()).unwrap(),
+            encrypted
+        );
+        let refused = |m: &Manifest| matches!(Manifest::from_bytes("b.graph", &m.to_bytes()), Err(Error::Integrity(_)));
+        let mut old_format = encrypted.clone();
+        old_format.format = FORMAT_PARTS;
+        assert!(refused(&old_format), "encryption in a format-2 manifest");
+        let mut unmarked = sample();
+        unmarked.format = FORMAT_ENCRYPTED;
+        assert!(refused(&unmarked), "format 3 without encryption");
+        let mut no_plain_digest = encrypted.clone();
+        no_plain_digest.raw_sha256 = String::new();
+        assert!(refused(&no_plain_digest), "no plaintext digest to prove");
+    }
+
     #[test]
     fn the_layout_cuts_an_object_like_the_upload_did() {
         let layout = PartLayout::standard(10);

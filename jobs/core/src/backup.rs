@@ -13,7 +13,8 @@ use async_compression::tokio::bufread::ZstdEncoder;
 use async_compression::Level;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio_util::compat::{FuturesAsyncWriteCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::claim;
 use crate::command::{finish, scratch_dir, CommandSpec};
@@ -21,7 +22,7 @@ use crate::content_check;
 use crate::error::{Error, Result};
 use crate::hashing::{HashingReader, PartHasher};
 use crate::interrupt::Interrupt;
-use crate::manifest::{Compression, Manifest, PartLayout, Parts, FORMAT_VERSION, MAX_MANIFEST_BYTES};
+use crate::manifest::{Compression, Manifest, PartLayout, Parts, FORMAT_ENCRYPTED, FORMAT_PARTS, MAX_MANIFEST_BYTES};
 use crate::naming::{manifest_key, validate_name, NameTemplate};
 use crate::progress::{human_bytes, Progress};
 use crate::storage::{Storage, StorageError, Upload};
@@ -133,8 +134,12 @@ async fn write(
         return Err(e.into());
     }
     let data_etag = check_own_data(storage, name, run, sums.size).await?;
+    let encryption = crate::encryption::keys().encryption();
     let mut manifest = Manifest {
-        format: FORMAT_VERSION,
+        format: match encryption {
+            Some(_) => FORMAT_ENCRYPTED,
+            None => FORMAT_PARTS,
+        },
         name: name.to_string(),
         size: sums.size,
         sha256: sums.sha256,
@@ -148,6 +153,7 @@ async fn write(
         data_etag,
         adopted: None,
         parts: Some(Parts::standard(storage.part_size(), sums.parts)),
+        encryption,
         signature: None,
     };
     commit_manifest(storage, &mut manifest).await?;
@@ -326,7 +332,8 @@ async fn exporter_outcome(
 }
 
 /// Streams `source` into the upload part by part; the stored bytes are hashed (whole and per
-/// part) on the [`PartHasher`]'s thread, the raw bytes of a compressed backup in the stream.
+/// part) on the [`PartHasher`]'s thread, the raw bytes of a compressed or encrypted backup in
+/// the stream. The order is export, zstd, age: the stored object is a plain age file.
 async fn pump<R: AsyncRead + Unpin>(
     source: R,
     opts: &BackupOptions,
@@ -338,37 +345,123 @@ async fn pump<R: AsyncRead + Unpin>(
     let (source, seen) = content_check::watch(source, opts.must_contain.as_deref());
     let hasher = PartHasher::start();
     let counter = progress.counter();
-    let hashed = |e| Error::io("hashing the backup", e);
-    let sums = match opts.compression {
-        Compression::None => {
-            let mut stored = source;
-            send_parts(&mut stored, part_size, upload, &hasher, &counter, interrupt).await?;
-            let stored = hasher.finish().await.map_err(hashed)?;
-            Sums {
-                raw_size: stored.size,
-                raw_sha256: stored.sha256.clone(),
-                size: stored.size,
-                sha256: stored.sha256,
-                parts: stored.parts,
-            }
-        }
-        Compression::Zstd => {
-            let raw = HashingReader::new(source);
-            let mut encoder = ZstdEncoder::with_quality(BufReader::with_capacity(256 * 1024, raw), Level::Default);
-            send_parts(&mut encoder, part_size, upload, &hasher, &counter, interrupt).await?;
-            let stored = hasher.finish().await.map_err(hashed)?;
-            let (raw_size, raw_sha256) = encoder.into_inner().into_inner().finish();
-            Sums {
-                raw_size,
-                raw_sha256,
-                size: stored.size,
-                sha256: stored.sha256,
-                parts: stored.parts,
-            }
-        }
+    let encryptor = crate::encryption::keys().encryptor();
+    let mut send = Send {
+        part_size,
+        upload,
+        hasher: &hasher,
+        progress: &counter,
+        interrupt,
     };
+    let raw = if opts.compression == Compression::None && encryptor.is_none() {
+        // Stored bytes are the raw bytes: one digest serves both.
+        let mut stored = source;
+        send.parts(&mut stored).await?;
+        None
+    } else {
+        let mut raw = HashingReader::new(source);
+        match opts.compression {
+            Compression::None => send.sealed(&mut raw, encryptor).await?,
+            Compression::Zstd => {
+                let encoder = ZstdEncoder::with_quality(BufReader::with_capacity(256 * 1024, &mut raw), Level::Default);
+                send.sealed(encoder, encryptor).await?;
+            }
+        }
+        Some(raw.finish())
+    };
+    let stored = hasher.finish().await.map_err(|e| Error::io("hashing the backup", e))?;
+    let (raw_size, raw_sha256) = raw.unwrap_or_else(|| (stored.size, stored.sha256.clone()));
     seen.check()?;
-    Ok(sums)
+    Ok(Sums {
+        raw_size,
+        raw_sha256,
+        size: stored.size,
+        sha256: stored.sha256,
+        parts: stored.parts,
+    })
+}
+
+/// Bytes buffered between the encryptor and the uploader: a few of age's 64 KiB chunks.
+const SEAL_PIPE: usize = 256 * 1024;
+
+/// Where the stored stream goes: cut into parts, hashed and uploaded.
+struct Send<'a> {
+    part_size: usize,
+    upload: &'a mut Upload,
+    hasher: &'a PartHasher,
+    progress: &'a AtomicU64,
+    interrupt: &'a mut Interrupt,
+}
+
+impl Send<'_> {
+    /// Stores `plain` as it is, or encrypted when there is an encryptor: age encrypts into a
+    /// small pipe that the uploader reads, chunk by chunk, so memory stays flat.
+    async fn sealed<R: AsyncRead + Unpin>(&mut self, plain: R, encryptor: Option<age::Encryptor>) -> Result<()> {
+        let Some(encryptor) = encryptor else {
+            let mut plain = plain;
+            return self.parts(&mut plain).await;
+        };
+        let (pipe, mut ciphertext) = tokio::io::duplex(SEAL_PIPE);
+        let encrypting = async move {
+            let mut plain = BufReader::with_capacity(SEAL_PIPE, plain);
+            let mut sealed = encryptor.wrap_async_output(pipe.compat_write()).await?.compat_write();
+            tokio::io::copy_buf(&mut plain, &mut sealed).await?;
+            // Closing writes age's last chunk, marked final, and ends the pipe.
+            sealed.shutdown().await
+        };
+        let encrypting = async {
+            encrypting
+                .await
+                .map_err(|e| Error::io("reading and encrypting the export stream", e))
+        };
+        futures::future::try_join(encrypting, self.parts(&mut ciphertext)).await?;
+        Ok(())
+    }
+
+    /// Cuts the stored stream into parts by [`PartLayout::standard`] and uploads them; each part
+    /// goes to the hasher first (the manifest's per-part digests), so what is hashed is exactly what
+    /// is sent.
+    async fn parts<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> Result<()> {
+        let Send {
+            part_size,
+            upload,
+            hasher,
+            progress,
+            interrupt,
+        } = self;
+        let part_size = *part_size;
+        for index in 0.. {
+            let part_size = part_size_for(part_size, index);
+            let mut part = BytesMut::with_capacity(part_size);
+            let mut eof = false;
+            while part.len() < part_size {
+                let read = tokio::select! {
+                    read = reader.read_buf(&mut part) => read.map_err(|e| Error::io("reading the export stream", e))?,
+                    err = interrupt.wait() => return Err(err),
+                };
+                if read == 0 {
+                    eof = true;
+                    break;
+                }
+                progress.fetch_add(read as u64, Ordering::Relaxed);
+            }
+            if !part.is_empty() {
+                let part = part.freeze();
+                tokio::select! {
+                    queued = hasher.add(part.clone()) => queued.map_err(|e| Error::io("hashing the backup", e))?,
+                    err = interrupt.wait() => return Err(err),
+                }
+                tokio::select! {
+                    sent = upload.put_part(part) => sent?,
+                    err = interrupt.wait() => return Err(err),
+                }
+            }
+            if eof {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn refuse_empty(sums: Sums) -> Result<Sums> {
@@ -378,50 +471,6 @@ fn refuse_empty(sums: Sums) -> Result<Sums> {
         ));
     }
     Ok(sums)
-}
-
-/// Cuts the stored stream into parts by [`PartLayout::standard`] and uploads them; each part
-/// goes to `hasher` first (the manifest's per-part digests), so what is hashed is exactly what
-/// is sent.
-async fn send_parts<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    part_size: usize,
-    upload: &mut Upload,
-    hasher: &PartHasher,
-    progress: &AtomicU64,
-    interrupt: &mut Interrupt,
-) -> Result<()> {
-    for index in 0.. {
-        let part_size = part_size_for(part_size, index);
-        let mut part = BytesMut::with_capacity(part_size);
-        let mut eof = false;
-        while part.len() < part_size {
-            let read = tokio::select! {
-                read = reader.read_buf(&mut part) => read.map_err(|e| Error::io("reading the export stream", e))?,
-                err = interrupt.wait() => return Err(err),
-            };
-            if read == 0 {
-                eof = true;
-                break;
-            }
-            progress.fetch_add(read as u64, Ordering::Relaxed);
-        }
-        if !part.is_empty() {
-            let part = part.freeze();
-            tokio::select! {
-                queued = hasher.add(part.clone()) => queued.map_err(|e| Error::io("hashing the backup", e))?,
-                err = interrupt.wait() => return Err(err),
-            }
-            tokio::select! {
-                sent = upload.put_part(part) => sent?,
-                err = interrupt.wait() => return Err(err),
-            }
-        }
-        if eof {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// Bytes in part `index` of a backup with `base`-sized parts: the manifest's rule

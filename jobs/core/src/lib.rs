@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod claim;
 pub mod command;
 pub mod content_check;
+pub mod encryption;
 pub mod error;
 pub mod exit;
 pub mod hashing;

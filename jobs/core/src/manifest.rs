@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::encryption::Encryption;
 use crate::error::{Error, Result};
 use crate::signature::ManifestSignature;
 
@@ -14,8 +15,12 @@ pub const FORMAT_WHOLE: u32 = 1;
 /// Format 2 adds a SHA-256 per uploaded part ([`Parts`]): each part is checked as it
 /// arrives, so a restore reads the object once.
 pub const FORMAT_PARTS: u32 = 2;
-/// Version of the manifest format written by this build (the newest it reads).
-pub const FORMAT_VERSION: u32 = FORMAT_PARTS;
+/// Format 3: format 2 of an encrypted backup ([`Encryption`]). A reader that does not
+/// decrypt must refuse it ("upgrade") rather than feed ciphertext to an importer; unencrypted
+/// backups are still written as format 2, so older readers keep reading them.
+pub const FORMAT_ENCRYPTED: u32 = 3;
+/// The newest manifest format this build reads.
+pub const FORMAT_VERSION: u32 = FORMAT_ENCRYPTED;
 
 /// Manifests are small (10,000 part digests are about 750 KiB); anything larger is not
 /// ours and is refused unread.
@@ -114,9 +119,10 @@ pub struct Manifest {
     pub sha256: String,
     pub created: DateTime<Utc>,
     pub compression: Compression,
-    /// Bytes the export command produced (before compression).
+    /// Bytes the export command produced (before compression and encryption).
     pub raw_size: u64,
-    /// SHA-256 (hex) of what the export command produced.
+    /// SHA-256 (hex) of what the export command produced; a restore of an encrypted backup
+    /// proves the plaintext against it.
     pub raw_sha256: String,
     /// The export command, as run (argv; `{file}` left as written).
     pub exporter: Vec<String>,
@@ -138,6 +144,9 @@ pub struct Manifest {
     /// released to the importer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<Parts>,
+    /// Format 3: the stored object is an age file encrypted to these recipients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// An ed25519 signature over everything above ([`crate::signature`]), when the writer
     /// had a signing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,6 +201,16 @@ impl Manifest {
 
     /// Format 2 carries one valid digest per part of `size` bytes; format 1 carries none.
     fn check_parts(&self) -> std::result::Result<(), String> {
+        if self.encryption.is_some() != (self.format >= FORMAT_ENCRYPTED) {
+            return Err(format!(
+                "format {} {} encryption",
+                self.format,
+                if self.encryption.is_some() { "with" } else { "without" }
+            ));
+        }
+        if self.encryption.is_some() && !is_sha256(&self.raw_sha256) {
+            return Err("an encrypted backup without a valid plaintext sha256".into());
+        }
         let Some(parts) = &self.parts else {
             return match self.format >= FORMAT_PARTS {
                 true => Err(format!("format {} without part digests", self.format)),
@@ -236,7 +255,7 @@ pub(crate) mod tests {
 
     pub(crate) fn sample() -> Manifest {
         Manifest {
-            format: FORMAT_VERSION,
+            format: FORMAT_PARTS,
             name: "b.graph".into(),
             size: 3,
             sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
@@ -253,6 +272,7 @@ pub(crate) mod tests {
                 layout: PartLayout::standard(2),
                 sha256: vec![ABC.into(), ABC.into()],
             }),
+            encryption: None,
             signature: None,
         }
     }
@@ -322,6 +342,34 @@ pub(crate) mod tests {
         let mut upper = sample();
         upper.parts.as_mut().unwrap().sha256[0].make_ascii_uppercase();
         assert_eq!(Manifest::from_bytes("b.graph", &upper.to_bytes()).unwrap(), sample());
+    }
+
+    /// Encrypted backups are format 3 (older readers refuse them rather than import
+    /// ciphertext); unencrypted ones stay format 2 without the field.
+    #[test]
+    fn encryption_and_format_3_go_together() {
+        let plain = String::from_utf8(sample().to_bytes()).unwrap();
+        assert!(!plain.contains("encryption"), "{plain}");
+        let mut encrypted = sample();
+        encrypted.format = FORMAT_ENCRYPTED;
+        encrypted.encryption = Some(Encryption {
+            scheme: crate::encryption::SCHEME.into(),
+            recipients: vec!["0123456789abcdef".into()],
+        });
+        assert_eq!(
+            Manifest::from_bytes("b.graph", &encrypted.to_bytes()).unwrap(),
+            encrypted
+        );
+        let refused = |m: &Manifest| matches!(Manifest::from_bytes("b.graph", &m.to_bytes()), Err(Error::Integrity(_)));
+        let mut old_format = encrypted.clone();
+        old_format.format = FORMAT_PARTS;
+        assert!(refused(&old_format), "encryption in a format-2 manifest");
+        let mut unmarked = sample();
+        unmarked.format = FORMAT_ENCRYPTED;
+        assert!(refused(&unmarked), "format 3 without encryption");
+        let mut no_plain_digest = encrypted.clone();
+        no_plain_digest.raw_sha256 = String::new();
+        assert!(refused(&no_plain_digest), "no plaintext digest to prove");
     }
 
     #[test]

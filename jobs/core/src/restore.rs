@@ -98,6 +98,7 @@ fn unchecked(backup: &Backup) -> (Manifest, bool) {
                 data_etag: l.etag.clone(),
                 adopted: None,
                 parts: None,
+                encryption: None,
                 signature: None,
             },
             false,
@@ -112,11 +113,14 @@ pub async fn restore(storage: &Storage, opts: &BackupRestoreOptions) -> Result<B
     Ok(backup)
 }
 
-/// Every check of a restore, changing nothing: the name, the manifest, and the target's
-/// emptiness (`--empty-check`, unless `--force`). An orchestrated restore runs this before it
+/// Every check of a restore, changing nothing: the name, the manifest, that an encrypted
+/// backup has an identity that decrypts it, and the target's emptiness (`--empty-check`, unless `--force`). An orchestrated restore runs this before it
 /// scales anything down.
 pub async fn check(storage: &Storage, opts: &BackupRestoreOptions) -> Result<Backup> {
     let backup = read_backup(storage, opts.name.as_str()).await?;
+    if let Backup::Committed(manifest) = &backup {
+        crate::encryption::keys().check_readable(manifest)?;
+    }
     check_target(opts).await?;
     Ok(backup)
 }

@@ -80,6 +80,7 @@ fn manifest(key: &str, body: &[u8], t: DateTime<Utc>) -> Vec<u8> {
         data_etag: None,
         adopted: None,
         parts: None,
+        encryption: None,
         signature: None,
     }
     .to_bytes()

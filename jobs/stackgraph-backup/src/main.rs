@@ -15,6 +15,7 @@ use sts_backup_core::adopt;
 use sts_backup_core::backup::{backup, BackupOptions};
 use sts_backup_core::catalogue::{self, Backup};
 use sts_backup_core::command::CommandSpec;
+use sts_backup_core::encryption::{self, EncryptArgs, IdentityArgs, Keys};
 use sts_backup_core::exit::{Exit, EXIT_CODES_HELP};
 use sts_backup_core::logging::LogFormat;
 use sts_backup_core::manifest::Compression;
@@ -91,6 +92,9 @@ struct BackupArgs {
     #[command(flatten)]
     signing: SigningArgs,
 
+    #[command(flatten)]
+    encrypt: EncryptArgs,
+
     /// Backup name, strftime in UTC. `$(date +FORMAT)` is accepted and translated.
     #[arg(long, env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_NAME_TEMPLATE", default_value = DEFAULT_NAME_TEMPLATE)]
     name_template: String,
@@ -152,6 +156,10 @@ struct VerifyArgs {
     #[command(flatten)]
     trust: TrustArgs,
 
+    /// With an identity, an encrypted backup is also decrypted and its plaintext checked.
+    #[command(flatten)]
+    identity: IdentityArgs,
+
     /// The backup to verify.
     #[arg(env = "BACKUP_NAME")]
     name: String,
@@ -207,6 +215,9 @@ struct RestoreArgs {
     #[command(flatten)]
     trust: TrustArgs,
 
+    #[command(flatten)]
+    identity: IdentityArgs,
+
     /// The backup to restore.
     /// The backup to restore (or --latest).
     #[arg(env = "BACKUP_NAME")]
@@ -256,6 +267,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     signature::install(signature_policy(&command)?)?;
+    encryption::install(encryption_keys(&command)?)?;
     match command {
         Command::Backup(args) => backup_command(args).await,
         Command::List(args) => list_command(args).await,
@@ -278,6 +290,17 @@ fn signature_policy(command: &Command) -> sts_backup_core::Result<Policy> {
         | Command::Restore(RestoreArgs { trust, .. })
         | Command::Replicate(ReplicateArgs { trust, .. }) => Policy::from_args(trust, None),
         Command::Finalize(_) | Command::CopyTo { .. } => Ok(Policy::default()),
+    }
+}
+
+/// The recipients this run encrypts to and the identities it decrypts with, read before
+/// anything else happens.
+fn encryption_keys(command: &Command) -> sts_backup_core::Result<Keys> {
+    match command {
+        Command::Backup(a) => Keys::from_args(Some(&a.encrypt), None),
+        Command::Verify(a) => Keys::from_args(None, Some(&a.identity)),
+        Command::Restore(a) => Keys::from_args(None, Some(&a.identity)),
+        _ => Ok(Keys::default()),
     }
 }
 
@@ -518,6 +541,7 @@ fn list_json(backups: &[Backup]) -> serde_json::Value {
                         "adopted": m.adopted.is_some(),
                         "signed_by": m.signature.as_ref().map(|s| &s.key_id),
                         "signature_checked": signature::policy().requires_signatures(),
+                        "encrypted_to": m.encryption.as_ref().map(|e| &e.recipients),
                     }),
                     Backup::Legacy(l) => serde_json::json!({
                         "name": l.name,
@@ -530,6 +554,7 @@ fn list_json(backups: &[Backup]) -> serde_json::Value {
                         "adopted": false,
                         "signed_by": null,
                         "signature_checked": false,
+                        "encrypted_to": null,
                     }),
                 }
             })

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::Backend;
 use sts_backup_testkit::{tool, EtcdServer, PgServer};
 
@@ -11,10 +13,68 @@ fn s(p: &std::path::Path) -> String {
     p.display().to_string()
 }
 
+/// An age key pair made with `age-keygen`: the env that encrypts a backup to it
+/// (`STS_ENCRYPT_TO`) and the env that restores with it (`STS_IDENTITY_FILE`).
+struct AgeKey {
+    _dir: tempfile::TempDir,
+    recipient: String,
+    file: PathBuf,
+}
+
+impl AgeKey {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, recipient) = common::age_keygen(dir.path(), "identity");
+        AgeKey {
+            _dir: dir,
+            recipient,
+            file,
+        }
+    }
+
+    fn backup_env(key: Option<&Self>) -> Vec<(&'static str, String)> {
+        key.map(|k| vec![("STS_ENCRYPT_TO", k.recipient.clone())])
+            .unwrap_or_default()
+    }
+
+    fn restore_env(key: Option<&Self>) -> Vec<(&'static str, String)> {
+        key.map(|k| vec![("STS_IDENTITY_FILE", s(&k.file))]).unwrap_or_default()
+    }
+}
+
+/// With a key, the stored object must be an age file (not the export in the clear).
+fn assert_stored_as(b: &Backend, name: &str, key: Option<&AgeKey>) {
+    let stored = std::fs::read(b.object_path(name)).unwrap();
+    assert_eq!(
+        stored.starts_with(b"age-encryption.org/v1\n"),
+        key.is_some(),
+        "backup {name}: encrypted = {}",
+        key.is_some()
+    );
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)], more: &[(&'static str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    env.iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(more.iter().copied())
+        .collect()
+}
+
 /// etcd: `etcdctl snapshot save {file}` / `etcdctl snapshot restore {file}` into a new data
 /// directory, which a second etcd then serves.
 #[test]
 fn etcd_snapshot_round_trip() {
+    etcd_round_trip(None);
+}
+
+/// The same, encrypted to an age recipient (and compressed: zstd inside age).
+#[test]
+fn etcd_snapshot_round_trip_encrypted() {
+    let key = AgeKey::new();
+    etcd_round_trip(Some(&key));
+}
+
+fn etcd_round_trip(key: Option<&AgeKey>) {
     let b = Backend::s3();
     let etcd = EtcdServer::start();
     let mut expected = Vec::new();
@@ -43,10 +103,11 @@ fn etcd_snapshot_round_trip() {
             "save",
             "{file}",
         ],
-        &[("ETCDCTL_API", "3")],
+        &env_refs(&AgeKey::backup_env(key), &[("ETCDCTL_API", "3")]),
     );
     assert_eq!(out.code, 0, "{out:?}");
     let name = b.names().pop().unwrap();
+    assert_stored_as(&b, &name, key);
 
     let target = tempfile::tempdir().unwrap();
     let data_dir = target.path().join("restored");
@@ -64,12 +125,14 @@ fn etcd_snapshot_round_trip() {
         "--data-dir",
         &s(&data_dir),
     ];
-    let out = b.run_with(&restore_args, &[("ETCDCTL_API", "3")]);
+    let restore_env = AgeKey::restore_env(key);
+    let restore_env = env_refs(&restore_env, &[("ETCDCTL_API", "3")]);
+    let out = b.run_with(&restore_args, &restore_env);
     assert_eq!(out.code, 0, "{out:?}");
 
     // The data directory now exists: a second restore is refused and leaves it alone.
     let marker = std::fs::read_dir(&data_dir).unwrap().count();
-    let out = b.run_with(&restore_args, &[("ETCDCTL_API", "3")]);
+    let out = b.run_with(&restore_args, &restore_env);
     assert_eq!(out.code, 3, "{out:?}");
     assert_eq!(std::fs::read_dir(&data_dir).unwrap().count(), marker);
 
@@ -98,6 +161,17 @@ fn pg_args(pg: &PgServer) -> Vec<String> {
 /// query as the emptiness check (it fails with exit 1 when the schema has tables).
 #[test]
 fn postgres_dump_round_trip() {
+    postgres_round_trip(None);
+}
+
+/// The same, encrypted to an age recipient.
+#[test]
+fn postgres_dump_round_trip_encrypted() {
+    let key = AgeKey::new();
+    postgres_round_trip(Some(&key));
+}
+
+fn postgres_round_trip(key: Option<&AgeKey>) {
     let b = Backend::s3();
     let pg = PgServer::start();
     pg.psql("postgres", "create database app");
@@ -121,9 +195,14 @@ fn postgres_dump_round_trip() {
         "--".into(),
     ];
     args.extend(dump);
-    let out = b.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let backup_env = AgeKey::backup_env(key);
+    let out = b.run_with(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &env_refs(&backup_env, &[]),
+    );
     assert_eq!(out.code, 0, "{out:?}");
     let name = b.names().pop().unwrap();
+    assert_stored_as(&b, &name, key);
 
     pg.psql("postgres", "create database restored");
     let empty_check = format!(
@@ -143,13 +222,15 @@ fn postgres_dump_round_trip() {
     restore.extend(conn);
     restore.extend(["--no-owner".into(), "-d".into(), "restored".into()]);
     let argv: Vec<&str> = restore.iter().map(String::as_str).collect();
-    let out = b.run(&argv);
+    let restore_env = AgeKey::restore_env(key);
+    let restore_env = env_refs(&restore_env, &[]);
+    let out = b.run_with(&argv, &restore_env);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(digest("restored"), original);
 
     // Now the database holds data: refused without --force, nothing changes.
     pg.psql("restored", "insert into items values (-1, 'added after restore', null)");
-    let out = b.run(&argv);
+    let out = b.run_with(&argv, &restore_env);
     assert_eq!(out.code, 3, "{out:?}");
     assert_eq!(
         pg.psql("restored", "select count(*) from items where id = -1").trim(),
@@ -159,7 +240,7 @@ fn postgres_dump_round_trip() {
     // With --force, pg_restore gets --clean and the database matches the backup again.
     let mut forced = argv.clone();
     forced.insert(2, "--force");
-    let out = b.run(&forced);
+    let out = b.run_with(&forced, &restore_env);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(digest("restored"), original);
 }

@@ -126,6 +126,8 @@ pub fn sg() -> Command {
         "RUST_LOG",
         "STS_SIGNING_KEY",
         "STS_TRUSTED_KEYS",
+        "STS_ENCRYPT_TO",
+        "STS_IDENTITY_FILE",
     ] {
         cmd.env_remove(var);
     }
@@ -254,4 +256,14 @@ impl Watched {
 pub fn progress_bytes(line: &str) -> Option<u64> {
     let rest = &line[line.find("bytes=")? + "bytes=".len()..];
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// An age identity file made by `age-keygen -o DIR/NAME.key`, and its recipient (`age1...`).
+pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(format!("{name}.key"));
+    let made = Command::new("age-keygen").arg("-o").arg(&file).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let public = Command::new("age-keygen").arg("-y").arg(&file).output().unwrap();
+    assert!(public.status.success(), "{}", String::from_utf8_lossy(&public.stderr));
+    (file, String::from_utf8(public.stdout).unwrap().trim().to_string())
 }

@@ -169,6 +169,37 @@ impl Keys {
         Ok(())
     }
 
+    /// Whether the stored object's age header, whose first bytes are `start`, unwraps with the
+    /// identities among the manifest's recipients (run [`Self::check_readable`] first). The
+    /// fingerprints in the manifest are only a claim: a forged manifest, or a header written to
+    /// another key, would otherwise be found out only once the importer was running. Unwrapping
+    /// the file key also checks the header's MAC; the payload is not read.
+    pub fn check_header(&self, manifest: &Manifest, start: &[u8]) -> Result<()> {
+        let Some(encryption) = &manifest.encryption else {
+            return Ok(());
+        };
+        let name = &manifest.name;
+        let refused = |why: String| {
+            Error::Integrity(format!(
+                "backup {name:?}: {why}; nothing was changed (a forged manifest, or an object encrypted to \
+                 another key than the manifest says)"
+            ))
+        };
+        let decryptor = age::Decryptor::new_buffered(start).map_err(|e| {
+            refused(format!(
+                "the first {} bytes of the stored object are not an age header this tool reads ({e})",
+                start.len()
+            ))
+        })?;
+        let identities = self.matching(encryption).map(|i| i as &dyn age::Identity);
+        decryptor.decrypt(identities).map(drop).map_err(|e| {
+            refused(format!(
+                "the stored object's age header does not open with the identities matching {} ({e})",
+                encryption.recipients.join(", ")
+            ))
+        })
+    }
+
     /// The identities that are recipients of `encryption`.
     pub(crate) fn matching<'a>(&'a self, encryption: &'a Encryption) -> impl Iterator<Item = &'a Identity> + 'a {
         self.identities

@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::StreamExt;
 use regex::Regex;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::error::{Error, Result};
@@ -390,23 +391,62 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
 /// was written for.
 pub(crate) async fn open_data(storage: &Storage, manifest: &Manifest) -> Result<crate::storage::ByteStream> {
     let name = &manifest.name;
-    let missing = || Error::Integrity(format!("backup {name:?}: the data object is missing"));
     check_data(storage, manifest).await?;
     storage
         .get_stream(name)
         .await
-        .map_err(|e| if e.is_not_found() { missing() } else { e.into() })
+        .map_err(|e| if e.is_not_found() { data_missing(name) } else { e.into() })
 }
 
 /// Checks that the data object of a committed backup exists and is the one its manifest
 /// was written for (HEAD: size, run, ETag).
 pub(crate) async fn check_data(storage: &Storage, manifest: &Manifest) -> Result<()> {
     let name = &manifest.name;
-    let meta = storage
-        .head(name)
-        .await?
-        .ok_or_else(|| Error::Integrity(format!("backup {name:?}: the data object is missing")))?;
+    let meta = storage.head(name).await?.ok_or_else(|| data_missing(name))?;
     same_data(manifest, &meta).map_err(|why| Error::Integrity(format!("backup {name:?} cannot be trusted: {why}")))
+}
+
+pub(crate) fn data_missing(name: &str) -> Error {
+    Error::Integrity(format!("backup {name:?}: the data object is missing"))
+}
+
+/// The most [`read_start`] reads: an age header (one X25519 stanza is about 100 bytes) and
+/// its nonce fit many times over.
+pub const START_READ: u64 = 64 * 1024;
+
+/// The first bytes of a committed backup's data object, for a look at its header before
+/// anything is changed: at most [`START_READ`], never past the first part, in one bounded
+/// read. When that is the whole first part it is checked against its digest; otherwise the
+/// bytes are unverified and serve only to be judged, never to be imported.
+pub(crate) async fn read_start(storage: &Storage, manifest: &Manifest) -> Result<Vec<u8>> {
+    let name = &manifest.name;
+    check_data(storage, manifest).await?;
+    let first_part = manifest
+        .parts
+        .as_ref()
+        .and_then(|p| p.layout.parts(manifest.size).next().zip(p.sha256.first()))
+        .map(|((_, len), want)| (len, want));
+    let len = first_part.map_or(manifest.size, |(len, _)| len).min(START_READ);
+    let start =
+        storage
+            .get_start(name, len)
+            .await
+            .map_err(|e| if e.is_not_found() { data_missing(name) } else { e.into() })?;
+    if (start.len() as u64) < len {
+        return Err(Error::Integrity(format!(
+            "backup {name:?} is corrupt: the object ends at byte {}, before the size its manifest records",
+            start.len()
+        )));
+    }
+    if let Some((part_len, want)) = first_part.filter(|(part_len, _)| *part_len == len) {
+        let got = hex::encode(Sha256::digest(&start));
+        if got != *want {
+            return Err(Error::Integrity(format!(
+                "backup {name:?} is corrupt: part 1 (bytes 0..{part_len}) has sha256 {got}, the manifest says {want}"
+            )));
+        }
+    }
+    Ok(start)
 }
 
 pub(crate) fn check_sums(manifest: &Manifest, size: u64, sha256: &str) -> Result<()> {

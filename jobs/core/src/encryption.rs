@@ -169,6 +169,37 @@ impl Keys {
         Ok(())
     }
 
+    /// Whether the stored object's age header, whose first bytes are `start`, unwraps with the
+    /// identities among the manifest's recipients (run [`Self::check_readable`] first). The
+    /// fingerprints in the manifest are only a claim: a forged manifest, or a header written to
+    /// another key, would otherwise be found out only once the importer was running. Unwrapping
+    /// the file key also checks the header's MAC; the payload is not read.
+    pub fn check_header(&self, manifest: &Manifest, start: &[u8]) -> Result<()> {
+        let Some(encryption) = &manifest.encryption else {
+            return Ok(());
+        };
+        let name = &manifest.name;
+        let refused = |why: String| {
+            Error::Integrity(format!(
+                "backup {name:?}: {why}; nothing was changed (a forged manifest, or an object encrypted to \
+                 another key than the manifest says)"
+            ))
+        };
+        let decryptor = age::Decryptor::new_buffered(start).map_err(|e| {
+            refused(format!(
+                "the first {} bytes of the stored object are not an age header this tool reads ({e})",
+                start.len()
+            ))
+        })?;
+        let identities = self.matching(encryption).map(|i| i as &dyn age::Identity);
+        decryptor.decrypt(identities).map(drop).map_err(|e| {
+            refused(format!(
+                "the stored object's age header does not open with the identities matching {} ({e})",
+                encryption.recipients.join(", ")
+            ))
+        })
+    }
+
     /// The identities that are recipients of `encryption`.
     pub(crate) fn matching<'a>(&'a self, encryption: &'a Encryption) -> impl Iterator<Item = &'a Identity> + 'a {
         self.identities
@@ -268,6 +299,60 @@ mod tests {
         let fp = fingerprint(&r);
         assert_eq!(fp.len(), 16);
         assert_eq!(fp, hex::encode(&Sha256::digest(r.to_string().as_bytes())[..8]));
+    }
+
+    /// An age file of `data` encrypted to `to`, as the backup writes it.
+    fn age_file(to: &Recipient, data: &[u8]) -> Vec<u8> {
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(to as &dyn age::Recipient)).unwrap();
+        let mut out = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut out).unwrap();
+        std::io::Write::write_all(&mut writer, data).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    /// The header check opens the header with the identity the manifest names, and refuses
+    /// (integrity, exit 4) one written to another key, a damaged header and a truncated one.
+    #[test]
+    fn the_stored_header_must_open_with_the_named_identity() {
+        let (mine, theirs) = (Identity::generate(), Identity::generate());
+        let keys = Keys {
+            recipients: Vec::new(),
+            identities: vec![mine.clone()],
+        };
+        let mut manifest = crate::manifest::tests::sample();
+        manifest.encryption = Some(Encryption {
+            scheme: SCHEME.into(),
+            recipients: vec![fingerprint(&mine.to_public())],
+        });
+        let good = age_file(&mine.to_public(), b"the export");
+        keys.check_readable(&manifest).unwrap();
+        keys.check_header(&manifest, &good).unwrap();
+
+        let other = age_file(&theirs.to_public(), b"the export");
+        let err = keys.check_header(&manifest, &other).err().unwrap();
+        assert!(matches!(err, Error::Integrity(_)), "{err}");
+        assert!(
+            err.to_string().contains("does not open with the identities matching"),
+            "{err}"
+        );
+
+        let mut damaged = good.clone();
+        let at = good.windows(4).position(|w| w == b"\n---").unwrap() + 6;
+        damaged[at] ^= 0x01;
+        assert!(matches!(
+            keys.check_header(&manifest, &damaged),
+            Err(Error::Integrity(_))
+        ));
+        let header_end = at + 44;
+        assert!(matches!(
+            keys.check_header(&manifest, &good[..header_end - 10]),
+            Err(Error::Integrity(_))
+        ));
+        assert!(matches!(
+            keys.check_header(&manifest, b"not age"),
+            Err(Error::Integrity(_))
+        ));
     }
 
     #[test]

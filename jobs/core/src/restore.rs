@@ -19,7 +19,7 @@ use async_compression::tokio::bufread::ZstdDecoder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 
-use crate::catalogue::{check_sums, open_data, read_backup, read_failed, verify_backup, Backup, Tracked};
+use crate::catalogue::{check_sums, open_data, read_backup, read_failed, read_start, verify_backup, Backup, Tracked};
 use crate::command::{describe_status, finish, scratch_dir, CommandSpec};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
@@ -114,12 +114,20 @@ pub async fn restore(storage: &Storage, opts: &BackupRestoreOptions) -> Result<B
 }
 
 /// Every check of a restore, changing nothing: the name, the manifest, that an encrypted
-/// backup has an identity that decrypts it, and the target's emptiness (`--empty-check`, unless `--force`). An orchestrated restore runs this before it
-/// scales anything down.
+/// backup has an identity that opens its stored age header (one bounded read of at most
+/// [`crate::catalogue::START_READ`] bytes), and the target's emptiness (`--empty-check`, unless `--force`). An
+/// orchestrated restore runs this before it scales anything down.
 pub async fn check(storage: &Storage, opts: &BackupRestoreOptions) -> Result<Backup> {
     let backup = read_backup(storage, opts.name.as_str()).await?;
-    if let Backup::Committed(manifest) = &backup {
-        crate::encryption::keys().check_readable(manifest)?;
+    if let Backup::Committed(
+        manifest @ Manifest {
+            encryption: Some(_), ..
+        },
+    ) = &backup
+    {
+        let keys = crate::encryption::keys();
+        keys.check_readable(manifest)?;
+        keys.check_header(manifest, &read_start(storage, manifest).await?)?;
     }
     check_target(opts).await?;
     Ok(backup)

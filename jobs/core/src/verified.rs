@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt
 use tokio::sync::mpsc;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
-use crate::catalogue::check_data;
+use crate::catalogue::{check_data, data_missing};
 use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
@@ -382,12 +382,7 @@ impl<'a> Resuming<'a> {
         loop {
             match self.storage.get_from(self.key, self.offset).await {
                 Ok(stream) => return Ok(stream),
-                Err(e) if e.is_not_found() => {
-                    return Err(Error::Integrity(format!(
-                        "backup {:?}: the data object is missing",
-                        self.key
-                    )))
-                }
+                Err(e) if e.is_not_found() => return Err(data_missing(self.key)),
                 Err(e @ (StorageError::Unreachable { .. } | StorageError::Failed { .. })) => self.failed(&e).await?,
                 Err(e) => return Err(e.into()),
             }

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use common::{random_file, sha256_file, Backend, Run};
 use sha2::{Digest, Sha256};
+use sts_backup_testkit::proxy::{Faults, Proxy};
 
 const NAME: &str = "sts-backup-20260101-0100.graph";
 const MIB: usize = 1 << 20;
@@ -90,6 +91,20 @@ fn recompute_stored_digests(b: &Backend) {
     m["sha256"] = hex::encode(Sha256::digest(&data)).into();
     m["parts"]["sha256"] = data.chunks(part).map(|c| hex::encode(Sha256::digest(c))).collect();
     std::fs::write(manifest_path(b), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+/// What a forger with write access to the bucket (and no signing key) does: replaces the
+/// stored object with `input` encrypted to `to` by the age CLI, and recomputes the stored
+/// digests.
+fn replace_with_age_file(b: &Backend, to: &Key, input: &Path) {
+    let out = Command::new("age")
+        .args(["-r", &to.recipient, "-o"])
+        .arg(b.object_path(NAME))
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    recompute_stored_digests(b);
 }
 
 fn age_decrypt(key: &Key, object: &Path) -> Vec<u8> {
@@ -300,14 +315,7 @@ fn a_substitute_encrypted_to_the_recipient_is_caught_by_the_plaintext_check() {
     assert_eq!(backup(&b, &input, "none", &[&one]).code, 0);
 
     let forged = random_file(work.path(), 3 * MIB, 12);
-    let out = Command::new("age")
-        .args(["-r", &one.recipient, "-o"])
-        .arg(b.object_path(NAME))
-        .arg(&forged)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    recompute_stored_digests(&b);
+    replace_with_age_file(&b, &one, &forged);
     let (run, target, _) = restore(&b, work.path(), &[&one]);
     assert_eq!(run.code, 4, "{run:?}");
     assert!(run.stderr.contains("the decrypted data is"), "{run:?}");
@@ -416,4 +424,140 @@ fn an_encrypted_backup_replicates_without_a_key_and_restores_from_the_copy() {
     let (run, target, _) = restore(&copy, work.path(), &[&one]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(sha256_file(&target), sha256_file(&input));
+}
+
+/// The most a restore reads of an encrypted object to judge its age header before anything
+/// changes (`catalogue::START_READ`).
+const START_READ: u64 = 64 * 1024;
+
+/// A `--force` restore whose importer leaves a marker the moment it starts (a forced import
+/// may wipe the target before reading a byte) and whose emptiness check leaves one too.
+/// Returns the run and the two markers: (importer started, empty check ran).
+fn forced_restore(b: &Backend, work: &Path, with: &Key, extra_env: &[(&str, &str)]) -> (Run, PathBuf, PathBuf) {
+    let target = work.join("forced");
+    let started = work.join("importer-started");
+    let checked = work.join("empty-check-ran");
+    for path in [&target, &started, &checked] {
+        let _ = std::fs::remove_file(path);
+    }
+    let import = format!("touch {}; cat > {}", started.display(), target.display());
+    let check = format!("touch {}", checked.display());
+    let args = [
+        "restore",
+        NAME,
+        "--force",
+        "--empty-check",
+        &check,
+        "--",
+        "sh",
+        "-c",
+        &import,
+    ];
+    let identity = with.file.display().to_string();
+    let mut env = vec![("STS_IDENTITY_FILE", identity.as_str())];
+    env.extend_from_slice(extra_env);
+    (b.run_with(&args, &env), started, checked)
+}
+
+/// Gap in issue 18 item 3: a manifest naming identity A's fingerprint over an object encrypted
+/// to B (written with the age CLI, stored digests recomputed, no signing) passes every
+/// manifest-only check. The restore reads the age header (one bounded range) and refuses
+/// before the emptiness check and the importer run: exit 4, neither marker. The untouched
+/// backup, restored the same way, starts both (control of the markers). On S3 the bytes the
+/// server sends are counted: the header read adds at most [`START_READ`] to one read of the
+/// object.
+fn a_header_for_another_key_is_refused_before_anything_starts(b: &Backend) {
+    let work = tempfile::tempdir().unwrap();
+    let (a, other) = (keygen(work.path(), "a"), keygen(work.path(), "other"));
+    let input = random_file(work.path(), 3 * MIB + 5, 13);
+    assert_eq!(backup(b, &input, "none", &[&a]).code, 0);
+
+    let proxy = match b {
+        Backend::S3 { server, .. } => Some(Proxy::start(server.port, Faults::default())),
+        Backend::File(_) => None,
+    };
+    let endpoint = proxy.as_ref().map(|p| format!("http://127.0.0.1:{}", p.port));
+    let via: Vec<(&str, &str)> = endpoint.iter().map(|e| ("S3_ENDPOINT", e.as_str())).collect();
+    let (run, started, checked) = forced_restore(b, work.path(), &a, &via);
+    assert_eq!(run.code, 0, "control: the untouched backup restores: {run:?}");
+    assert!(started.exists() && checked.exists(), "control: the markers work");
+    assert_eq!(sha256_file(&work.path().join("forced")), sha256_file(&input));
+    if let Some(proxy) = &proxy {
+        let size = std::fs::metadata(b.object_path(NAME)).unwrap().len();
+        let served = proxy.downstream();
+        eprintln!("an encrypted restore of {size} stored bytes: {served} bytes served");
+        assert!(
+            served >= size,
+            "{served} bytes served: the restore did not go through the proxy"
+        );
+        // Besides the header read: the manifest and HTTP response headers, a few KiB.
+        assert!(
+            served <= size + START_READ + 16 * 1024,
+            "{served} bytes served for {size}: more than one read plus the header's {START_READ}"
+        );
+    }
+
+    replace_with_age_file(b, &other, &input);
+    // On S3 the manifest also records the object's ETag: the forger drops it.
+    let mut m = manifest(b);
+    m.as_object_mut().unwrap().remove("data_etag");
+    std::fs::write(manifest_path(b), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    assert_eq!(
+        m["encryption"]["recipients"],
+        serde_json::json!([fingerprint(&a.recipient)])
+    );
+    let verify = b.run(&["verify", NAME]);
+    assert_eq!(verify.code, 0, "the stored digests agree: {verify:?}");
+
+    let (run, started, checked) = forced_restore(b, work.path(), &a, &via);
+    assert!(!started.exists(), "the importer was started: {run:?}");
+    assert!(!checked.exists(), "the emptiness check ran before the refusal: {run:?}");
+    assert_eq!(run.code, 4, "{run:?}");
+    let line = format!(
+        "backup {NAME:?}: the stored object's age header does not open with the identities matching {}",
+        fingerprint(&a.recipient)
+    );
+    assert!(run.stderr.contains(&line), "{run:?}");
+}
+
+#[test]
+fn a_header_for_another_key_is_refused_before_anything_starts_file() {
+    a_header_for_another_key_is_refused_before_anything_starts(&Backend::file());
+}
+
+#[test]
+fn a_header_for_another_key_is_refused_before_anything_starts_s3() {
+    a_header_for_another_key_is_refused_before_anything_starts(&Backend::s3());
+}
+
+/// A backup small enough that its whole first part is the header read: the part is checked
+/// against its digest there. A flipped byte in the header (digests not recomputed) is named
+/// as a corrupt part 1 before anything starts; flipped back, the backup restores (control).
+#[test]
+fn a_small_first_part_is_verified_with_the_header_read() {
+    let b = Backend::file();
+    let work = tempfile::tempdir().unwrap();
+    let a = keygen(work.path(), "a");
+    let input = random_file(work.path(), 1000, 17);
+    assert_eq!(backup(&b, &input, "none", &[&a]).code, 0);
+    let object = b.object_path(NAME);
+    let stored = std::fs::read(&object).unwrap();
+    assert!((stored.len() as u64) < START_READ);
+    let mut bad = stored.clone();
+    bad[40] ^= 0x20;
+    std::fs::write(&object, &bad).unwrap();
+
+    let (run, started, checked) = forced_restore(&b, work.path(), &a, &[]);
+    assert!(
+        !started.exists() && !checked.exists(),
+        "something ran before the refusal: {run:?}"
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("is corrupt: part 1 (bytes 0.."), "{run:?}");
+
+    std::fs::write(&object, &stored).unwrap();
+    let (run, started, _) = forced_restore(&b, work.path(), &a, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(started.exists());
+    assert_eq!(sha256_file(&work.path().join("forced")), sha256_file(&input));
 }

@@ -12,7 +12,7 @@ mod s3;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub use config::{
     parse_byte_size, Addressing, LockMode, ObjectLock, S3Config, S3Keys, Sse, StorageArgs, StorageConfig, StorageUrl,
@@ -257,6 +257,27 @@ impl Storage {
             Storage::File(s) => s.get_from(key, start).await,
             Storage::S3(s) => s.get_from(key, start).await,
         }
+    }
+
+    /// At most the first `len` bytes of an object (all of it when shorter): one bounded Range
+    /// GET on S3, so a look at an object's header never makes the server send the rest.
+    pub async fn get_start(&self, key: &str, len: u64) -> StorageResult<Vec<u8>> {
+        let stream = match self {
+            Storage::File(s) => s.get_from(key, 0).await?,
+            Storage::S3(s) => s.get_range(key, 0, len).await?,
+        };
+        let mut buf = Vec::new();
+        stream
+            .take(len)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| StorageError::Failed {
+                location: self.location(),
+                op: "read",
+                key: key.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(buf)
     }
 
     /// Starts an upload that becomes visible under `key` only on [`Upload::complete`], which

@@ -179,7 +179,7 @@ bench_size() {
 # the object, our restore still completes with the right bytes, and the server sent the object
 # once plus at most one part (a restart from zero would send 1.25x or more).
 resume_through_cuts() {
-  local mib=$1 name=$2 data=$3 port stats="${WORK}/cut.stats" down cuts want got
+  local mib=$1 name=$2 data=$3 port stats="${WORK}/cut-${1}.stats" down cuts want got
   port="$(free_port)"
   "${PROXY}" "${port}" "${S3_PORT}" "${stats}" "$((mib * 1024 * 1024 / 4))" 3 &
   PIDS+=($!)

@@ -339,20 +339,8 @@ impl S3Store {
 
     /// GetObject of bytes `start..end` (`Range: bytes=start-(end-1)`): a bounded read.
     pub async fn get_range(&self, key: &str, start: u64, end: u64) -> StorageResult<ByteStream> {
-        let sent = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .range(format!("bytes={start}-{}", end.saturating_sub(1)))
-            .send();
-        let out = self.request("get", key, self.timeouts.request, sent).await?;
-        Ok(Box::new(StallGuard {
-            inner: out.body.into_async_read(),
-            stall: self.timeouts.stall,
-            timer: None,
-            message: format!("{}: {}", self.endpoint, stall_message("get", key, self.timeouts.stall)),
-        }))
+        let out = self.get_object(key, start, Some(end)).await?;
+        Ok(self.guarded(out.body, key))
     }
 
     pub async fn list(&self) -> StorageResult<Vec<ObjectMeta>> {

@@ -24,6 +24,11 @@
 #
 # BENCH_RATE_MIB=R adds the restores through a proxy that throttles each connection to R MiB/s.
 # BENCH_BIN=PATH benchmarks that stackgraph-backup binary instead of the static release build.
+# BENCH_VARIANTS="NAME=VAR=VALUE,VAR=VALUE ..." adds rows "ours+NAME": ours again with those
+#   settings (e.g. "c6=BACKUP_UPLOAD_CONCURRENCY=6 dl4=BACKUP_DOWNLOAD_CONCURRENCY=4"), to
+#   compare settings in the same run; the checks apply to the default settings only.
+# BENCH_PEERS="s3cmd aws-cli rclone" (the default) picks the peers; "" runs ours alone (the
+#   4 GiB flatness run: aws-cli's ranged GETs each make rclone read the whole object).
 #
 # Usage: tests/bench/run.sh [SIZE_MIB]
 #        BENCH_SIZES="512 4096" BENCH_RUNS=3 tests/bench/run.sh      (the README's table)
@@ -144,9 +149,14 @@ bench_size() {
   name="ours-${mib}.bin"
   # Backups: each run writes a new object (ours refuses to overwrite a name).
   row ours backup "${mib}" "${runs}" bash -c 'ours backup --name-template "ours-'"${mib}"'-%H%M%S-$RANDOM.bin" -- cat "$DATA"'
-  row s3cmd backup "${mib}" "${runs}" bash -c 'cat "$DATA" | s3cmd_ put - "s3://bench/s3cmd-'"${mib}"'.bin"'
-  row aws-cli backup "${mib}" "${runs}" bash -c 'cat "$DATA" | aws_ s3 cp - "s3://bench/aws-'"${mib}"'.bin"'
-  row rclone backup "${mib}" "${runs}" bash -c 'cat "$DATA" | rclone_ rcat ":s3:bench/rclone-'"${mib}"'.bin"'
+  peer s3cmd && row s3cmd backup "${mib}" "${runs}" bash -c 'cat "$DATA" | s3cmd_ put - "s3://bench/s3cmd-'"${mib}"'.bin"'
+  peer aws-cli && row aws-cli backup "${mib}" "${runs}" bash -c 'cat "$DATA" | aws_ s3 cp - "s3://bench/aws-'"${mib}"'.bin"'
+  peer rclone && row rclone backup "${mib}" "${runs}" bash -c 'cat "$DATA" | rclone_ rcat ":s3:bench/rclone-'"${mib}"'.bin"'
+  local variant
+  for variant in ${BENCH_VARIANTS:-}; do
+    with_variant "${variant}" row "ours+${variant%%=*}" backup "${mib}" "${runs}" \
+      bash -c 'ours backup --name-template "ours-'"${mib}"'-%H%M%S-$RANDOM.bin" -- cat "$DATA"'
+  done
   ours backup --name-template "${name}" -- cat "${data}" >/dev/null 2>&1
 
   # Restores into a reader of stdin; the bytes the server sent for them, per restore.
@@ -155,9 +165,7 @@ bench_size() {
   row ours restore "${mib}" "${runs}" bash -c 'ours restore '"${name}"' -- sh -c "exec cat >/dev/null"'
   after="$(served)"
   ONE_READ_BYTES="$(((after - before) / runs))"
-  row s3cmd restore "${mib}" "${runs}" bash -c 's3cmd_ get "s3://bench/s3cmd-'"${mib}"'.bin" - >/dev/null'
-  row aws-cli restore "${mib}" "${runs}" bash -c 'aws_ s3 cp "s3://bench/aws-'"${mib}"'.bin" - >/dev/null'
-  row rclone restore "${mib}" "${runs}" bash -c 'rclone_ cat ":s3:bench/rclone-'"${mib}"'.bin" >/dev/null'
+  peer_restores restore "${mib}" "${runs}" "${name}"
   resume_through_cuts "${mib}" "${name}" "${data}"
   [[ -n ${BENCH_RATE_MIB:-} ]] && throttled_restores "${mib}" "${runs}" "${name}"
   rm -f "${data}" "${WORK}"/s3/bench/*
@@ -171,7 +179,7 @@ bench_size() {
 # the object, our restore still completes with the right bytes, and the server sent the object
 # once plus at most one part (a restart from zero would send 1.25x or more).
 resume_through_cuts() {
-  local mib=$1 name=$2 data=$3 port stats="${WORK}/cut.stats" down cuts want got
+  local mib=$1 name=$2 data=$3 port stats="${WORK}/cut-${1}.stats" down cuts want got
   port="$(free_port)"
   "${PROXY}" "${port}" "${S3_PORT}" "${stats}" "$((mib * 1024 * 1024 / 4))" 3 &
   PIDS+=($!)
@@ -201,10 +209,36 @@ throttled_restores() {
   local saved_port=${PORT} saved_endpoint=${ENDPOINT}
   export PORT=${port} ENDPOINT="http://127.0.0.1:${port}"
   row ours "${op}" "${mib}" "${runs}" bash -c 'ours restore '"${name}"' -- sh -c "exec cat >/dev/null"'
-  row s3cmd "${op}" "${mib}" "${runs}" bash -c 's3cmd_ get "s3://bench/s3cmd-'"${mib}"'.bin" - >/dev/null'
-  row aws-cli "${op}" "${mib}" "${runs}" bash -c 'aws_ s3 cp "s3://bench/aws-'"${mib}"'.bin" - >/dev/null'
-  row rclone "${op}" "${mib}" "${runs}" bash -c 'rclone_ cat ":s3:bench/rclone-'"${mib}"'.bin" >/dev/null'
+  peer_restores "${op}" "${mib}" "${runs}" "${name}"
   export PORT=${saved_port} ENDPOINT=${saved_endpoint}
+}
+
+# The variants' restores of our object, then the peers' restores of theirs, as op OP.
+# shellcheck disable=SC2016
+peer_restores() {
+  local op=$1 mib=$2 runs=$3 name=$4 variant
+  for variant in ${BENCH_VARIANTS:-}; do
+    with_variant "${variant}" row "ours+${variant%%=*}" "${op}" "${mib}" "${runs}" \
+      bash -c 'ours restore '"${name}"' -- sh -c "exec cat >/dev/null"'
+  done
+  peer s3cmd && row s3cmd "${op}" "${mib}" "${runs}" bash -c 's3cmd_ get "s3://bench/s3cmd-'"${mib}"'.bin" - >/dev/null'
+  peer aws-cli && row aws-cli "${op}" "${mib}" "${runs}" bash -c 'aws_ s3 cp "s3://bench/aws-'"${mib}"'.bin" - >/dev/null'
+  peer rclone && row rclone "${op}" "${mib}" "${runs}" bash -c 'rclone_ cat ":s3:bench/rclone-'"${mib}"'.bin" >/dev/null'
+  return 0
+}
+
+# Whether peer TOOL is benchmarked (BENCH_PEERS).
+peer() { [[ " ${BENCH_PEERS-s3cmd aws-cli rclone} " == *" $1 "* ]]; }
+
+# with_variant NAME=VAR=VALUE,VAR=VALUE CMD...: runs CMD with those variables exported.
+with_variant() {
+  local settings=${1#*=} pair
+  shift
+  (
+    IFS=, read -r -a pairs <<<"${settings}"
+    for pair in "${pairs[@]}"; do export "${pair?}"; done
+    "$@"
+  )
 }
 
 # One read per restore: bytes served <= N + one part, for every size benchmarked.
@@ -239,7 +273,7 @@ for tool, op, mib, secs, rss, cpu in rows:
 print(f"{'op':10} {'MiB':>5} {'tool':8} {'wall s':>7} {'MiB/s':>7} {'wall vs best peer':>17} "
       f"{'CPU s':>6} {'CPU vs best peer':>16} {'peak RSS MiB':>12}")
 for (op, mib), tools in sorted(by.items()):
-    peers = [v for t, v in tools.items() if t != "ours"]
+    peers = [v for t, v in tools.items() if not t.startswith("ours")]
     fastest = min(p[0] for p in peers) if peers else None
     leanest = min(p[2] for p in peers) if peers else None
     for tool, (secs, rss, cpu) in sorted(tools.items(), key=lambda kv: kv[1][0]):

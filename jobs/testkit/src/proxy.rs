@@ -35,6 +35,10 @@ pub struct Counters {
     pub cut: AtomicU64,
     /// Connections accepted so far.
     pub connections: AtomicU64,
+    /// Connections open now (until the server's side of one has ended)...
+    pub open: AtomicU64,
+    /// ... and the most that were open at once: whether a client read in parallel.
+    pub peak_open: AtomicU64,
 }
 
 pub struct Proxy {
@@ -62,8 +66,11 @@ impl Proxy {
                 }
                 let Ok(client) = client else { continue };
                 c.connections.fetch_add(1, Ordering::Relaxed);
+                let open = c.open.fetch_add(1, Ordering::SeqCst) + 1;
+                c.peak_open.fetch_max(open, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     let _ = client.shutdown(Shutdown::Both);
+                    c.open.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 };
                 let cut_here = faults
@@ -91,6 +98,11 @@ impl Proxy {
     pub fn cuts(&self) -> u64 {
         self.counters.cut.load(Ordering::Relaxed)
     }
+
+    /// The most connections that were open at the same time.
+    pub fn peak_connections(&self) -> u64 {
+        self.counters.peak_open.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Proxy {
@@ -106,6 +118,7 @@ type Cut = Option<(u64, u64)>;
 
 fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_up: Cut, down: (Cut, Option<u64>)) {
     let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
+        counters.open.fetch_sub(1, Ordering::SeqCst);
         return;
     };
     let up = counters.clone();
@@ -125,7 +138,8 @@ fn relay(client: TcpStream, server: TcpStream, counters: Arc<Counters>, cut_up: 
             |n| counters.downstream.fetch_add(n, Ordering::Relaxed),
             down,
             &counters,
-        )
+        );
+        counters.open.fetch_sub(1, Ordering::SeqCst);
     });
 }
 
@@ -232,6 +246,37 @@ mod tests {
         assert_eq!(fetch(proxy.port), 1 << 20);
         let took = started.elapsed().as_secs_f64();
         assert!((0.2..2.0).contains(&took), "1 MiB at 4 MiB/s took {took}s");
+    }
+
+    /// A server that keeps each client's connection open until the client closes it.
+    fn holder() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for mut c in listener.incoming().flatten() {
+                thread::spawn(move || std::io::copy(&mut c, &mut std::io::sink()));
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn counts_connections_open_at_once() {
+        let proxy = Proxy::start(holder(), Faults::default());
+        let held: Vec<_> = (0..3)
+            .map(|_| TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
+            .collect();
+        while proxy.counters.connections.load(Ordering::Relaxed) < 3 {
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(proxy.peak_connections(), 3, "three were open at once");
+        drop(held);
+        let sequential = Proxy::start(sender(1000), Faults::default());
+        for _ in 0..3 {
+            fetch(sequential.port);
+            thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(sequential.peak_connections(), 1, "one after the other");
     }
 
     /// Connections open at the same time share the number of cuts: one cut in all.

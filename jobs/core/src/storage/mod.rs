@@ -7,6 +7,7 @@
 mod compat;
 mod config;
 mod file;
+mod ranged;
 mod s3;
 
 use std::time::SystemTime;

@@ -46,6 +46,7 @@ pub struct S3Store {
     object_lock: Option<ObjectLock>,
     part_size: usize,
     concurrency: usize,
+    download_concurrency: usize,
     timeouts: Timeouts,
 }
 
@@ -115,6 +116,7 @@ impl S3Store {
             object_lock: config.object_lock,
             part_size: config.part_size,
             concurrency: config.concurrency,
+            download_concurrency: config.download_concurrency,
             timeouts: config.timeouts,
         })
     }
@@ -337,20 +339,8 @@ impl S3Store {
 
     /// GetObject of bytes `start..end` (`Range: bytes=start-(end-1)`): a bounded read.
     pub async fn get_range(&self, key: &str, start: u64, end: u64) -> StorageResult<ByteStream> {
-        let sent = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .range(format!("bytes={start}-{}", end.saturating_sub(1)))
-            .send();
-        let out = self.request("get", key, self.timeouts.request, sent).await?;
-        Ok(Box::new(StallGuard {
-            inner: out.body.into_async_read(),
-            stall: self.timeouts.stall,
-            timer: None,
-            message: format!("{}: {}", self.endpoint, stall_message("get", key, self.timeouts.stall)),
-        }))
+        let out = self.get_object(key, start, Some(end)).await?;
+        Ok(self.guarded(out.body, key))
     }
 
     pub async fn list(&self) -> StorageResult<Vec<ObjectMeta>> {
@@ -388,7 +378,9 @@ impl S3Store {
     }
 
     pub async fn get_bytes(&self, key: &str, limit: usize) -> StorageResult<Vec<u8>> {
-        let mut stream = self.get_stream(key).await?;
+        // One plain GET: a small object, never worth ranged reads.
+        let out = self.get_object(key, 0, None).await?;
+        let mut stream = self.guarded(out.body, key);
         let mut buf = Vec::new();
         (&mut stream)
             .take(limit as u64 + 1)
@@ -469,22 +461,46 @@ impl S3Store {
         self.get_from(key, 0).await
     }
 
-    /// GetObject from byte `start` to the end (`Range: bytes=start-` when `start` > 0).
+    /// The object's bytes from `start` to its end: one GET (`Range: bytes=start-` when
+    /// `start` > 0), or with `--download-concurrency` above 1 ranged GETs in parallel,
+    /// delivered in order ([`super::ranged`]).
     pub async fn get_from(&self, key: &str, start: u64) -> StorageResult<ByteStream> {
+        if self.download_concurrency > 1 {
+            return super::ranged::open(self, key, start, self.download_concurrency).await;
+        }
+        let out = self.get_object(key, start, None).await?;
+        Ok(self.guarded(out.body, key))
+    }
+
+    /// GetObject of bytes `start..end` (`end` exclusive; `None`: to the object's end).
+    pub(super) async fn get_object(
+        &self,
+        key: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> StorageResult<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        let range = match end {
+            Some(end) => Some(format!("bytes={start}-{}", end.saturating_sub(1))),
+            None => (start > 0).then(|| format!("bytes={start}-")),
+        };
         let sent = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .set_range((start > 0).then(|| format!("bytes={start}-")))
+            .set_range(range)
             .send();
-        let out = self.request("get", key, self.timeouts.request, sent).await?;
-        Ok(Box::new(StallGuard {
-            inner: out.body.into_async_read(),
+        self.request("get", key, self.timeouts.request, sent).await
+    }
+
+    /// A response body that fails when no byte arrives for the stall timeout.
+    pub(super) fn guarded(&self, body: SdkByteStream, key: &str) -> ByteStream {
+        Box::new(StallGuard {
+            inner: body.into_async_read(),
             stall: self.timeouts.stall,
             timer: None,
             message: format!("{}: {}", self.endpoint, stall_message("get", key, self.timeouts.stall)),
-        }))
+        })
     }
 
     pub fn start_upload(&self, key: &str, run: Option<&str>) -> S3Upload {

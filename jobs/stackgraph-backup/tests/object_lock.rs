@@ -6,11 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::Output;
 
 use common::Run;
-use sts_backup_testkit::{tool, SeaweedServer, ACCESS_KEY, SECRET_KEY};
+use sts_backup_testkit::{SeaweedServer, ACCESS_KEY, SECRET_KEY};
 
 const FIRST: &str = "sts-backup-20260101-0100.graph";
 const SECOND: &str = "sts-backup-20260102-0100.graph";
@@ -27,54 +26,12 @@ impl Locked {
         let creds = tempfile::tempdir().unwrap();
         std::fs::write(creds.path().join("accesskey"), ACCESS_KEY).unwrap();
         std::fs::write(creds.path().join("secretkey"), SECRET_KEY).unwrap();
-        let l = Locked { server, creds };
-        // The volume server may need a moment after the S3 port opens.
-        let mut made = l.aws(&[
-            "s3api",
-            "create-bucket",
-            "--bucket",
-            "locked",
-            "--object-lock-enabled-for-bucket",
-        ]);
-        for _ in 0..60 {
-            let probe = l.aws(&[
-                "s3api",
-                "put-object",
-                "--bucket",
-                "plain",
-                "--key",
-                ".probe",
-                "--body",
-                "/etc/hostname",
-            ]);
-            if made.status.success() && probe.status.success() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            if !made.status.success() {
-                made = l.aws(&[
-                    "s3api",
-                    "create-bucket",
-                    "--bucket",
-                    "locked",
-                    "--object-lock-enabled-for-bucket",
-                ]);
-            }
-        }
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        l
+        server.create_locked_bucket("locked");
+        Locked { server, creds }
     }
 
     fn aws(&self, args: &[&str]) -> Output {
-        Command::new(tool("aws"))
-            .args(["--endpoint-url", &self.server.endpoint()])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap()
+        self.server.aws(args)
     }
 
     fn run(&self, bucket: &str, args: &[&str]) -> Run {

@@ -179,3 +179,59 @@ fn impossible_lock_settings_are_refused_before_anything_is_written() {
     assert!(file.stderr.contains("--object-lock"), "{file:?}");
     assert!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0) == 0 || !Path::new(dir.path()).exists());
 }
+
+/// The pruner reads the locks of its candidates concurrently (bounded), not one HEAD after
+/// another: through a counting proxy, the retention run of the last backup over 24 locked,
+/// expired backups opens many connections at once; one HEAD at a time would reuse one.
+#[test]
+fn the_pruner_reads_locks_concurrently() {
+    let l = Locked::start();
+    let names: Vec<String> = (1..=24)
+        .map(|d| format!("sts-backup-202601{d:02}-0100.graph"))
+        .collect();
+    for name in &names[..23] {
+        let template = format!("--name-template={name}");
+        // --min-keep=99: these runs prune nothing, so each writes one backup
+        let args = [
+            "backup",
+            &template,
+            "--object-lock=governance",
+            "--retention=1d",
+            "--min-keep=99",
+            "--",
+            "echo",
+            name,
+        ];
+        let out = l.run("locked", &args);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let proxy = sts_backup_testkit::proxy::Proxy::start(l.server.port, Default::default());
+    let template = format!("--name-template={}", names[23]);
+    let mut cmd = common::sg();
+    cmd.args([
+        "backup",
+        &template,
+        "--object-lock=governance",
+        "--retention=1d",
+        "--min-keep=1",
+        "--",
+        "echo",
+        "x",
+    ])
+    .env("BACKUP_STORAGE", "s3://locked")
+    .env("S3_ENDPOINT", format!("http://127.0.0.1:{}", proxy.port))
+    .env("S3_CREDENTIALS_DIR", l.creds.path());
+    let out = Run::from(cmd.output().unwrap());
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stderr.matches("locked until").count(),
+        23,
+        "every expired backup kept by its lock: {out:?}"
+    );
+    assert_eq!(l.names("locked").len(), 24);
+    let connections = proxy.counters.connections.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        connections >= 8,
+        "the lock HEADs went one at a time: {connections} connections"
+    );
+}

@@ -276,7 +276,10 @@ impl DestinationArgs {
         let mut config = args
             .config()
             .map_err(|e| Error::invalid(format!("--to (destination): {e}")))?;
-        let period = self.lock_period()?;
+        let period = crate::retention::lock_period(
+            self.to_retention.as_deref(),
+            "--to-retention (REPLICA_RETENTION_TIME_DELTA)",
+        )?;
         if self.to_object_lock.is_some() && period.is_none() {
             return Err(Error::invalid(
                 "--to-object-lock (REPLICA_OBJECT_LOCK): needs --to-retention (REPLICA_RETENTION_TIME_DELTA): a copy is \
@@ -285,20 +288,5 @@ impl DestinationArgs {
         }
         config.lock_for(period)?;
         Ok(Storage::open_config(config).await?)
-    }
-
-    /// --to-retention as a period; an empty value is none.
-    fn lock_period(&self) -> Result<Option<std::time::Duration>> {
-        let Some(text) = self.to_retention.as_deref().filter(|t| !t.trim().is_empty()) else {
-            return Ok(None);
-        };
-        let retention = crate::retention::Retention::parse(text)
-            .map_err(|e| Error::invalid(format!("--to-retention (REPLICA_RETENTION_TIME_DELTA): {e}")))?;
-        let period = retention.as_timedelta().to_std().map_err(|_| {
-            Error::invalid(format!(
-                "--to-retention (REPLICA_RETENTION_TIME_DELTA): {text:?} is not a positive duration"
-            ))
-        })?;
-        Ok(Some(period))
     }
 }

@@ -235,3 +235,52 @@ fn the_pruner_reads_locks_concurrently() {
         "the lock HEADs went one at a time: {connections} connections"
     );
 }
+
+/// `adopt` under `--object-lock` writes a locked manifest (the adopted backup is then as
+/// undeletable as a new one); without a retention it refuses, exit 2, and writes nothing.
+#[test]
+fn adopt_under_object_lock_writes_a_locked_manifest() {
+    let l = Locked::start();
+    let legacy = "sts-backup-20250301-0200.graph";
+    let other = "sts-backup-20250302-0200.graph";
+    for name in [legacy, other] {
+        // written by another tool (no run id): a StackState backup without manifest
+        let put = l.aws(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "locked",
+            "--key",
+            name,
+            "--body",
+            "/etc/hostname",
+        ]);
+        assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    }
+    let manifest = |name: &str| format!("{name}.manifest.json");
+    let no_retention = l.run("locked", &["adopt", legacy, "--object-lock=governance"]);
+    assert_eq!(no_retention.code, 2, "{no_retention:?}");
+    assert!(
+        no_retention.stderr.contains("--object-lock: needs --retention"),
+        "{no_retention:?}"
+    );
+    let head = l.aws(&["s3api", "head-object", "--bucket", "locked", "--key", &manifest(legacy)]);
+    assert!(!head.status.success(), "no manifest was written");
+
+    let out = l.run(
+        "locked",
+        &["adopt", legacy, "--object-lock=governance", "--retention=1d"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let retention = l.server.object_retention("locked", &manifest(legacy));
+    assert_eq!(retention.map(|r| r["Mode"].clone()), Some("GOVERNANCE".into()));
+    // Negative control: adopted without --object-lock, the manifest carries no retention.
+    let out = l.run("locked", &["adopt", other]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        l.server.object_retention("locked", &manifest(other)),
+        None,
+        "an unlocked manifest has no retention"
+    );
+    assert_eq!(l.names("locked"), [legacy, other]);
+}

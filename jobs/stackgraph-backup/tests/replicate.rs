@@ -362,16 +362,10 @@ fn copies_are_locked_at_the_destination_with_to_object_lock() {
     let out = replicate(&src, &locked, &[]);
     assert_eq!(out.code, 0, "{out:?}");
     for key in [FIRST.to_string(), format!("{FIRST}.manifest.json")] {
-        let retention = dst_server.aws(&["s3api", "get-object-retention", "--bucket", "locked", "--key", &key]);
-        assert!(
-            retention.status.success(),
-            "{key} is not locked: {}",
-            String::from_utf8_lossy(&retention.stderr)
-        );
-        let doc: serde_json::Value = serde_json::from_slice(&retention.stdout).unwrap();
-        assert_eq!(doc["Retention"]["Mode"], "GOVERNANCE", "{doc}");
-        let until =
-            chrono::DateTime::parse_from_rfc3339(doc["Retention"]["RetainUntilDate"].as_str().unwrap()).unwrap();
+        let retention = dst_server.object_retention("locked", &key);
+        let doc = retention.unwrap_or_else(|| panic!("{key} is not locked"));
+        assert_eq!(doc["Mode"], "GOVERNANCE", "{doc}");
+        let until = chrono::DateTime::parse_from_rfc3339(doc["RetainUntilDate"].as_str().unwrap()).unwrap();
         let ahead = until.with_timezone(&chrono::Utc) - chrono::Utc::now();
         assert!(
             ahead > chrono::Duration::hours(23) && ahead <= chrono::Duration::days(1),
@@ -382,6 +376,9 @@ fn copies_are_locked_at_the_destination_with_to_object_lock() {
     let (other_server, other_creds) = seaweed();
     let unlocked = to_bucket(&other_server.endpoint(), other_creds.path(), "locked");
     assert_eq!(replicate(&src, &unlocked, &[]).code, 0);
-    let none = other_server.aws(&["s3api", "get-object-retention", "--bucket", "locked", "--key", FIRST]);
-    assert!(!none.status.success(), "an unlocked copy has no retention");
+    assert_eq!(
+        other_server.object_retention("locked", FIRST),
+        None,
+        "an unlocked copy has no retention"
+    );
 }

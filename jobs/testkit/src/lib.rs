@@ -287,6 +287,17 @@ impl SeaweedServer {
             .unwrap()
     }
 
+    /// The Object Lock retention of an object (`{"Mode", "RetainUntilDate"}`), None when it
+    /// has none.
+    pub fn object_retention(&self, bucket: &str, key: &str) -> Option<serde_json::Value> {
+        let out = self.aws(&["s3api", "get-object-retention", "--bucket", bucket, "--key", key]);
+        if !out.status.success() {
+            return None;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(doc["Retention"].clone())
+    }
+
     /// Creates `bucket` with S3 Object Lock enabled, waiting until the server takes writes:
     /// its S3 port opens before the volume server is ready, so the bucket start-up option's
     /// bucket is probed with a small object until a put succeeds (up to 30 s).

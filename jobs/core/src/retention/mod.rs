@@ -173,6 +173,21 @@ pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) 
     Ok(report)
 }
 
+/// A retention flag's value as an Object Lock period (how long what a run writes stays
+/// locked): None when unset or empty; a value that does not parse, or is not positive, is
+/// invalid input naming `flag`.
+pub fn lock_period(text: Option<&str>, flag: &str) -> Result<Option<std::time::Duration>> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let retention = Retention::parse(text).map_err(|e| Error::invalid(format!("{flag}: {e}")))?;
+    let period = retention
+        .as_timedelta()
+        .to_std()
+        .map_err(|_| Error::invalid(format!("{flag}: {text:?} is not a positive duration")))?;
+    Ok(Some(period))
+}
+
 /// Object HEADs a pruning run keeps in flight: a run over thousands of backups is bound by
 /// round trips, not bandwidth, and 16 stays far below any server's request limits.
 const HEADS_IN_FLIGHT: usize = 16;

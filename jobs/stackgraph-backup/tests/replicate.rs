@@ -35,15 +35,16 @@ fn replicate(src: &Backend, dst: &[(String, String)], extra: &[&str]) -> Run {
     src.run_with(&args, &env)
 }
 
-/// Starts `replicate` reading an S3 source through a link of 16 MiB/s (keep the proxy alive).
-fn replicate_slowly(src: &Backend, dst: &[(String, String)], extra: &[&str]) -> (Watched, Proxy) {
+/// Starts `replicate` reading an S3 source through a link of `rate` bytes/s (keep the proxy
+/// alive).
+fn replicate_slowly(src: &Backend, dst: &[(String, String)], rate: u64, extra: &[&str]) -> (Watched, Proxy) {
     let Backend::S3 { server, .. } = src else {
         panic!("a slow source needs an S3 backend")
     };
     let slow = Proxy::start(
         server.port,
         Faults {
-            rate: Some(16 << 20),
+            rate: Some(rate),
             ..Default::default()
         },
     );
@@ -180,7 +181,7 @@ fn a_destination_killed_mid_copy_shows_nothing_half_copied() {
     let dst = to(&dst_server.endpoint(), creds.path());
 
     // The source is read through a link of 16 MiB/s, so the copy takes about 4 s.
-    let (mut copy, _slow) = replicate_slowly(&src, &dst, &[]);
+    let (mut copy, _slow) = replicate_slowly(&src, &dst, 16 << 20, &[]);
     copy.wait_for("the copy to start", |l| l.contains("Copying backup"));
     std::thread::sleep(std::time::Duration::from_millis(1500));
     dst_server.kill();
@@ -260,9 +261,10 @@ fn rclone_to_seaweedfs_source_killed_mid_copy_then_completed() {
     backup_named(&src, FIRST, &big);
     backup_named(&src, THIRD, std::path::Path::new("/etc/hostname"));
 
-    // The source is read through a link of 16 MiB/s (FIRST takes about 4 s); killed once the
-    // destination holds an unfinished upload of FIRST (from its second part on).
-    let (mut copy, _slow) = replicate_slowly(&src, &dst, &["-o", "json"]);
+    // The source is read through a link of 4 MiB/s (FIRST takes about 16 s, so a loaded
+    // machine still sees it in flight); killed once the destination holds an unfinished upload
+    // of FIRST (from its second part on, after about 4 s).
+    let (mut copy, _slow) = replicate_slowly(&src, &dst, 4 << 20, &["-o", "json"]);
     copy.wait_for("the copy of FIRST to start", |l| {
         l.contains("Copying backup") && l.contains(FIRST)
     });
@@ -372,12 +374,12 @@ fn copies_are_locked_at_the_destination_with_to_object_lock() {
             "{key}: {ahead}"
         );
     }
-    // Negative control: a copy without the flag carries no retention.
-    let (other_server, other_creds) = seaweed();
-    let unlocked = to_bucket(&other_server.endpoint(), other_creds.path(), "locked");
+    // Negative control: a copy without the flag (another locked bucket) carries no retention.
+    dst_server.create_locked_bucket("locked2");
+    let unlocked = to_bucket(&dst_server.endpoint(), creds.path(), "locked2");
     assert_eq!(replicate(&src, &unlocked, &[]).code, 0);
     assert_eq!(
-        other_server.object_retention("locked", FIRST),
+        dst_server.object_retention("locked2", FIRST),
         None,
         "an unlocked copy has no retention"
     );

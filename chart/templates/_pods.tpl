@@ -39,11 +39,12 @@ automountServiceAccountToken: false
 {{/*
 Pod template (metadata + spec) of a job running the jobs image.
 dict: root, component, name (container), binary, args (list), env (YAML list string), es (bool: mount the ES Secrets),
-orchestrate (bool: run as the orchestration ServiceAccount)
+orchestrate (bool: run as the orchestration ServiceAccount), and the keys of "sts-backup.podFiles"
 */}}
 {{- define "sts-backup.jobsPodTemplate" -}}
 {{- $root := .root }}
-{{- $v := $root.Values -}}
+{{- $v := $root.Values }}
+{{- $files := include "sts-backup.podFiles" . | fromYaml -}}
 metadata:
   labels:
     {{- include "sts-backup.componentLabels" (list $root .component) | nindent 4 }}
@@ -79,6 +80,9 @@ spec:
       {{- end }}
       env:
         {{- .env | trim | nindent 8 }}
+        {{- with $files.env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- with $v.backup.jobResources }}
       resources:
         {{- toYaml . | nindent 8 }}
@@ -88,14 +92,14 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       volumeMounts:
-        {{- include "sts-backup.commonVolumeMounts" $root | nindent 8 }}
+        {{- $files.mounts | trim | nindent 8 }}
         {{- if .es }}
         {{- with include "sts-backup.es.volumeMounts" $root | trim }}
         {{- . | nindent 8 }}
         {{- end }}
         {{- end }}
   volumes:
-    {{- include "sts-backup.commonVolumes" $root | nindent 4 }}
+    {{- $files.volumes | trim | nindent 4 }}
     {{- if .es }}
     {{- with include "sts-backup.es.volumes" $root | trim }}
     {{- . | nindent 4 }}
@@ -114,7 +118,8 @@ command (the export/import command list), orchestrate (bool)
 {{- $root := .root }}
 {{- $v := $root.Values }}
 {{- $sv := .s.v }}
-{{- $usesFile := include "sts-backup.usesFile" .command -}}
+{{- $usesFile := include "sts-backup.usesFile" .command }}
+{{- $files := include "sts-backup.podFiles" . | fromYaml -}}
 metadata:
   labels:
     {{- include "sts-backup.componentLabels" (list $root .component) | nindent 4 }}
@@ -170,6 +175,9 @@ spec:
         - name: HOME
           value: /tmp
         {{- .env | trim | nindent 8 }}
+        {{- with $files.env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- if $usesFile }}
         - name: BACKUP_SCRATCH_DIR
           value: /scratch
@@ -189,7 +197,7 @@ spec:
         - name: sts-backup-bin
           mountPath: /sts-backup/bin
           readOnly: true
-        {{- include "sts-backup.commonVolumeMounts" $root | nindent 8 }}
+        {{- $files.mounts | trim | nindent 8 }}
         {{- if $usesFile }}
         - name: scratch
           mountPath: /scratch
@@ -200,11 +208,38 @@ spec:
   volumes:
     - name: sts-backup-bin
       emptyDir: {{ include "sts-backup.emptyDir" "256Mi" }}
-    {{- include "sts-backup.commonVolumes" $root | nindent 4 }}
+    {{- $files.volumes | trim | nindent 4 }}
     {{- if $usesFile }}
     {{- include "sts-backup.store.scratchVolume" (dict "root" $root "scratch" $sv.scratch) | nindent 4 }}
     {{- end }}
     {{- with $sv.extraVolumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+{{- end }}
+
+{{/*
+Files and their env of a job pod, as YAML {env: [EnvVar], volumes: "YAML", mounts: "YAML"}:
+the storage credentials (the primary's, or with .replica the copy's, mounted at the same path),
+/tmp, the keys of its kind ("sts-backup.security"), and .extraVolumes / .extraMounts (YAML).
+dict: root, kind (backup, restore, list, prune, replicate; empty for none), replica, extraVolumes, extraMounts
+*/}}
+{{- define "sts-backup.podFiles" -}}
+{{- $root := .root }}
+{{- $sec := include "sts-backup.security" (dict "root" $root "kind" (.kind | default "")) | fromYaml }}
+{{- $volumes := "" }}
+{{- $mounts := "" }}
+{{- if .replica }}
+{{- $volumes = include "sts-backup.replicate.credentialsVolume" (dict "r" .replica "name" "s3-credentials") }}
+{{- $mounts = include "sts-backup.replicate.credentialsMounts" (dict "r" .replica "name" "s3-credentials" "dir" (include "sts-backup.credentialsDir" $root)) }}
+{{- $volumes = printf "%s\n- name: tmp\n  emptyDir: %s" $volumes (include "sts-backup.emptyDir" $root.Values.backup.tmpSizeLimit) }}
+{{- $mounts = printf "%s\n- name: tmp\n  mountPath: /tmp" $mounts }}
+{{- else }}
+{{- $volumes = include "sts-backup.commonVolumes" $root }}
+{{- $mounts = include "sts-backup.commonVolumeMounts" $root }}
+{{- end }}
+{{- with $sec.volumes }}{{ $volumes = printf "%s\n%s" $volumes (toYaml .) }}{{ end }}
+{{- with $sec.mounts }}{{ $mounts = printf "%s\n%s" $mounts (toYaml .) }}{{ end }}
+{{- with .extraVolumes }}{{ $volumes = printf "%s\n%s" $volumes (trim .) }}{{ end }}
+{{- with .extraMounts }}{{ $mounts = printf "%s\n%s" $mounts (trim .) }}{{ end }}
+{{- toYaml (dict "env" $sec.env "volumes" (trim $volumes) "mounts" (trim $mounts)) }}
 {{- end }}

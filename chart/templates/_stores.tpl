@@ -45,6 +45,12 @@ scratch:
   ephemeralVolume:
     size: ""
     storageClassName: ""
+objectLock:
+  mode: ""
+replicate:
+  enabled: false
+  bucketName: ""
+  s3Prefix: ""
 orchestrate:
   enabled: true
 restore:
@@ -168,11 +174,18 @@ Usage: include "sts-backup.store.deadline" (list $store $explicit)
 {{- printf "%s-%s" (index . 0).name (index . 1) }}
 {{- end }}
 
-{{/* Env of every job of a store (dict: root, s): the storage location and the storage service. */}}
+{{/*
+Env of every job of a store (dict: root, s, replica): the storage location and the storage
+service; with .replica (a resolved destination) the store's off-site copy instead.
+*/}}
 {{- define "sts-backup.store.env" -}}
+{{- if .replica }}
+{{- include "sts-backup.replicate.readerEnv" (dict "root" .root "r" .replica) }}
+{{- else -}}
 - name: BACKUP_STORAGE
   value: {{ include "sts-backup.store.storageUrl" .s | quote }}
 {{ include "sts-backup.storageEnv" .root | trim }}
+{{- end }}
 {{- end }}
 
 {{/* Retention env, read by `stackgraph-backup backup` (prunes after an upload) and `retention-pruner`. */}}
@@ -210,6 +223,10 @@ Usage: include "sts-backup.store.deadline" (list $store $explicit)
   value: "true"
 {{- with $v.compress }}
 - name: BACKUP_COMPRESS
+  value: {{ . | quote }}
+{{- end }}
+{{- with include "sts-backup.store.objectLock" . }}
+- name: S3_OBJECT_LOCK
   value: {{ . | quote }}
 {{- end }}
 {{- with $v.mustContain }}
@@ -305,7 +322,7 @@ spec:
       backoffLimit: {{ $s.backoffLimit }}
       activeDeadlineSeconds: {{ include "sts-backup.store.deadline" (list .s $s.activeDeadlineSeconds) }}
       template:
-        {{- include "sts-backup.storePodTemplate" (dict "root" $root "s" .s "component" $component "name" "backup" "args" (concat (list "backup" "--") $v.exportCommand) "env" (include "sts-backup.store.backupEnv" .) "command" $v.exportCommand "orchestrate" $v.orchestrate.enabled) | nindent 8 }}
+        {{- include "sts-backup.storePodTemplate" (dict "root" $root "s" .s "component" $component "name" "backup" "args" (concat (list "backup" "--") $v.exportCommand) "env" (include "sts-backup.store.backupEnv" .) "command" $v.exportCommand "orchestrate" $v.orchestrate.enabled "kind" "backup") | nindent 8 }}
 {{- end }}
 
 {{/* The retention CronJob of a store (dict: root, s). */}}
@@ -339,7 +356,7 @@ spec:
       backoffLimit: {{ $s.backoffLimit }}
       activeDeadlineSeconds: {{ $s.retentionJob.activeDeadlineSeconds }}
       template:
-        {{- include "sts-backup.jobsPodTemplate" (dict "root" $root "component" $component "name" "prune" "binary" "retention-pruner" "args" list "env" (include "sts-backup.store.retentionJobEnv" .)) | nindent 8 }}
+        {{- include "sts-backup.jobsPodTemplate" (dict "root" $root "component" $component "name" "prune" "binary" "retention-pruner" "args" list "env" (include "sts-backup.store.retentionJobEnv" .) "kind" "prune") | nindent 8 }}
 {{- end }}
 
 {{/* The job-template ConfigMap entries of a store (dict: root, s): list, restore, finalize. */}}
@@ -347,14 +364,18 @@ spec:
 {{- $root := .root }}
 {{- $v := .s.v }}
 {{- $n := .s.name }}
-{{- $list := include "sts-backup.jobTemplate" (dict "root" $root "component" (include "sts-backup.store.component" (list .s "list")) "name" "list" "binary" "stackgraph-backup" "args" (list "list") "env" (include "sts-backup.store.listEnv" .)) }}
-{{- $deadline := include "sts-backup.store.deadline" (list .s $v.restore.activeDeadlineSeconds) }}
-{{- $restore := include "sts-backup.jobTemplate" (dict "root" $root "s" .s "store" true "component" (include "sts-backup.store.component" (list .s "restore")) "name" "restore" "args" (concat (list "restore" "--") $v.importCommand) "env" (include "sts-backup.store.restoreEnv" .) "command" $v.importCommand "deadline" $deadline "orchestrate" (include "sts-backup.store.restoreOrchestrated" .s)) -}}
+{{- $r := include "sts-backup.replicate.resolve" . | fromJson -}}
 {{ $n }}-scale-down-selector: {{ $v.restore.scaleDownSelector | quote }}
-job-{{ $n }}-list.json: |
+{{- range $where := ternary (list "" "-replica") (list "") $r.enabled }}
+{{- $ctx := dict "root" $root "s" $.s "replica" (ternary $r nil (eq $where "-replica")) }}
+{{- $list := include "sts-backup.jobTemplate" (dict "root" $root "component" (include "sts-backup.store.component" (list $.s (printf "list%s" $where))) "name" "list" "binary" "stackgraph-backup" "args" (list "list") "env" (include "sts-backup.store.listEnv" $ctx) "kind" "list" "replica" $ctx.replica) }}
+{{- $deadline := include "sts-backup.store.deadline" (list $.s $v.restore.activeDeadlineSeconds) }}
+{{- $restore := include "sts-backup.jobTemplate" (dict "root" $root "s" $.s "store" true "component" (include "sts-backup.store.component" (list $.s (printf "restore%s" $where))) "name" "restore" "args" (concat (list "restore" "--") $v.importCommand) "env" (include "sts-backup.store.restoreEnv" $ctx) "command" $v.importCommand "deadline" $deadline "orchestrate" (include "sts-backup.store.restoreOrchestrated" $.s) "kind" "restore" "replica" $ctx.replica) }}
+job-{{ $n }}-list{{ $where }}.json: |
   {{- include "sts-backup.yamlToJson" $list | nindent 2 }}
-job-{{ $n }}-restore.json: |
+job-{{ $n }}-restore{{ $where }}.json: |
   {{- include "sts-backup.yamlToJson" $restore | nindent 2 }}
+{{- end }}
 {{- if $v.orchestrate.enabled }}
 {{- $env := include "sts-backup.stackGraph.orchestrateEnv" (dict "root" $root "selector" "" "store" $n) }}
 {{- $finalize := include "sts-backup.jobTemplate" (dict "root" $root "component" (include "sts-backup.store.component" (list .s "finalize")) "name" "finalize" "binary" "stackgraph-backup" "args" (list "finalize") "env" $env "orchestrate" true) }}
@@ -385,6 +406,9 @@ job-{{ $n }}-finalize.json: |
 {{- if not $v.bucketName }}
 {{- printf "%s.bucketName: required: the bucket holding this store's backups (one bucket per store).\n" $p }}
 {{- end }}
+{{- end }}
+{{- with include "sts-backup.replicate.problems" (dict "root" .root "s" .) }}
+{{- . }}
 {{- end }}
 {{- if and $v.scheduled.enabled (empty $v.exportCommand) }}
 {{- printf "%s.exportCommand: required: the command writing the backup to stdout or to {file}, e.g. [\"pg_dump\", \"-Fc\"] (or set %s.scheduled.enabled=false).\n" $p $p }}

@@ -83,10 +83,17 @@ because a wrong cron dialect silently runs backups at the wrong time.
 {{- $stores := dict }}
 {{- include "sts-backup.stores" (dict "root" . "out" $stores) }}
 {{- range $name := include "sts-backup.store.order" $stores | fromJsonArray }}
-{{- range include "sts-backup.store.problems" (index $stores $name) | trim | splitList "\n" }}
+{{- range include "sts-backup.store.problems" (merge (dict "root" $) (index $stores $name)) | trim | splitList "\n" }}
 {{- if . }}
 {{- $messages = append $messages . }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Signing, encryption, Object Lock */}}
+{{- range include "sts-backup.security.problems" . | trim | splitList "\n" }}
+{{- if . }}
+{{- $messages = append $messages . }}
 {{- end }}
 {{- end }}
 

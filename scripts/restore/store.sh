@@ -5,7 +5,9 @@
 # Each script keeps its own name in messages and "rerun" hints ($0). Sourced after lib.sh.
 #
 # The chart renders per store: job-<store>-list.json, job-<store>-restore.json,
-# job-<store>-finalize.json in the job-template ConfigMap, and the CronJob labelled
+# job-<store>-finalize.json in the job-template ConfigMap (and, for a store with an off-site
+# copy, job-<store>-list-replica.json and job-<store>-restore-replica.json: the same Jobs
+# reading the copy, chosen with -replica), and the CronJob labelled
 # sts-backup.io/store=<store>, app.kubernetes.io/component=<store>-backup (docs/interfaces.md).
 
 # Set by store::select.
@@ -15,6 +17,8 @@ STORE_VALUES=""
 STORE_LIST_HINT=""
 # Arguments that select the store in a generic script (its STORE), repeated in "rerun" hints.
 STORE_ARGS=()
+# Set by store::parse_replica: read the store's off-site copy instead of its primary storage.
+REPLICA=false
 
 #######################################
 # Selects the store the script works on.
@@ -66,14 +70,53 @@ store::take_store() {
   STORE_ARGS=("${store}")
 }
 
+#######################################
+# Takes -replica (--replica) out of the arguments.
+# Globals set: REPLICA (true when given), REST (the other arguments), and, with
+#   -replica, STORE_LIST_HINT names the copy too.
+#######################################
+store::parse_replica() {
+  REPLICA=false REST=()
+  while (($# > 0)); do
+    case $1 in
+      -replica | --replica) REPLICA=true ;;
+      --) REST+=("$@"); break ;;
+      *) REST+=("$1") ;;
+    esac
+    shift
+  done
+  if [[ ${REPLICA} == true && ${STORE_LIST_HINT} != *' -replica' ]]; then
+    STORE_LIST_HINT+=" -replica"
+  fi
+}
+
+#######################################
+# Loads the job template ACTION (list or restore) of the selected store: the primary's, or
+# with -replica the one the chart renders for the off-site copy.
+#######################################
+store::load_template() {
+  if [[ ${REPLICA} == true ]]; then
+    lib::load_template "job-${STORE}-$1-replica.json" "${STORE_VALUES}.replicate.enabled"
+  else
+    lib::load_template "job-${STORE}-$1.json" "${STORE_VALUES}.restore.enabled"
+  fi
+}
+
+# Where the backups are read, in messages: "" or " (off-site copy)".
+store::where() {
+  [[ ${REPLICA} == false ]] || printf ' (off-site copy)'
+}
+
 # Usage of a list script (after store::select). Argument: how the script is called.
 store::list_usage() {
   cat <<USAGE
-Usage: ${0##*/} $1[-o table|json] [-n NAMESPACE] [--context CONTEXT] [--keep]
+Usage: ${0##*/} $1[-replica] [-o table|json] [-n NAMESPACE] [--context CONTEXT] [--keep]
 
 Lists the ${STORE_TITLE} backups (name, size, time) by running a one-shot Job
 from the sts-backup chart's job templates (needs ${STORE_VALUES}.restore.enabled).
 
+  -replica, --replica      list the off-site copy (${STORE_VALUES}.replicate)
+                           instead of the primary storage
   -o, --output table|json  table (default) or one JSON array line on stdout
   -n, --namespace NS       namespace of the sts-backup release (default: current)
       --context CONTEXT    kubeconfig context (default: current)
@@ -86,23 +129,24 @@ USAGE
 
 # Lists the backups of the selected store; ARGS are the script's remaining arguments.
 store::list() {
-  lib::parse_args "output" "$@"
+  store::parse_replica "$@"
+  lib::parse_args "output" "${REST[@]}"
   ORIG_ARGS=("${STORE_ARGS[@]}" "$@")
   ((${#ARGS[@]} == 0)) || lib::usage_error "unexpected argument: $(printf '%q' "${ARGS[0]}")"
   lib::init
-  lib::load_template "job-${STORE}-list.json" "${STORE_VALUES}.restore.enabled"
+  store::load_template list
   JOB_NAME=$(lib::job_name "${STORE}-list-backups")
   local manifest
   manifest=$(lib::render_template "${TEMPLATE}" \
     JOB_NAME="${JOB_NAME}" OUTPUT_FORMAT="${OUTPUT}")
-  lib::list_job "${manifest}" "${STORE_TITLE} backups"
+  lib::list_job "${manifest}" "${STORE_TITLE} backups$(store::where)"
 }
 
 # Usage of a restore script (after store::select). Argument: how the script is called.
 store::restore_usage() {
   cat <<USAGE
-Usage: ${0##*/} $1NAME [-force] [--background] [-n NAMESPACE] [--context CONTEXT] [--keep]
-       ${0##*/} $1--latest [-force] [...]
+Usage: ${0##*/} $1NAME [-replica] [-force] [--background] [-n NAMESPACE] [--context CONTEXT] [--keep]
+       ${0##*/} $1--latest [-replica] [-force] [...]
        ${0##*/} $1--finalize [-n NAMESPACE] [--context CONTEXT] [--keep]
 
 Restores the ${STORE_TITLE} backup NAME (see ${STORE_LIST_HINT#"${SCRIPT_DIR}/"}) by running
@@ -114,6 +158,9 @@ recorded replica counts, and records Events on itself. Interrupting this
 script does not stop the restore: the Job finishes on its own.
 
       --latest             restore the newest committed backup (no NAME)
+  -replica, --replica      restore from the off-site copy
+                           (${STORE_VALUES}.replicate), e.g. when the primary
+                           storage is lost; the same checks, lock and scaling
   -force, --force          restore into a target that holds data (the store's
                            importer overwrites it)
       --background         return once the Job runs; print how to follow it
@@ -147,8 +194,8 @@ store::parse_restore_flags() {
 
 store::finalize() {
   ((${#ARGS[@]} == 0)) || lib::usage_error "--finalize takes no NAME"
-  [[ ${FORCE} == false && ${LATEST} == false && ${BACKGROUND} == false ]] \
-    || lib::usage_error "--finalize takes none of -force, --latest, --background"
+  [[ ${FORCE} == false && ${LATEST} == false && ${BACKGROUND} == false && ${REPLICA} == false ]] \
+    || lib::usage_error "--finalize takes none of -force, --latest, --background, -replica"
   lib::init
   lib::load_template "job-${STORE}-finalize.json" "${STORE_VALUES}.orchestrate.enabled"
   JOB_NAME=$(lib::job_name "${STORE}-finalize")
@@ -167,21 +214,22 @@ store::finalize() {
 # importer overwrites the data).
 #######################################
 store::restore() {
-  store::parse_restore_flags "$@"
+  store::parse_replica "$@"
+  store::parse_restore_flags "${REST[@]}"
   lib::parse_args "force background" "${REST[@]}"
   ORIG_ARGS=("${STORE_ARGS[@]}" "$@")
   [[ ${FINALIZE} == false ]] || store::finalize
   local name="" what manifest message log
   if [[ ${LATEST} == true ]]; then
     ((${#ARGS[@]} == 0)) || lib::usage_error "--latest takes no NAME"
-    what="the newest ${STORE_TITLE} backup"
+    what="the newest ${STORE_TITLE} backup$(store::where)"
   else
     ((${#ARGS[@]} == 1)) || lib::usage_error "expected one backup NAME (or --latest), got ${#ARGS[@]} arguments"
     name=${ARGS[0]}
-    what="${STORE_TITLE} backup ${name}"
+    what="${STORE_TITLE} backup ${name}$(store::where)"
   fi
   lib::init
-  lib::load_template "job-${STORE}-restore.json" "${STORE_VALUES}.restore.enabled"
+  store::load_template restore
   JOB_NAME=$(lib::job_name "${STORE}-restore")
   manifest=$(lib::render_template "${TEMPLATE}" JOB_NAME="${JOB_NAME}" \
     BACKUP_NAME="${name}" LATEST="${LATEST}" FORCE="${FORCE}")

@@ -1282,6 +1282,199 @@ def bad_store_values_fail_naming_the_value():
 
 
 # ------------------------------------------------------------------------------------------
+# issue 18: signing, encryption, Object Lock and off-site copies (each key only where it belongs)
+
+SECURE_EXAMPLE = CHART / "examples" / "offsite-signed-encrypted.yaml"
+# A Secret's content never appears in values: these markers must not occur anywhere rendered.
+SECRET_MARKERS = ("PRIVATE KEY", "AGE-SECRET-KEY")
+
+
+def job_pods(r):
+    """Every (label, pod-bearing object) of a render: CronJobs, Deployments, the job templates."""
+    out = [(d["metadata"]["name"], d) for d in r.docs if d["kind"] in ("CronJob", "Deployment", "Job", "Pod")]
+    for key, job in r.job_templates().items():
+        if key.endswith(".json"):
+            out.append((key, job))
+    return out
+
+
+def files_of(obj):
+    """(env dict, mounted volume names -> volume) of the main container of a pod-bearing object."""
+    c = pod_spec(obj)["containers"][-1]
+    vols = volumes_of(obj)
+    return env_of(c), {m["name"]: vols[m["name"]] for m in c.get("volumeMounts", [])}
+
+
+def assert_no_secret_rendered(r):
+    for name, obj in job_pods(r):
+        for c in pod_spec(obj)["containers"] + pod_spec(obj).get("initContainers", []):
+            for arg in c.get("args", []) + c.get("command", []):
+                assert not any(m in arg for m in SECRET_MARKERS), (name, arg)
+            for e in c.get("env", []):
+                assert not any(m in str(e.get("value", "")) for m in SECRET_MARKERS), (name, e)
+    text = json.dumps(r.docs)
+    assert not any(m in text for m in SECRET_MARKERS), "secret material rendered"
+
+
+@test
+def signing_encryption_keys_reach_only_their_jobs():
+    r = render(values=[CHART / "examples" / "local-pvc.yaml", SECURE_EXAMPLE])
+    trusted = "/etc/sts-backup/trusted-keys/signing-2026.pem"
+    cm = r.one("ConfigMap", "trusted-keys")
+    assert "-----BEGIN PUBLIC KEY-----" in cm["data"]["signing-2026.pem"]
+    seen = set()
+    for name, obj in job_pods(r):
+        env, mounted = files_of(obj)
+        kind = ("backup" if name.endswith("-backup") else
+                "restore" if "-restore" in name and "elasticsearch" not in name else
+                # no manifest reader: Elasticsearch, the storage service, finalize, the helm test pod
+                "none" if any(w in name for w in ("elasticsearch", "es-register", "minio", "finalize",
+                                                  "test-storage")) else
+                "other")
+        seen.add(kind)
+        secrets = {v["secret"]["secretName"] for v in mounted.values() if "secret" in v}
+        if kind == "backup":
+            assert env["STS_SIGNING_KEY"] == "/etc/sts-backup/signing/signing-key.pem", name
+            assert mounted["signing-key"]["secret"]["secretName"] == "sts-backup-signing"
+            assert env["STS_ENCRYPT_TO"].count("age1") == 2, name
+            assert env["STS_TRUSTED_KEYS"] == trusted, name
+        else:
+            assert "STS_SIGNING_KEY" not in env and "sts-backup-signing" not in secrets, name
+            assert "STS_ENCRYPT_TO" not in env, name
+        if kind == "restore":
+            assert env["STS_IDENTITY_FILE"] == "/etc/sts-backup/age/identity.txt", name
+            assert mounted["age-identities"]["secret"]["secretName"] == "sts-backup-age", name
+            assert all(m["readOnly"] for m in pod_spec(obj)["containers"][-1]["volumeMounts"]
+                       if m["name"] in ("age-identities", "trusted-keys")), name
+        else:
+            # never an identity in a backup CronJob (or anything but a restore)
+            assert "STS_IDENTITY_FILE" not in env and "sts-backup-age" not in secrets, name
+        if kind in ("backup", "restore", "other"):
+            assert env.get("STS_TRUSTED_KEYS") == trusted, (name, kind)
+            assert mounted["trusted-keys"]["configMap"]["name"] == cm["metadata"]["name"], name
+        else:
+            assert "STS_TRUSTED_KEYS" not in env, name
+    assert seen == {"backup", "restore", "none", "other"}, seen
+    assert_no_secret_rendered(r)
+    # off by default: no key env, no key volume anywhere
+    plain = render(sets=TAG)
+    for name, obj in job_pods(plain):
+        env, mounted = files_of(obj)
+        assert not {k for k in env if k.startswith(("STS_SIGNING", "STS_TRUSTED", "STS_ENCRYPT", "STS_IDENTITY"))}, name
+        assert not {"signing-key", "age-identities", "trusted-keys"} & set(mounted), name
+
+
+@test
+def replicate_cronjob_per_store_with_its_own_destination():
+    extra = {"backup.stores.db.image.repository": "postgres", "backup.stores.db.bucketName": "db-backup",
+             "backup.stores.db.exportCommand[0]": "pg_dump", "backup.stores.db.importCommand[0]": "pg_restore",
+             "backup.stores.db.replicate.enabled": "true", "backup.stores.db.replicate.bucketName": "db-copy",
+             "backup.stores.db.replicate.s3Prefix": "eu",
+             "backup.stores.db.replicate.endpoint": "https://gateway.azure.example:9000",
+             "backup.stores.db.replicate.existingSecret": "azure-gw",
+             "backup.stores.db.replicate.caSecret": "azure-gw-ca",
+             "backup.stores.db.replicate.objectLock": "governance",
+             "backup.stores.db.replicate.retention": "7d"}
+    r = render(values=[CHART / "examples" / "local-pvc.yaml", SECURE_EXAMPLE], sets=extra)
+    for store, bucket in (("stackgraph", "acme-sts-stackgraph-offsite"),
+                          ("configuration", "acme-sts-configuration-offsite"), ("db", "db-copy/eu")):
+        cj = r.one("CronJob", f"{store}-replicate")
+        assert cj["metadata"]["labels"]["sts-backup.io/store"] == store
+        assert cj["spec"]["concurrencyPolicy"] == "Forbid" and cj["spec"]["schedule"] == "0 6 * * *"
+        assert_hardened(cj)
+        c = container(cj)
+        assert c["command"] == ["/usr/local/bin/stackgraph-backup"] and c["args"] == ["replicate"]
+        env, mounted = files_of(cj)
+        assert env["REPLICA_STORAGE"] == f"s3://{bucket}", env
+        assert env["BACKUP_STORAGE"].startswith("s3://") and env["S3_CREDENTIALS_DIR"] == "/etc/sts-backup/s3"
+        assert env["REPLICA_S3_CREDENTIALS_DIR"] == "/etc/sts-backup/replica-s3"
+        assert mounted["replica-credentials"]["secret"]["items"] == [
+            {"key": "accesskey", "path": "accesskey"}, {"key": "secretkey", "path": "secretkey"}]
+        # least privilege: only its two credentials, the public keys and /tmp; no token
+        assert set(mounted) <= {"s3-credentials", "tmp", "trusted-keys", "replica-credentials", "replica-ca"}, mounted
+        assert pod_spec(cj)["automountServiceAccountToken"] is False
+        assert all(e.get("valueFrom") is None for e in c["env"]), "no secret through env"
+    sg = env_of(container(r.one("CronJob", "stackgraph-replicate")))
+    assert sg["REPLICA_S3_ENDPOINT"] == "https://s3.eu-central-1.amazonaws.com"
+    assert sg["REPLICA_S3_REGION"] == "eu-central-1"
+    assert sg["REPLICA_OBJECT_LOCK"] == "compliance" and sg["REPLICA_RETENTION_TIME_DELTA"] == "days = 30"
+    assert volumes_of(r.one("CronJob", "stackgraph-replicate"))["replica-credentials"]["secret"]["secretName"] == \
+        "sts-backup-offsite"
+    db = r.one("CronJob", "db-replicate")
+    denv = env_of(container(db))
+    # the store's own destination overrides the defaults key by key
+    assert denv["REPLICA_S3_ENDPOINT"] == "https://gateway.azure.example:9000"
+    assert denv["REPLICA_S3_REGION"] == "eu-central-1"
+    assert denv["REPLICA_S3_CA_BUNDLE"] == "/etc/sts-backup/replica-ca/ca.crt"
+    assert denv["REPLICA_OBJECT_LOCK"] == "governance" and denv["REPLICA_RETENTION_TIME_DELTA"] == "7d"
+    assert volumes_of(db)["replica-credentials"]["secret"]["secretName"] == "azure-gw"
+    assert volumes_of(db)["replica-ca"]["secret"]["secretName"] == "azure-gw-ca"
+    # the copy's Job templates: the same Job, storage pointed at the copy, only the copy's keys mounted
+    t = r.job_templates()
+    for store, bucket, secret in (("stackgraph", "acme-sts-stackgraph-offsite", "sts-backup-offsite"),
+                                  ("db", "db-copy/eu", "azure-gw")):
+        for what in ("list", "restore"):
+            primary, copy = t[f"job-{store}-{what}.json"], t[f"job-{store}-{what}-replica.json"]
+            penv, cenv = env_of(container(primary)), env_of(container(copy))
+            assert cenv["BACKUP_STORAGE"] == f"s3://{bucket}", (store, what)
+            assert volumes_of(copy)["s3-credentials"]["secret"]["secretName"] == secret
+            assert cenv["S3_CREDENTIALS_DIR"] == penv["S3_CREDENTIALS_DIR"]
+            assert {k: v for k, v in cenv.items() if not k.startswith("S3_") and k != "BACKUP_STORAGE"} == \
+                {k: v for k, v in penv.items() if not k.startswith("S3_") and k != "BACKUP_STORAGE"}, (store, what)
+            assert container(copy)["args"] == container(primary)["args"]
+    # a store without a copy has no replica templates and no CronJob
+    r2 = render(sets=TAG)
+    r2.none("CronJob", "stackgraph-replicate")
+    assert not [k for k in r2.job_templates() if k.endswith("-replica.json")]
+
+
+@test
+def object_lock_env_per_store_and_refused_where_it_cannot_work():
+    gateway = {"minio.s3gateway.enabled": "true", "minio.engine": "minio",
+               "minio.image.tag": "RELEASE.2022-04-29T01-27-09Z", "minio.acknowledgeUnmaintainedGateway": "true",
+               "backup.objectLock.mode": "governance", "backup.configuration.objectLock.mode": "none"}
+    r = render(sets=set_(**gateway))
+    assert env_of(container(r.one("CronJob", "stackgraph-backup")))["S3_OBJECT_LOCK"] == "governance"
+    assert "S3_OBJECT_LOCK" not in env_of(container(r.one("CronJob", "configuration-backup")))
+    r = render(sets=set_(**gateway, **{"backup.stackGraph.objectLock.mode": "compliance"}))
+    assert env_of(container(r.one("CronJob", "stackgraph-backup")))["S3_OBJECT_LOCK"] == "compliance"
+    # the binary refuses a lock without retention (exit 2); the chart says so first
+    render_fails("backup.stackGraph.scheduled.backupRetentionTimeDelta: Object Lock (governance)",
+                 sets=set_(**gateway, **{"backup.stackGraph.scheduled.backupRetentionTimeDelta": ""}))
+    # rclone serve s3 (the default engine, every mode) and a local PVC cannot lock
+    render_fails("rclone serve s3 reports no Object Lock configuration",
+                 sets=set_(**{"minio.s3gateway.enabled": "true", "backup.objectLock.mode": "governance"}))
+    render_fails("local mode keeps the backups on a PVC",
+                 sets=set_(**{"minio.engine": "minio", "backup.objectLock.mode": "compliance"}))
+
+
+@test
+def impossible_security_values_fail_naming_the_value():
+    base = [CHART / "examples" / "local-pvc.yaml", SECURE_EXAMPLE]
+    render(values=base)  # the base is valid
+    render_fails("backup.signing.existingSecret: trusted keys are set", values=base,
+                 sets={"backup.signing.existingSecret": ""})
+    render_fails("backup.stackGraph.replicate.bucketName: required", values=base,
+                 sets={"backup.stackGraph.replicate.bucketName": ""}, extra=SKIP_SCHEMA)
+    render_fails("the destination is the store's own bucket", values=base,
+                 sets={"backup.stackGraph.replicate.bucketName": "sts-stackgraph-backup",
+                       "backup.replicate.endpoint": "http://rel-minio:9000"})
+    render_fails("backup.configuration.replicate.retention: the copies are locked", values=base,
+                 sets={"backup.replicate.retention": "", "backup.configuration.scheduled.backupRetentionTimeDelta": ""})
+    render_fails("backup.encryption.identities.keys: name the keys", values=base,
+                 sets={"backup.encryption.identities.keys": "null"}, extra=SKIP_SCHEMA)
+    render_fails("backup.signing.trustedKeysConfigMap.keys", values=base,
+                 sets={"backup.signing.trustedKeysConfigMap.name": "old-keys"})
+    # key material in values is refused: by the schema, and by the templates without it
+    for extra in ((), SKIP_SCHEMA):
+        render_fails("AGE-SECRET-KEY" if extra else "recipients", values=base, extra=extra,
+                     sets={"backup.encryption.recipients[0]": "AGE-SECRET-KEY-1QQQQ"})
+        render_fails("not a PEM public key" if extra else "trustedKeys", values=base, extra=extra,
+                     sets={"backup.signing.trustedKeys.k\\.pem": "-----BEGIN PRIVATE KEY-----x"})
+    render_fails("replicate", values=base, sets={"backup.replicate.objectLock": "forever"})
+
+
+# ------------------------------------------------------------------------------------------
 # names
 
 

@@ -70,3 +70,12 @@ class Cluster:
         pki.write_kubeconfig(path, self.server, os.path.join(self.dir, "pki", "ca.crt"),
                              f"{namespace}-{service_account}", namespace=namespace, token=token)
         return path
+
+    def operator_kubeconfig(self, namespace):
+        """A kubeconfig of the ServiceAccount `operator` holding exactly the restore scripts' Role
+        (scripts/restore/operator-role.yaml) in the namespace."""
+        self.kubectl("create", "serviceaccount", "operator", "-n", namespace)
+        self.kubectl("apply", "-n", namespace, "-f", os.path.join(ROOT, "scripts", "restore", "operator-role.yaml"))
+        self.kubectl("create", "rolebinding", "operator", "-n", namespace, "--role=sts-backup-operator",
+                     f"--serviceaccount={namespace}:operator")
+        return self.token_kubeconfig(namespace, "operator")

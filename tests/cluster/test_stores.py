@@ -58,11 +58,7 @@ class DeclaredStore(unittest.TestCase):
                "--set-json", f"backup.stackGraph.extraEnv={env}", "--set-json", f"backup.stores.etcd.extraEnv={env}",
                "--set", f"backup.monitor.port={free_port()}", "--wait", "--timeout", "120s")
         cls.restored_dir = os.path.join(c.dir, "kubelet", "pvcs", NS, "etcd-restore", "data")
-        c.kubectl("create", "serviceaccount", "operator", "-n", NS)
-        c.kubectl("apply", "-n", NS, "-f", os.path.join(ROOT, "scripts", "restore", "operator-role.yaml"))
-        c.kubectl("create", "rolebinding", "operator", "-n", NS, "--role=sts-backup-operator",
-                  f"--serviceaccount={NS}:operator")
-        cls.operator = c.token_kubeconfig(NS, "operator")
+        cls.operator = c.operator_kubeconfig(NS)
 
     @classmethod
     def tearDownClass(cls):

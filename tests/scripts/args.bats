@@ -36,8 +36,9 @@ args_for() {
       run --separate-stderr "${RESTORE}/${script}" "${flag}"
       assert_success
       assert_line --index 0 "Usage: ${script} $(case ${script} in
+        list-stackgraph*) echo '[-replica] [-o table|json] [-n NAMESPACE] [--context CONTEXT] [--keep]' ;;
         list-*) echo '[-o table|json] [-n NAMESPACE] [--context CONTEXT] [--keep]' ;;
-        restore-stackgraph*) echo 'NAME [-force] [--background] [-n NAMESPACE] [--context CONTEXT] [--keep]' ;;
+        restore-stackgraph*) echo 'NAME [-replica] [-force] [--background] [-n NAMESPACE] [--context CONTEXT] [--keep]' ;;
         *) echo 'NAME [INDICES] [-force] [-n NAMESPACE] [--context CONTEXT] [--keep]' ;;
       esac)"
       assert_equal "${stderr}" ''

@@ -24,6 +24,10 @@ setup_file() {
     -f "${root}/chart/examples/stackstate-5.1-local.yaml" \
     --set backup.stackGraph.restore.enabled=true \
     --set backup.elasticsearch.restore.enabled=true \
+    --set backup.stackGraph.replicate.enabled=true \
+    --set backup.stackGraph.replicate.bucketName=sts-stackgraph-offsite \
+    --set backup.replicate.endpoint=https://offsite.example:9000 \
+    --set backup.replicate.existingSecret=offsite-credentials \
     --show-only templates/configmap-job-templates.yaml >"${RENDERED}/cm.yaml"
   python3 - "${RENDERED}" <<'PY'
 import os, sys, yaml
@@ -123,4 +127,47 @@ assert_job() {
   assert_success
   run manifest_get 2 'env("restore", "BACKUP_NAME"), env("restore", "RESTORE_LATEST")'
   assert_output '["", "true"]'
+}
+
+@test "chart: list-backups.sh stackgraph -replica reads the off-site copy, only with its keys" {
+  fixture logs '[]'
+  run --separate-stderr "${RESTORE}/list-backups.sh" stackgraph -replica -n sts -o json
+  assert_success
+  assert_api "get configmaps ${CM}"
+  assert_job list stackgraph-list-backups
+  run manifest_get 'env("list", "BACKUP_STORAGE"), env("list", "S3_ENDPOINT"), env("list", "OUTPUT_FORMAT")'
+  assert_output '["s3://sts-stackgraph-offsite", "https://offsite.example:9000", "json"]'
+  run manifest_get '[v["secret"]["secretName"] for v in m["spec"]["template"]["spec"]["volumes"] if "secret" in v]'
+  assert_output '["offsite-credentials"]'
+  # the control: without -replica the same script reads the primary
+  audit_mark
+  run --separate-stderr "${RESTORE}/list-backups.sh" stackgraph -n sts -o json
+  assert_success
+  run manifest_get 'env("list", "BACKUP_STORAGE"), env("list", "S3_ENDPOINT")'
+  assert_output '["s3://sts-stackgraph-backup", "http://sts-minio:9000"]'
+}
+
+@test "chart: restore-stackgraph-backup.sh NAME -replica -force restores from the copy, orchestrated" {
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" -n sts -replica sts-backup-20240101-0300.graph -force
+  assert_success
+  [[ ${stderr} == *'Restored StackGraph backup sts-backup-20240101-0300.graph (off-site copy).'* ]] \
+    || fail "no restored line in: ${stderr}"
+  refute_workload_calls
+  assert_job restore stackgraph-restore
+  run manifest_get 'env("restore", "BACKUP_STORAGE"), env("restore", "BACKUP_NAME"), env("restore", "RESTORE_FORCE")'
+  assert_output '["s3://sts-stackgraph-offsite", "sts-backup-20240101-0300.graph", "true"]'
+  run manifest_get 'env("restore", "STS_ORCHESTRATE"), env("restore", "STS_SCALE_DOWN_SELECTOR")'
+  assert_output '["true", "stackstate.com/connects-to-stackgraph=true"]'
+}
+
+@test "chart: -replica for a store without an off-site copy names the value to set; nothing is created" {
+  run --separate-stderr "${RESTORE}/list-backups.sh" configuration -replica -n sts
+  assert_failure 1
+  [[ ${stderr} == *'has no job-configuration-list-replica.json: set backup.configuration.replicate.enabled=true'* ]] \
+    || fail "unexpected message: ${stderr}"
+  refute_api '^create jobs'
+  run --separate-stderr "${RESTORE}/restore-stackgraph-backup.sh" -n sts --finalize -replica
+  assert_failure 2
+  [[ ${stderr} == *'--finalize takes none of -force, --latest, --background, -replica'* ]] || fail "${stderr}"
+  refute_api '^create jobs'
 }

@@ -240,6 +240,23 @@ pub struct DestinationArgs {
     /// Server-side encryption at the destination: none or AES256.
     #[arg(long = "to-sse", env = "REPLICA_S3_SSE", default_value = "none", value_name = "MODE")]
     pub to_sse: String,
+
+    /// S3 Object Lock on each copy and its manifest at the destination (governance or
+    /// compliance), retained for --to-retention from the copy's write: the off-site copy
+    /// cannot be deleted, even by someone holding the source's or the destination's keys
+    /// (compliance). The destination bucket must have Object Lock enabled.
+    #[arg(
+        long = "to-object-lock",
+        env = "REPLICA_OBJECT_LOCK",
+        value_enum,
+        value_name = "MODE"
+    )]
+    pub to_object_lock: Option<crate::storage::LockMode>,
+
+    /// How long a locked copy is retained (the destination's retention: "days = 30", 30d,
+    /// 720h...). Needed with --to-object-lock.
+    #[arg(long = "to-retention", env = "REPLICA_RETENTION_TIME_DELTA", value_name = "DELTA")]
+    pub to_retention: Option<String>,
 }
 
 impl DestinationArgs {
@@ -253,11 +270,23 @@ impl DestinationArgs {
             credentials_dir: self.to_credentials_dir.clone(),
             ca_bundle: self.to_ca_bundle.clone(),
             sse: self.to_sse.clone(),
+            object_lock: self.to_object_lock,
             ..Default::default()
         };
-        let config = args
+        let mut config = args
             .config()
             .map_err(|e| Error::invalid(format!("--to (destination): {e}")))?;
+        let period = crate::retention::lock_period(
+            self.to_retention.as_deref(),
+            "--to-retention (REPLICA_RETENTION_TIME_DELTA)",
+        )?;
+        if self.to_object_lock.is_some() && period.is_none() {
+            return Err(Error::invalid(
+                "--to-object-lock (REPLICA_OBJECT_LOCK): needs --to-retention (REPLICA_RETENTION_TIME_DELTA): a copy is \
+                 locked for as long as the destination keeps it",
+            ));
+        }
+        config.lock_for(period)?;
         Ok(Storage::open_config(config).await?)
     }
 }

@@ -183,6 +183,15 @@ struct AdoptArgs {
     /// Adopt every legacy backup that `list` shows.
     #[arg(long, env = "BACKUP_ADOPT_ALL")]
     all: bool,
+
+    /// With --object-lock: how long each new manifest is locked (the store's retention, as
+    /// `backup --retention`); an adopted backup is then as undeletable as a new one.
+    #[arg(
+        long,
+        env = "BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA",
+        value_name = "DELTA"
+    )]
+    retention: Option<String>,
 }
 
 #[derive(Args)]
@@ -439,7 +448,12 @@ async fn restore_command(args: RestoreArgs) -> anyhow::Result<()> {
 
 /// `adopt`: give StackState-made backups a manifest.
 async fn adopt_command(args: AdoptArgs) -> anyhow::Result<()> {
-    let storage = Storage::open(&args.storage).await?;
+    let mut config = args.storage.config()?;
+    config.lock_for(pruning::lock_period(
+        args.retention.as_deref(),
+        "--retention (BACKUP_STACKGRAPH_SCHEDULED_BACKUP_RETENTION_TIME_DELTA)",
+    )?)?;
+    let storage = Storage::open_config(config).await?;
     let now = chrono::Utc::now();
     let adopted = match &args.name {
         Some(name) => vec![adopt::adopt(&storage, name, now).await?],

@@ -6,11 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::Output;
 
 use common::Run;
-use sts_backup_testkit::{tool, SeaweedServer, ACCESS_KEY, SECRET_KEY};
+use sts_backup_testkit::{SeaweedServer, ACCESS_KEY, SECRET_KEY};
 
 const FIRST: &str = "sts-backup-20260101-0100.graph";
 const SECOND: &str = "sts-backup-20260102-0100.graph";
@@ -27,54 +26,12 @@ impl Locked {
         let creds = tempfile::tempdir().unwrap();
         std::fs::write(creds.path().join("accesskey"), ACCESS_KEY).unwrap();
         std::fs::write(creds.path().join("secretkey"), SECRET_KEY).unwrap();
-        let l = Locked { server, creds };
-        // The volume server may need a moment after the S3 port opens.
-        let mut made = l.aws(&[
-            "s3api",
-            "create-bucket",
-            "--bucket",
-            "locked",
-            "--object-lock-enabled-for-bucket",
-        ]);
-        for _ in 0..60 {
-            let probe = l.aws(&[
-                "s3api",
-                "put-object",
-                "--bucket",
-                "plain",
-                "--key",
-                ".probe",
-                "--body",
-                "/etc/hostname",
-            ]);
-            if made.status.success() && probe.status.success() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            if !made.status.success() {
-                made = l.aws(&[
-                    "s3api",
-                    "create-bucket",
-                    "--bucket",
-                    "locked",
-                    "--object-lock-enabled-for-bucket",
-                ]);
-            }
-        }
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        l
+        server.create_locked_bucket("locked");
+        Locked { server, creds }
     }
 
     fn aws(&self, args: &[&str]) -> Output {
-        Command::new(tool("aws"))
-            .args(["--endpoint-url", &self.server.endpoint()])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap()
+        self.server.aws(args)
     }
 
     fn run(&self, bucket: &str, args: &[&str]) -> Run {
@@ -221,4 +178,109 @@ fn impossible_lock_settings_are_refused_before_anything_is_written() {
     assert_eq!(file.code, 2, "{file:?}");
     assert!(file.stderr.contains("--object-lock"), "{file:?}");
     assert!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0) == 0 || !Path::new(dir.path()).exists());
+}
+
+/// The pruner reads the locks of its candidates concurrently (bounded), not one HEAD after
+/// another: through a counting proxy, the retention run of the last backup over 24 locked,
+/// expired backups opens many connections at once; one HEAD at a time would reuse one.
+#[test]
+fn the_pruner_reads_locks_concurrently() {
+    let l = Locked::start();
+    let names: Vec<String> = (1..=24)
+        .map(|d| format!("sts-backup-202601{d:02}-0100.graph"))
+        .collect();
+    for name in &names[..23] {
+        let template = format!("--name-template={name}");
+        // --min-keep=99: these runs prune nothing, so each writes one backup
+        let args = [
+            "backup",
+            &template,
+            "--object-lock=governance",
+            "--retention=1d",
+            "--min-keep=99",
+            "--",
+            "echo",
+            name,
+        ];
+        let out = l.run("locked", &args);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let proxy = sts_backup_testkit::proxy::Proxy::start(l.server.port, Default::default());
+    let template = format!("--name-template={}", names[23]);
+    let mut cmd = common::sg();
+    cmd.args([
+        "backup",
+        &template,
+        "--object-lock=governance",
+        "--retention=1d",
+        "--min-keep=1",
+        "--",
+        "echo",
+        "x",
+    ])
+    .env("BACKUP_STORAGE", "s3://locked")
+    .env("S3_ENDPOINT", format!("http://127.0.0.1:{}", proxy.port))
+    .env("S3_CREDENTIALS_DIR", l.creds.path());
+    let out = Run::from(cmd.output().unwrap());
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stderr.matches("locked until").count(),
+        23,
+        "every expired backup kept by its lock: {out:?}"
+    );
+    assert_eq!(l.names("locked").len(), 24);
+    let connections = proxy.counters.connections.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        connections >= 8,
+        "the lock HEADs went one at a time: {connections} connections"
+    );
+}
+
+/// `adopt` under `--object-lock` writes a locked manifest (the adopted backup is then as
+/// undeletable as a new one); without a retention it refuses, exit 2, and writes nothing.
+#[test]
+fn adopt_under_object_lock_writes_a_locked_manifest() {
+    let l = Locked::start();
+    let legacy = "sts-backup-20250301-0200.graph";
+    let other = "sts-backup-20250302-0200.graph";
+    for name in [legacy, other] {
+        // written by another tool (no run id): a StackState backup without manifest
+        let put = l.aws(&[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "locked",
+            "--key",
+            name,
+            "--body",
+            "/etc/hostname",
+        ]);
+        assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    }
+    let manifest = |name: &str| format!("{name}.manifest.json");
+    let no_retention = l.run("locked", &["adopt", legacy, "--object-lock=governance"]);
+    assert_eq!(no_retention.code, 2, "{no_retention:?}");
+    assert!(
+        no_retention.stderr.contains("--object-lock: needs --retention"),
+        "{no_retention:?}"
+    );
+    let head = l.aws(&["s3api", "head-object", "--bucket", "locked", "--key", &manifest(legacy)]);
+    assert!(!head.status.success(), "no manifest was written");
+
+    let out = l.run(
+        "locked",
+        &["adopt", legacy, "--object-lock=governance", "--retention=1d"],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let retention = l.server.object_retention("locked", &manifest(legacy));
+    assert_eq!(retention.map(|r| r["Mode"].clone()), Some("GOVERNANCE".into()));
+    // Negative control: adopted without --object-lock, the manifest carries no retention.
+    let out = l.run("locked", &["adopt", other]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        l.server.object_retention("locked", &manifest(other)),
+        None,
+        "an unlocked manifest has no retention"
+    );
+    assert_eq!(l.names("locked"), [legacy, other]);
 }

@@ -273,6 +273,70 @@ impl SeaweedServer {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// The AWS CLI against this server with its credentials.
+    pub fn aws(&self, args: &[&str]) -> std::process::Output {
+        Command::new(tool("aws"))
+            .args(["--endpoint-url", &self.endpoint()])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    }
+
+    /// The Object Lock retention of an object (`{"Mode", "RetainUntilDate"}`), None when it
+    /// has none.
+    pub fn object_retention(&self, bucket: &str, key: &str) -> Option<serde_json::Value> {
+        let out = self.aws(&["s3api", "get-object-retention", "--bucket", bucket, "--key", key]);
+        if !out.status.success() {
+            return None;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(doc["Retention"].clone())
+    }
+
+    /// Creates `bucket` with S3 Object Lock enabled, waiting until the server takes writes:
+    /// its S3 port opens before the volume server is ready, so the bucket start-up option's
+    /// bucket is probed with a small object until a put succeeds (up to 30 s).
+    pub fn create_locked_bucket(&self, bucket: &str) {
+        let create = || {
+            self.aws(&[
+                "s3api",
+                "create-bucket",
+                "--bucket",
+                bucket,
+                "--object-lock-enabled-for-bucket",
+            ])
+        };
+        let mut made = create();
+        for _ in 0..60 {
+            let probe = self.aws(&[
+                "s3api",
+                "put-object",
+                "--bucket",
+                bucket,
+                "--key",
+                ".probe",
+                "--body",
+                "/etc/hostname",
+            ]);
+            if made.status.success() && probe.status.success() {
+                let _ = self.aws(&["s3api", "delete-object", "--bucket", bucket, "--key", ".probe"]);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            if !made.status.success() {
+                made = create();
+            }
+        }
+        panic!(
+            "SeaweedFS did not take bucket {bucket:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
 }
 
 /// Runs a command to completion as `user` when we are root (PostgreSQL refuses to run as

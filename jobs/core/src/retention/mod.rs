@@ -173,10 +173,30 @@ pub async fn prune_with(storage: &Storage, policy: &Policy, now: DateTime<Utc>) 
     Ok(report)
 }
 
+/// A retention flag's value as an Object Lock period (how long what a run writes stays
+/// locked): None when unset or empty; a value that does not parse, or is not positive, is
+/// invalid input naming `flag`.
+pub fn lock_period(text: Option<&str>, flag: &str) -> Result<Option<std::time::Duration>> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let retention = Retention::parse(text).map_err(|e| Error::invalid(format!("{flag}: {e}")))?;
+    let period = retention
+        .as_timedelta()
+        .to_std()
+        .map_err(|_| Error::invalid(format!("{flag}: {text:?} is not a positive duration")))?;
+    Ok(Some(period))
+}
+
+/// Object HEADs a pruning run keeps in flight: a run over thousands of backups is bound by
+/// round trips, not bandwidth, and 16 stays far below any server's request limits.
+const HEADS_IN_FLIGHT: usize = 16;
+
 /// Takes the backups that S3 Object Lock still retains out of `purge` and reports them kept
 /// ("locked until ..."): deleting one would fail half-way (or, in a versioned bucket, only
-/// hide it behind a delete marker). One HEAD per candidate, only when the bucket has Object
-/// Lock; a HEAD that fails keeps the backup and is reported as a failure.
+/// hide it behind a delete marker). One HEAD per object of each candidate (data and
+/// manifest), `HEADS_IN_FLIGHT` at a time, only when the bucket has Object Lock; a HEAD that
+/// fails keeps the backup and is reported as a failure.
 async fn keep_locked<'a>(
     storage: &Storage,
     purge: Vec<&'a BackupDecision>,
@@ -186,17 +206,13 @@ async fn keep_locked<'a>(
     if purge.is_empty() || !storage.lock_enabled().await {
         return purge;
     }
+    let heads: Vec<(&BackupDecision, Result<Option<DateTime<Utc>>>)> = futures::stream::iter(purge)
+        .map(|b| async move { (b, lock_of(storage, b).await) })
+        .buffered(HEADS_IN_FLIGHT)
+        .collect()
+        .await;
     let mut free = Vec::new();
-    for b in purge {
-        let keys = std::iter::once(b.key.clone()).chain(b.manifest_key.clone());
-        let mut until: Result<Option<DateTime<Utc>>> = Ok(None);
-        for key in keys {
-            until = match (until, storage.locked_until(&key).await) {
-                (Ok(a), Ok(b)) => Ok(a.max(b)),
-                (Err(e), _) => Err(e),
-                (_, Err(e)) => Err(e.into()),
-            };
-        }
+    for (b, until) in heads {
         match until {
             Ok(Some(t)) if t > now => {
                 let reason = format!("locked until {} (S3 Object Lock)", t.to_rfc3339());
@@ -215,6 +231,17 @@ async fn keep_locked<'a>(
         }
     }
     free
+}
+
+/// The later retain-until date of a backup's data and manifest (None: neither is locked).
+async fn lock_of(storage: &Storage, b: &BackupDecision) -> Result<Option<DateTime<Utc>>> {
+    let (data, manifest) = futures::join!(storage.locked_until(&b.key), async {
+        match &b.manifest_key {
+            Some(key) => storage.locked_until(key).await,
+            None => Ok(None),
+        }
+    });
+    Ok(data?.max(manifest?))
 }
 
 /// Finds out what the floor needs: legacy StackState backups among the manifest-less
@@ -245,7 +272,7 @@ async fn read_health(storage: &Storage, objects: &[ObjectMeta], policy: &Policy)
         }
         let checked: Vec<_> = futures::stream::iter(chunk.iter().filter(|(o, _)| has_manifest(o)))
             .map(|(o, _)| async move { (o.key.clone(), check_committed(storage, o).await) })
-            .buffered(16)
+            .buffered(HEADS_IN_FLIGHT)
             .collect()
             .await;
         restorable += chunk.iter().filter(|(o, _)| health.legacy.contains(&o.key)).count();

@@ -432,6 +432,10 @@ impl Send<'_> {
         let part_size = *part_size;
         for index in 0.. {
             let part_size = part_size_for(part_size, index);
+            tokio::select! {
+                room = upload.make_room(part_size) => room?,
+                err = interrupt.wait() => return Err(err),
+            }
             let mut part = BytesMut::with_capacity(part_size);
             let mut eof = false;
             while part.len() < part_size {

@@ -75,7 +75,8 @@ pub struct StorageArgs {
     #[arg(long, env = "S3_OBJECT_LOCK", value_enum, value_name = "MODE")]
     pub object_lock: Option<LockMode>,
 
-    /// Bytes per uploaded part (5MiB..5GiB); memory use is about part size x (concurrency + 1).
+    /// Bytes per uploaded part (5MiB..5GiB). Parts in memory stay within part size x
+    /// (concurrency + 1) also once parts grow on large backups (or one part, if larger).
     #[arg(long, env = "BACKUP_PART_SIZE", default_value = DEFAULT_PART_SIZE, value_name = "SIZE")]
     pub part_size: String,
 

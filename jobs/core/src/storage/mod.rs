@@ -369,6 +369,16 @@ pub enum Upload {
 }
 
 impl Upload {
+    /// Waits until a part of `len` bytes may be read into memory: S3 parts in flight stay
+    /// within a byte budget however large parts grow. Files are written as they come.
+    pub async fn make_room(&mut self, len: usize) -> StorageResult<()> {
+        let room = match self {
+            Upload::File(_) => Ok(()),
+            Upload::S3(u) => u.make_room(len).await,
+        };
+        room.map_err(aborted_meanwhile)
+    }
+
     /// Sends one part. S3 parts go out concurrently, up to the configured limit, so this
     /// returns as soon as a slot is free; the memory held is bounded by parts in flight.
     pub async fn put_part(&mut self, data: Bytes) -> StorageResult<()> {

@@ -513,6 +513,7 @@ impl S3Store {
             next_part: 1,
             sent_bytes: 0,
             in_flight: JoinSet::new(),
+            in_flight_bytes: 0,
             done: Vec::new(),
         }
     }
@@ -614,11 +615,36 @@ pub struct S3Upload {
     first: Option<Bytes>,
     next_part: i32,
     sent_bytes: u64,
-    in_flight: JoinSet<StorageResult<CompletedPart>>,
+    /// Each part's task returns its length, so the bytes it held are released when it ends.
+    in_flight: JoinSet<StorageResult<(CompletedPart, usize)>>,
+    in_flight_bytes: usize,
     done: Vec<CompletedPart>,
 }
 
+/// Whether a part of `next` bytes may be read while `held` bytes of parts are in memory:
+/// within `budget`, or alone. The budget is (concurrency + 1) parts of the configured size,
+/// what the default 8 MiB parts hold with 3 in flight and one being read; parts that grow
+/// past 20 GiB ([`crate::manifest::PartLayout::standard`]) therefore go out fewer at a time,
+/// and one at a time once one part alone exceeds half the budget, so memory stays flat.
+fn fits(held: usize, next: usize, budget: usize) -> bool {
+    held == 0 || held.saturating_add(next) <= budget
+}
+
 impl S3Upload {
+    /// Waits until a part of `len` bytes may be read into memory (see [`fits`]).
+    pub async fn make_room(&mut self, len: usize) -> StorageResult<()> {
+        let budget = (self.store.concurrency + 1).saturating_mul(self.store.part_size);
+        while !fits(self.held(), len, budget) && !self.in_flight.is_empty() {
+            self.reap_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of parts this upload holds: in flight, and the first part kept back.
+    fn held(&self) -> usize {
+        self.in_flight_bytes + self.first.as_ref().map_or(0, Bytes::len)
+    }
+
     pub async fn put_part(&mut self, data: Bytes) -> StorageResult<()> {
         if self.upload_id.is_none() {
             match self.first.take() {
@@ -681,6 +707,8 @@ impl S3Upload {
         }
         self.next_part += 1;
         self.sent_bytes += data.len() as u64;
+        let len = data.len();
+        self.in_flight_bytes += len;
         let store = self.store.clone();
         let key = self.key.clone();
         let upload_id = self.upload_id.clone().unwrap_or_default();
@@ -696,17 +724,19 @@ impl S3Upload {
                 .body(watched_body(data, &activity))
                 .send();
             let out = store.streamed("upload part", &key, &activity, sent).await?;
-            Ok(CompletedPart::builder()
+            let part = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
-                .build())
+                .build();
+            Ok((part, len))
         });
         Ok(())
     }
 
     async fn reap_one(&mut self) -> StorageResult<()> {
         if let Some(joined) = self.in_flight.join_next().await {
-            let part = joined.map_err(|e| self.failed("upload part", e.to_string()))??;
+            let (part, len) = joined.map_err(|e| self.failed("upload part", e.to_string()))??;
+            self.in_flight_bytes -= len;
             self.done.push(part);
         }
         Ok(())
@@ -890,5 +920,52 @@ impl<R: AsyncRead + Unpin> AsyncRead for StallGuard<R> {
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::fits;
+    use crate::manifest::PartLayout;
+
+    const MIB: usize = 1 << 20;
+
+    /// The upload's schedule, played over a backup's real part sizes: before a part is read,
+    /// finished parts are reaped (oldest first) until it fits; the reader never holds more
+    /// than the budget, or one part when a part alone is larger.
+    fn peak(parts: impl Iterator<Item = usize>, concurrency: usize, budget: usize) -> usize {
+        let mut in_flight: std::collections::VecDeque<usize> = Default::default();
+        let mut peak = 0;
+        for len in parts {
+            while !fits(in_flight.iter().sum(), len, budget) && !in_flight.is_empty() {
+                in_flight.pop_front();
+            }
+            peak = peak.max(in_flight.iter().sum::<usize>() + len);
+            while in_flight.len() >= concurrency {
+                in_flight.pop_front();
+            }
+            in_flight.push_back(len);
+        }
+        peak
+    }
+
+    #[test]
+    fn memory_stays_flat_as_parts_grow() {
+        let layout = PartLayout::standard(8 * MIB as u64);
+        let parts = || (0..10_000).map(|i| layout.part_len(i) as usize);
+        // 3 in flight and one being read: the default's 32 MiB, at 8 MiB as at 64 MiB parts.
+        assert_eq!(peak(parts().take(2_500), 3, 32 * MIB), 32 * MIB);
+        assert_eq!(peak(parts(), 3, 32 * MIB), 64 * MIB, "one 64 MiB part alone");
+        assert_eq!(peak(parts().take(7_500), 3, 32 * MIB), 32 * MIB);
+        // Negative control: a count-only limit (the old rule) holds 4 x 64 MiB.
+        assert_eq!(peak(parts(), 3, usize::MAX), 256 * MIB);
+    }
+
+    #[test]
+    fn a_part_always_fits_when_nothing_is_held() {
+        assert!(fits(0, 5 << 30, 32 * MIB));
+        assert!(fits(24 * MIB, 8 * MIB, 32 * MIB));
+        assert!(!fits(32 * MIB, 8 * MIB, 32 * MIB));
+        assert!(!fits(16 * MIB, 32 * MIB, 32 * MIB));
     }
 }

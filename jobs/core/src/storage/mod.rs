@@ -267,18 +267,7 @@ impl Storage {
             Storage::File(s) => s.get_from(key, 0).await?,
             Storage::S3(s) => s.get_range(key, 0, len).await?,
         };
-        let mut buf = Vec::new();
-        stream
-            .take(len)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| StorageError::Failed {
-                location: self.location(),
-                op: "read",
-                key: key.to_string(),
-                detail: e.to_string(),
-            })?;
-        Ok(buf)
+        read_at_most(stream, len, &self.location(), key).await
     }
 
     /// Starts an upload that becomes visible under `key` only on [`Upload::complete`], which
@@ -405,4 +394,26 @@ impl Upload {
             Upload::S3(u) => u.abort().await,
         }
     }
+}
+
+/// Reads at most `cap` bytes of an object's stream into memory; a broken read is one line
+/// naming the object.
+pub(crate) async fn read_at_most(
+    stream: impl AsyncRead + Unpin,
+    cap: u64,
+    location: &str,
+    key: &str,
+) -> StorageResult<Vec<u8>> {
+    let mut buf = Vec::new();
+    stream
+        .take(cap)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| StorageError::Failed {
+            location: location.to_string(),
+            op: "read",
+            key: key.to_string(),
+            detail: e.to_string(),
+        })?;
+    Ok(buf)
 }

@@ -22,7 +22,7 @@ use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinSet;
 
 use super::config::{Addressing, LockMode, ObjectLock, S3Config, Sse, Timeouts};
@@ -380,18 +380,8 @@ impl S3Store {
     pub async fn get_bytes(&self, key: &str, limit: usize) -> StorageResult<Vec<u8>> {
         // One plain GET: a small object, never worth ranged reads.
         let out = self.get_object(key, 0, None).await?;
-        let mut stream = self.guarded(out.body, key);
-        let mut buf = Vec::new();
-        (&mut stream)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| StorageError::Failed {
-                location: self.location(),
-                op: "read",
-                key: key.to_string(),
-                detail: e.to_string(),
-            })?;
+        let stream = self.guarded(out.body, key);
+        let buf = super::read_at_most(stream, limit as u64 + 1, &self.location(), key).await?;
         if buf.len() > limit {
             return Err(StorageError::TooLarge {
                 location: self.location(),

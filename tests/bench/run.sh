@@ -52,6 +52,8 @@ usage() { sed -n '2,/^set -o/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1
 
 cleanup() {
   local pid
+  # A later step failed: what was measured is still worth having.
+  [[ -z ${TABLE_PRINTED:-} && -s ${WORK}/results ]] && print_table
   for pid in "${PIDS[@]}"; do kill "${pid}" 2>/dev/null || true; wait "${pid}" 2>/dev/null || true; done
   [[ -n ${WORK} ]] && rm -rf "${WORK:?}"
   return 0
@@ -69,6 +71,22 @@ wait_port() {
   return 1
 }
 
+# Starts the testkit's proxy to the server (arguments after the upstream port: STATS [CUT_AFTER
+# CUTS]) on a port it picks itself, and sets PROXY_PORT. A port chosen beforehand could be
+# taken in between by one of the many connections the tools open.
+start_proxy() {
+  local out _
+  out="$(mktemp -p "${WORK}" proxy.XXXX)"
+  "${PROXY}" 0 "${S3_PORT}" "$@" >"${out}" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    read -r PROXY_PORT <"${out}" && [[ -n ${PROXY_PORT} ]] && return
+    sleep 0.1
+  done
+  echo "tcp-proxy did not start" >&2
+  return 1
+}
+
 start_servers() {
   S3_PORT="$(free_port)"
   mkdir -p "${WORK}/s3/bench"
@@ -77,10 +95,8 @@ start_servers() {
     --dir-cache-time 1ms "${WORK}/s3" >/dev/null 2>&1 &
   PIDS+=($!)
   wait_port "${S3_PORT}"
-  PORT="$(free_port)"
-  "${PROXY}" "${PORT}" "${S3_PORT}" "${WORK}/proxy.stats" &
-  PIDS+=($!)
-  wait_port "${PORT}"
+  start_proxy "${WORK}/proxy.stats"
+  PORT=${PROXY_PORT}
   ENDPOINT="http://127.0.0.1:${PORT}"
 }
 
@@ -181,10 +197,8 @@ bench_size() {
 # once plus at most one part (a restart from zero would send 1.25x or more).
 resume_through_cuts() {
   local mib=$1 name=$2 data=$3 port stats="${WORK}/cut-${1}.stats" down cuts want got
-  port="$(free_port)"
-  "${PROXY}" "${port}" "${S3_PORT}" "${stats}" "$((mib * 1024 * 1024 / 4))" 3 &
-  PIDS+=($!)
-  wait_port "${port}"
+  start_proxy "${stats}" "$((mib * 1024 * 1024 / 4))" 3
+  port=${PROXY_PORT}
   want="$(sha256sum <"${data}" | cut -d' ' -f1)"
   S3_ENDPOINT_OVERRIDE="http://127.0.0.1:${port}" ours restore "${name}" -- sh -c "sha256sum > '${WORK}/cut.sum'" \
     2>"${WORK}/cut.log" || { cat "${WORK}/cut.log" >&2; }
@@ -203,10 +217,8 @@ resume_through_cuts() {
 # shellcheck disable=SC2016
 throttled_restores() {
   local mib=$1 runs=$2 name=$3 port op="restore@${BENCH_RATE_MIB}"
-  port="$(free_port)"
-  TCP_PROXY_RATE="$((BENCH_RATE_MIB * 1024 * 1024))" "${PROXY}" "${port}" "${S3_PORT}" "${WORK}/slow.stats" &
-  PIDS+=($!)
-  wait_port "${port}"
+  TCP_PROXY_RATE="$((BENCH_RATE_MIB * 1024 * 1024))" start_proxy "${WORK}/slow.stats"
+  port=${PROXY_PORT}
   local saved_port=${PORT} saved_endpoint=${ENDPOINT}
   export PORT=${port} ENDPOINT="http://127.0.0.1:${port}"
   row ours "${op}" "${mib}" "${runs}" bash -c 'ours restore '"${name}"' -- sh -c "exec cat >/dev/null"'
@@ -265,6 +277,7 @@ check() {
 }
 
 print_table() {
+  TABLE_PRINTED=1
   python3 - "${WORK}/results" <<'PY'
 import collections, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]

@@ -3,6 +3,7 @@
 //! `downstream upstream connections cuts`, until killed. With CUT_AFTER and CUTS it cuts
 //! downloads: CUTS connections, each after CUT_AFTER bytes from the server. With
 //! TCP_PROXY_RATE (bytes per second) each connection's download is throttled to it.
+//! LISTEN_PORT 0 picks a free port; the port listened on is printed on stdout's first line.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,6 +33,7 @@ fn main() {
         faults.rate = Some(rate.parse().unwrap_or_else(|_| usage()));
     }
     let proxy = Proxy::start_on(listen, upstream, faults);
+    println!("{}", proxy.port);
     loop {
         let c = &proxy.counters;
         let line = format!(

@@ -141,11 +141,20 @@ median() { sort -n | sed -n "$((($1 + 1) / 2))p"; }
 
 # One row: TOOL OP MIB RUNS CMD... -> appends "tool op mib median_wall_s rss_kib median_cpu_s"
 # to results.
+# Every backup run starts from the same server: an empty bucket and no dirty pages left by the
+# run before. Without it our backups (a new object each run, where the peers overwrite theirs)
+# and whatever ran late were timed under the kernel's writeback of the earlier runs' gigabytes.
+settle_server() {
+  rm -rf "${WORK:?}/s3/bench/"*
+  sync
+}
+
 row() {
   local tool=$1 op=$2 mib=$3 runs=$4
   shift 4
   local i times=() cpus=() rss=0 t k user sys
   for ((i = 1; i <= runs; i++)); do
+    [[ ${op} == backup ]] && settle_server
     read -r t k user sys <<<"$(measure "$@")"
     times+=("${t}")
     cpus+=("$(python3 -c 'import sys; print(f"{float(sys.argv[1]) + float(sys.argv[2]):.2f}")' "${user}" "${sys}")")

@@ -184,6 +184,11 @@ bench_size() {
       bash -c 'ours backup --name-template "ours-'"${mib}"'-%H%M%S-$RANDOM.bin" -- cat "$DATA"'
   done
   ours backup --name-template "${name}" -- cat "${data}" >/dev/null 2>&1
+  # The peers read the same bytes, put behind the server directly (the backup runs above each
+  # started from an empty bucket).
+  local copy
+  for copy in s3cmd aws rclone; do cp "${data}" "${WORK}/s3/bench/${copy}-${mib}.bin"; done
+  sync
 
   # Restores into a reader of stdin; the bytes the server sent for them, per restore.
   local before after

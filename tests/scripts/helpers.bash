@@ -241,7 +241,10 @@ api_namespaces() {
 # ${BATS_TEST_TMPDIR}/out and .../err.
 run_bg() {
   set -m
-  "$@" >"${BATS_TEST_TMPDIR}/out" 2>"${BATS_TEST_TMPDIR}/err" &
+  # SIGINT/SIGQUIT ignored on entry (the suite started as a background job of a
+  # non-interactive shell, e.g. under nohup) cannot be trapped by the script, and it would
+  # follow the log forever: the script starts with them at their default.
+  env --default-signal=INT,QUIT "$@" >"${BATS_TEST_TMPDIR}/out" 2>"${BATS_TEST_TMPDIR}/err" &
   BG_PID=$!
   set +m
 }

@@ -392,10 +392,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
 pub(crate) async fn open_data(storage: &Storage, manifest: &Manifest) -> Result<crate::storage::ByteStream> {
     let name = &manifest.name;
     check_data(storage, manifest).await?;
-    storage
-        .get_stream(name)
-        .await
-        .map_err(|e| if e.is_not_found() { data_missing(name) } else { e.into() })
+    storage.get_stream(name).await.map_err(|e| data_error(name, e))
 }
 
 /// Checks that the data object of a committed backup exists and is the one its manifest
@@ -408,6 +405,16 @@ pub(crate) async fn check_data(storage: &Storage, manifest: &Manifest) -> Result
 
 pub(crate) fn data_missing(name: &str) -> Error {
     Error::Integrity(format!("backup {name:?}: the data object is missing"))
+}
+
+/// A failed read of a committed backup's data object: gone is an integrity failure (its
+/// manifest promised it), anything else a storage error.
+fn data_error(name: &str, e: StorageError) -> Error {
+    if e.is_not_found() {
+        data_missing(name)
+    } else {
+        e.into()
+    }
 }
 
 /// The most [`read_start`] reads: an age header (one X25519 stanza is about 100 bytes) and
@@ -427,11 +434,7 @@ pub(crate) async fn read_start(storage: &Storage, manifest: &Manifest) -> Result
         .and_then(|p| p.layout.parts(manifest.size).next().zip(p.sha256.first()))
         .map(|((_, len), want)| (len, want));
     let len = first_part.map_or(manifest.size, |(len, _)| len).min(START_READ);
-    let start =
-        storage
-            .get_start(name, len)
-            .await
-            .map_err(|e| if e.is_not_found() { data_missing(name) } else { e.into() })?;
+    let start = storage.get_start(name, len).await.map_err(|e| data_error(name, e))?;
     if (start.len() as u64) < len {
         return Err(Error::Integrity(format!(
             "backup {name:?} is corrupt: the object ends at byte {}, before the size its manifest records",

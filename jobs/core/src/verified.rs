@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use async_compression::tokio::bufread::ZstdDecoder;
 use bytes::{Buf, Bytes, BytesMut};
@@ -27,13 +26,8 @@ use crate::error::{Error, Result};
 use crate::hashing::HashingReader;
 use crate::interrupt::Interrupt;
 use crate::manifest::{Compression, Manifest, Parts};
+use crate::storage::retry::{self, Retries};
 use crate::storage::{ByteStream, Storage, StorageError};
-
-/// Failed attempts in a row (no byte received in between) before a read gives up.
-pub const RETRIES: u32 = 4;
-
-/// The wait before the first retry; it doubles with each failure in a row.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Size of the writes of decompressed data into the consumer.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -312,8 +306,7 @@ struct Resuming<'a> {
     /// Bytes received so far: where a reopened read starts.
     offset: u64,
     stream: Option<ByteStream>,
-    /// Failed attempts since the last byte received.
-    failures: u32,
+    retries: Retries,
     progress: Arc<AtomicU64>,
 }
 
@@ -324,7 +317,7 @@ impl<'a> Resuming<'a> {
             key,
             offset: 0,
             stream: None,
-            failures: 0,
+            retries: Retries::default(),
             progress,
         }
     }
@@ -345,10 +338,13 @@ impl<'a> Resuming<'a> {
                 Ok(0) => return Err(self.short()),
                 Ok(n) => {
                     self.offset += n as u64;
-                    self.failures = 0;
+                    self.retries.progressed();
                     self.progress.fetch_add(n as u64, Ordering::Relaxed);
                 }
-                Err(e) => self.failed(&e).await?,
+                Err(e) => match retry::spent(e) {
+                    Ok(lost) => return Err(Error::Storage(lost)),
+                    Err(e) => self.failed(&e).await?,
+                },
             }
         }
         Ok(())
@@ -393,22 +389,6 @@ impl<'a> Resuming<'a> {
     /// as a lost connection (exit 1: the backup is not at fault).
     async fn failed(&mut self, e: &(dyn std::fmt::Display + Sync)) -> Result<()> {
         self.stream = None;
-        self.failures += 1;
-        if self.failures > RETRIES {
-            return Err(Error::Storage(StorageError::ConnectionLost {
-                key: self.key.to_string(),
-                detail: format!("{e} (gave up at byte {} after {RETRIES} retries)", self.offset),
-            }));
-        }
-        let wait = FIRST_BACKOFF * 2u32.pow(self.failures - 1);
-        tracing::warn!(
-            "reading {:?} broke at byte {} ({e}); resuming from there in {} (retry {} of {RETRIES})",
-            self.key,
-            self.offset,
-            humantime::format_duration(wait),
-            self.failures
-        );
-        tokio::time::sleep(wait).await;
-        Ok(())
+        Ok(self.retries.failed(self.key, "", self.offset, e).await?)
     }
 }

@@ -8,6 +8,7 @@ mod compat;
 mod config;
 mod file;
 mod ranged;
+pub mod retry;
 mod s3;
 
 use std::time::SystemTime;

@@ -8,30 +8,24 @@
 //! (`verified.rs`) sees the same stream as from one GET.
 //!
 //! A range whose read breaks (connection dropped, stalled, server error) is read again from
-//! its last byte received, after a backoff, within the same budget as a single read; only the
-//! broken range's rest is read twice.
+//! its last byte received, after a backoff, within the same budget as a single read
+//! ([`super::retry`]); only the broken range's rest is read twice.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::task::JoinHandle;
 
+use super::retry::Retries;
 use super::s3::S3Store;
 use super::{ByteStream, StorageError, StorageResult};
 
 /// Bytes per ranged GET.
 pub(super) const RANGE: u64 = 4 << 20;
-
-/// Failed attempts in a row (no byte received in between) before a range gives up.
-const RETRIES: u32 = 4;
-
-/// The wait before the first retry; it doubles with each failure in a row.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Opens `key` from `start` for reading in ranges, `concurrency` in flight. The first range's
 /// answer says the object's size; an object that fits in it is read by that one GET alone.
@@ -160,7 +154,8 @@ async fn fetch(
 ) -> StorageResult<Bytes> {
     let len = end - start;
     let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(usize::MAX));
-    let mut failures = 0u32;
+    let mut retries = Retries::default();
+    let range = format!(" (bytes {start}..{end})");
     while (buf.len() as u64) < len {
         let at = start + buf.len() as u64;
         let mut stream = match opened.take() {
@@ -168,7 +163,7 @@ async fn fetch(
             None => match store.get_object(&key, at, Some(end)).await {
                 Ok(out) => store.guarded(out.body, &key),
                 Err(e @ (StorageError::Unreachable { .. } | StorageError::Failed { .. })) => {
-                    backoff(&mut failures, &key, start..end, at, &e).await?;
+                    retries.failed(&key, &range, at, &e).await?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -177,15 +172,15 @@ async fn fetch(
         let before = buf.len();
         let read = read_rest(&mut stream, &mut buf, len).await;
         if buf.len() > before {
-            failures = 0;
+            retries.progressed();
         }
         match read {
             Ok(()) if (buf.len() as u64) == len => {}
             Ok(()) => {
                 let ended = format!("the answer ended at byte {}", start + buf.len() as u64);
-                backoff(&mut failures, &key, start..end, start + buf.len() as u64, &ended).await?;
+                retries.failed(&key, &range, start + buf.len() as u64, &ended).await?;
             }
-            Err(e) => backoff(&mut failures, &key, start..end, start + buf.len() as u64, &e).await?,
+            Err(e) => retries.failed(&key, &range, start + buf.len() as u64, &e).await?,
         }
     }
     Ok(buf.freeze())
@@ -199,34 +194,6 @@ async fn read_rest(stream: &mut ByteStream, buf: &mut BytesMut, len: u64) -> std
             break;
         }
     }
-    Ok(())
-}
-
-/// Counts one failed attempt and waits before the next; past the budget the read fails as a
-/// lost connection.
-async fn backoff(
-    failures: &mut u32,
-    key: &str,
-    range: std::ops::Range<u64>,
-    at: u64,
-    e: &(dyn std::fmt::Display + Sync),
-) -> StorageResult<()> {
-    *failures += 1;
-    if *failures > RETRIES {
-        return Err(StorageError::ConnectionLost {
-            key: key.to_string(),
-            detail: format!("{e} (gave up at byte {at} after {RETRIES} retries)"),
-        });
-    }
-    let wait = FIRST_BACKOFF * 2u32.pow(*failures - 1);
-    tracing::warn!(
-        "reading {key:?} (bytes {}..{}) broke at byte {at} ({e}); resuming from there in {} (retry {} of {RETRIES})",
-        range.start,
-        range.end,
-        humantime::format_duration(wait),
-        *failures
-    );
-    tokio::time::sleep(wait).await;
     Ok(())
 }
 

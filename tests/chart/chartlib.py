@@ -157,7 +157,8 @@ def start_storage(rendered, data_dir, port, work):
     args = list(c["args"])
     args[args.index("--addr") + 1] = f"127.0.0.1:{port}"
     args = [a.replace("/tmp/", str(work) + "/") for a in args]
-    args = [str(data_dir) if a == "/export" else a for a in args]
+    # the volume: a plain path, or the remote of an overlay (`:hasher,remote=/export:`)
+    args = [str(data_dir) if a == "/export" else a.replace("=/export:", f"={data_dir}:") for a in args]
     proc_env = {"PATH": os.environ["PATH"], **{k: v for k, v in env.items() if k != "HOME"}, "HOME": str(work)}
     log = open(work / f"rclone-{port}.log", "w")
     proc = subprocess.Popen([shutil.which("rclone")] + args, env=proc_env, stdout=log, stderr=subprocess.STDOUT)

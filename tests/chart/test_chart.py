@@ -773,7 +773,7 @@ def storage_modes_with_rclone_engine():
     assert c["image"] == "docker.io/rclone/rclone:1.75.2"
     assert c["command"] == ["rclone"]
     assert c["args"] == ["serve", "s3", "--addr", ":9000", "--config", "", "--cache-dir", "/tmp/rclone-cache",
-                         "--vfs-cache-mode", "off", "/export"]
+                         "--vfs-cache-mode", "off", ":hasher,remote=/export:"]
     assert env["AUTH_ACCESS_KEY"] == {"secretKeyRef": {"name": "rel-minio", "key": "accesskey"}}
     assert env["AUTH_SECRET_KEY"] == {"secretKeyRef": {"name": "rel-minio", "key": "secretkey"}}
     assert env["RCLONE_AUTH_KEY"] == '"$(AUTH_ACCESS_KEY),$(AUTH_SECRET_KEY)"'
@@ -1994,6 +1994,69 @@ def rclone_multipart_leftovers_are_cleaned_by_the_rendered_sidecar():
             cleanup.wait(timeout=10)
         server.terminate()
         server.wait(timeout=10)
+
+
+def server_reads(proc):
+    """Bytes the process has read so far (files and sockets alike: /proc/PID/io rchar)."""
+    return int(re.search(r"^rchar: (\d+)$", Path(f"/proc/{proc.pid}/io").read_text(), re.M).group(1))
+
+
+def reads_per_request(r, data_dir, port):
+    """Serves data_dir the way `r` renders the storage, writes a 32 MiB object through it in
+    parts (as a backup does) and returns the bytes the server read for one HEAD, one GET and
+    one listing of it, each in a restarted server: a restore comes days later, when rclone has
+    long forgotten the hashes it saw."""
+    size = 32 * 1024 * 1024
+    s3_env = {"RCLONE_S3_PROVIDER": "Other", "RCLONE_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+              "RCLONE_S3_ACCESS_KEY_ID": KEYS["minio.accessKey"], "RCLONE_S3_SECRET_ACCESS_KEY": KEYS["minio.secretKey"]}
+    url = f"http://127.0.0.1:{port}/sts-stackgraph-backup"
+    server, _ = start_storage(r, data_dir, port)
+    try:
+        assert s3_call("PUT", url, *KEYS.values()) == "200"
+        upload = rclone_client(s3_env, "rcat", "--s3-chunk-size", "5Mi", ":s3:sts-stackgraph-backup/big.graph",
+                               stdin=subprocess.PIPE)
+        upload.communicate(os.urandom(size))
+        assert upload.wait(timeout=60) == 0
+        reads = {}
+        for what, argv in (("HEAD", ["-I", f"{url}/big.graph"]), ("GET", [f"{url}/big.graph"]),
+                           ("LIST", [f"{url}?list-type=2"])):
+            server.terminate()
+            server.wait(timeout=10)
+            server, _ = start_storage(r, data_dir, port)  # the container restarts; /tmp stays
+            before = server_reads(server)
+            got = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                                  "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", ":".join(KEYS.values()), *argv],
+                                 capture_output=True, text=True, timeout=60)
+            assert got.returncode == 0 and got.stdout.startswith("200"), (what, got.stdout, got.stderr)
+            reads[what] = server_reads(server) - before
+        assert int(got.stdout.split()[1]) > 0
+        return size, reads
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@test
+def rclone_volume_reads_each_object_once_per_get_and_never_for_head_or_list():
+    # Plain files have no stored MD5: rclone would read the whole backup for every HEAD, GET and
+    # listing (a `list` of 30 backups of 100 GiB would read 3 TB). The rendered server computes
+    # it during the upload and keeps it.
+    r = render(sets=set_(**KEYS), keep=False)
+    _, c, _ = storage(r)
+    assert c["args"][-1] == ":hasher,remote=/export:"
+    data_dir = WORK / "reads-export"
+    data_dir.mkdir()
+    size, reads = reads_per_request(r, data_dir, free_port())
+    assert reads["HEAD"] < 1024 * 1024 and reads["LIST"] < 1024 * 1024, reads
+    assert size <= reads["GET"] < size + 1024 * 1024, reads
+    # negative control: the same server on the plain volume reads the object for each request
+    plain = Rendered(json.loads(json.dumps(r.docs)))
+    plain_c = container(plain.one("Deployment", "minio"), STORAGE_CONTAINER)
+    plain_c["args"][-1] = "/export"
+    plain_dir = WORK / "reads-export-plain"
+    plain_dir.mkdir()
+    size, reads = reads_per_request(plain, plain_dir, free_port())
+    assert reads["HEAD"] >= size and reads["LIST"] >= size and reads["GET"] >= 2 * size, reads
 
 
 def readme_migration_pod():

@@ -7,8 +7,10 @@
 #     `aws s3 cp - …`, `rclone rcat …`;
 #   - restored into a stdin reader:    ours (`restore NAME -- sh -c 'cat >/dev/null'`),
 #     `s3cmd get … -`, `aws s3 cp s3://… -`, `rclone cat …`;
-# against one `rclone serve s3` on 127.0.0.1, every tool through the testkit's counting TCP
-# proxy (so the bytes the server sent for our restore are known). Each command runs
+# against one `rclone serve s3` on 127.0.0.1 set up as the chart's default engine serves its
+# volume (rclone's hasher over the directory, so the MD5 behind each ETag is computed once, as
+# the object is written), every tool through the testkit's counting TCP proxy (so the bytes the
+# server sent for our restore are known). Each command runs
 # BENCH_RUNS times; the table shows the median wall time, the rate, the ratio to the fastest
 # peer, the median CPU time (user + sys) and its ratio to the least CPU a peer used, and peak
 # RSS (GNU time; a peer's includes its `cat`/`sh`). CPU time is the steadier measure on a
@@ -20,7 +22,14 @@
 #   - one read per restore: the bytes the server sent (counted by the proxy) for our restore
 #     of N bytes <= N + one part (8 MiB, the default part size);
 #   - resumable restore: through a proxy that cuts 3 connections mid-download, the restore
-#     completes intact and the server still sent <= N + one part.
+#     completes intact and the server still sent <= N + one part;
+#   - one read on the server too: what the server process read (/proc/PID/io rchar: its files
+#     and sockets) for our restore of N bytes <= N + one part, for our backup <= N + one part
+#     (the upload itself; the read-backs of the commit must not re-read the object).
+#
+# BENCH_SERVER=plain serves the directory itself, as the first measurement did: rclone
+# then reads the whole object for every HEAD and before every GET (the server-read checks fail:
+# their negative control).
 #
 # BENCH_RATE_MIB=R adds the restores through a proxy that throttles each connection to R MiB/s.
 # BENCH_BIN=PATH benchmarks that stackgraph-backup binary instead of the static release build.
@@ -91,14 +100,20 @@ start_servers() {
   S3_PORT="$(free_port)"
   mkdir -p "${WORK}/s3/bench"
   # 1ms, not 0s: with 0s rclone 1.75 spins on a directory after a delete (see the testkit's S3Server).
+  local remote=":hasher,remote=${WORK}/s3:"
+  [[ ${BENCH_SERVER:-chart} == plain ]] && remote="${WORK}/s3"
   rclone serve s3 --addr "127.0.0.1:${S3_PORT}" --auth-key "${KEY},${SECRET}" --config /dev/null \
-    --dir-cache-time 1ms "${WORK}/s3" >/dev/null 2>&1 &
+    --cache-dir "${WORK}/rclone-cache" --dir-cache-time 1ms "${remote}" >/dev/null 2>&1 &
+  SERVER_PID=$!
   PIDS+=($!)
   wait_port "${S3_PORT}"
   start_proxy "${WORK}/proxy.stats"
   PORT=${PROXY_PORT}
   ENDPOINT="http://127.0.0.1:${PORT}"
 }
+
+# Bytes the server process has read so far (files and sockets).
+server_reads() { awk '$1 == "rchar:" { print $2 }' "/proc/${SERVER_PID}/io"; }
 
 # Bytes the server has sent through the proxy so far.
 served() {
@@ -183,18 +198,28 @@ bench_size() {
     with_variant "${variant}" row "ours+${variant%%=*}" backup "${mib}" "${runs}" \
       bash -c 'ours backup --name-template "ours-'"${mib}"'-%H%M%S-$RANDOM.bin" -- cat "$DATA"'
   done
+  local reads
+  reads="$(server_reads)"
   ours backup --name-template "${name}" -- cat "${data}" >/dev/null 2>&1
+  echo "${mib} backup $(($(server_reads) - reads))" >>"${WORK}/server-reads"
   # The peers read the same bytes, put behind the server directly (the backup runs above each
   # started from an empty bucket).
   local copy
-  for copy in s3cmd aws rclone; do cp "${data}" "${WORK}/s3/bench/${copy}-${mib}.bin"; done
+  for copy in s3cmd aws rclone; do
+    cp "${data}" "${WORK}/s3/bench/${copy}-${mib}.bin"
+    # the server hashes what it did not see written once, here, not in the first timed run
+    aws_ s3api head-object --bucket bench --key "${copy}-${mib}.bin" >/dev/null
+  done
   sync
 
   # Restores into a reader of stdin; the bytes the server sent for them, per restore.
   local before after
   before="$(served)"
+  reads="$(server_reads)"
   row ours restore "${mib}" "${runs}" bash -c 'ours restore '"${name}"' -- sh -c "exec cat >/dev/null"'
+  sleep 0.3   # the proxy rewrites its stats every 100 ms
   after="$(served)"
+  echo "${mib} restore $((($(server_reads) - reads) / runs))" >>"${WORK}/server-reads"
   ONE_READ_BYTES="$(((after - before) / runs))"
   peer_restores restore "${mib}" "${runs}" "${name}"
   resume_through_cuts "${mib}" "${name}" "${data}"
@@ -276,6 +301,12 @@ check_one_read() {
     check "our restore of ${mib} MiB read ${served} bytes from the server <= N + one part (${limit})" \
       test "${served}" -le "${limit}"
   done <"${WORK}/served"
+  local op reads
+  while read -r mib op reads; do
+    limit=$((mib * 1024 * 1024 + PART_BYTES))
+    check "the server read ${reads} bytes for our ${op} of ${mib} MiB <= N + one part (${limit})" \
+      test "${reads}" -le "${limit}"
+  done <"${WORK}/server-reads"
 }
 
 check() {
@@ -324,6 +355,7 @@ main() {
   [[ $# -gt 0 ]] && sizes=("$1")
   : >"${WORK}/results"
   : >"${WORK}/served"
+  : >"${WORK}/server-reads"
   echo "bench: ${sizes[*]} MiB, ${runs} run(s) each, $(nproc) CPUs, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
   for mib in "${sizes[@]}"; do
     bench_size "${mib}" "${runs}"
